@@ -1,0 +1,3 @@
+from streamml.cli import app
+
+app(prog_name="streamml")

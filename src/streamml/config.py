@@ -1,0 +1,166 @@
+"""Typed settings for every streamml process.
+
+Values come from the environment (``STREAMML_`` prefix, ``__`` between a section and its field) and from ``.env``.
+Nothing here is read at import time: entry points call :func:`get_settings`, library code receives a section.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_PREFIX = "change-me"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    host: str = Field("127.0.0.1", description="Host the broker listens on and clients connect to.")
+    port: int = Field(9092, description="Client (PLAINTEXT) listener port of the broker.")
+    controller_port: int = Field(9093, description="KRaft controller listener port (local stack only).")
+    heap: str = Field("768m", description="JVM heap (-Xmx) of the local broker.")
+    partitions: int = Field(3, ge=1, description="Partitions of each platform topic.")
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Retention of the platform topics, in milliseconds.")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class RedisSettings(_Section):
+    host: str = Field("127.0.0.1", description="Redis host.")
+    port: int = Field(6379, description="Redis port.")
+    db: int = Field(0, ge=0, description="Redis database number.")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class MinioSettings(_Section):
+    host: str = Field("127.0.0.1", description="MinIO host.")
+    port: int = Field(9000, description="MinIO S3 API port.")
+    console_port: int = Field(9001, description="MinIO web console port.")
+    access_key: str = Field("streamml", description="MinIO root user, used as the S3 access key.")
+    secret_key: SecretStr = Field(
+        SecretStr("change-me-minio"), description="MinIO root password, used as the S3 secret key (8+ chars)."
+    )
+    region: str = Field("us-east-1", description="Region name given to S3 clients.")
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class MlflowSettings(_Section):
+    host: str = Field("127.0.0.1", description="MLflow tracking server host.")
+    port: int = Field(5000, description="MLflow tracking server port.")
+    experiment: str = Field("movielens-like", description="Experiment that training runs log to.")
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class AirflowSettings(_Section):
+    host: str = Field("127.0.0.1", description="Airflow API server host.")
+    port: int = Field(8080, description="Airflow API server (UI and REST v2) port.")
+    admin_user: str = Field("admin", description="Airflow admin login.")
+    admin_password: SecretStr = Field(SecretStr("change-me-airflow"), description="Airflow admin password.")
+    jwt_secret: SecretStr = Field(
+        SecretStr("change-me-airflow-jwt-secret-0123456789"),
+        description="Secret that signs Airflow's API and task JWTs; shared by all Airflow processes.",
+    )
+    parallelism: int = Field(4, ge=1, description="Airflow core parallelism (task slots).")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class SparkSettings(_Section):
+    master: str = Field("local[*]", description="Spark master URL given to spark-submit and sessions.")
+    driver_memory: str = Field("2g", description="Spark driver memory.")
+
+
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="FastAPI service host.")
+    port: int = Field(8000, description="FastAPI service port.")
+    api_key: SecretStr = Field(SecretStr("change-me-api-key"), description="Key required by mutating API endpoints.")
+
+
+class DashboardSettings(_Section):
+    port: int = Field(8501, description="Streamlit dashboard port.")
+
+
+class Settings(BaseSettings):
+    """All streamml settings; see ``.env.example`` for every variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMML_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    mode: Literal["local", "docker"] = Field(
+        "local", description="local: processes on this machine; docker: Compose. Default secrets only in local."
+    )
+    state_dir: Path = Field(Path(".local"), description="Data, logs and generated config of the local stack.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "streamml", description="Download/build cache (jars, MinIO binary), shared by clones."
+    )
+    movielens_dir: Path | None = Field(
+        None, description="Directory holding MovieLens CSVs; when unset the dataset is downloaded."
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka broker.")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis server.")
+    minio: MinioSettings = Field(default_factory=MinioSettings, description="MinIO (S3) server.")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking server.")
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings, description="Airflow servers.")
+    spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="FastAPI service.")
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings, description="Streamlit dashboard.")
+
+    @model_validator(mode="after")
+    def _no_default_secrets_outside_local(self) -> Settings:
+        if self.mode == "local":
+            return self
+        defaults = [name for name, value in self.secrets().items() if value.startswith(DEFAULT_SECRET_PREFIX)]
+        if defaults:
+            raise ValueError(
+                f"default secrets are only allowed in local mode; set {', '.join(sorted(defaults))} in .env"
+            )
+        return self
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret by its environment variable name, revealed (for validation and child process env)."""
+        return {
+            "STREAMML_MINIO__SECRET_KEY": self.minio.secret_key.get_secret_value(),
+            "STREAMML_AIRFLOW__ADMIN_PASSWORD": self.airflow.admin_password.get_secret_value(),
+            "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
+            "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),
+        }
+
+    def s3_env(self) -> dict[str, str]:
+        """Environment that points boto3, MLflow and Spark's S3A at MinIO."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.minio.secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": self.minio.region,
+            "AWS_ENDPOINT_URL_S3": self.minio.endpoint_url,
+            "MLFLOW_S3_ENDPOINT_URL": self.minio.endpoint_url,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call only from entry points."""
+    return Settings()

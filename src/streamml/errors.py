@@ -1,0 +1,27 @@
+"""The errors streamml raises; third-party errors are wrapped in these at the adapter."""
+
+from __future__ import annotations
+
+
+class StreamMLError(Exception):
+    """Base of every streamml error; its message is meant for a person."""
+
+
+class ConfigError(StreamMLError):
+    """Settings or the environment are wrong (bad value, missing prerequisite, port taken)."""
+
+
+class PoisonMessageError(StreamMLError):
+    """A message can never be processed (bad JSON, wrong fields); it goes to the DLQ."""
+
+
+class TransientError(StreamMLError):
+    """An infrastructure fault (broker, Redis, MLflow unreachable) that a retry may fix."""
+
+
+class ModelUnavailableError(StreamMLError):
+    """No model can be loaded to serve (none registered, or the registry is unreachable)."""
+
+
+class DataValidationError(StreamMLError):
+    """Input data breaks its schema; the message names the file, the row and the problem."""

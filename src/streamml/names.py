@@ -1,0 +1,49 @@
+"""Every name shared between processes: topics, Redis keys, buckets, model name and aliases."""
+
+from __future__ import annotations
+
+# Kafka topics (keys are user ids).
+TOPIC_REQUESTS = "ratings.requests.v1"
+TOPIC_FEEDBACK = "ratings.feedback.v1"
+TOPIC_PREDICTIONS = "predictions.v1"
+TOPIC_REQUESTS_DLQ = "ratings.requests.dlq.v1"
+TOPIC_METRICS = "metrics.v1"
+TOPIC_MODEL_EVENTS = "model-events.v1"
+TOPICS = (TOPIC_REQUESTS, TOPIC_FEEDBACK, TOPIC_PREDICTIONS, TOPIC_REQUESTS_DLQ, TOPIC_METRICS, TOPIC_MODEL_EVENTS)
+
+# Consumer groups.
+GROUP_SCORER = "streamml-scorer"
+GROUP_FEATURE_UPDATER = "streamml-feature-updater"
+GROUP_METRICS = "streamml-metrics"
+GROUP_SCORER_MODEL_EVENTS = "streamml-scorer-model-events"
+
+# MinIO buckets.
+BUCKET_RAW = "raw"
+BUCKET_FEATURES = "features"
+BUCKET_MLFLOW = "mlflow"
+BUCKETS = (BUCKET_RAW, BUCKET_FEATURES, BUCKET_MLFLOW)
+
+# MLflow registry.
+MODEL_NAME = "movielens-like"
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+
+# Airflow DAGs.
+DAG_TRAINING = "movielens_training"
+DAG_BATCH_SCORING = "batch_scoring"
+
+# Redis keys.
+FEATURE_VERSION_CURRENT = "feat:current"
+METRICS_PREFIX = "metrics:"
+
+
+def user_features_key(version: int, user_id: int) -> str:
+    return f"feat:v{version}:user:{user_id}"
+
+
+def movie_features_key(version: int, movie_id: int) -> str:
+    return f"feat:v{version}:movie:{movie_id}"
+
+
+def prediction_key(request_id: str) -> str:
+    return f"pred:{request_id}"

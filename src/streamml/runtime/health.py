@@ -1,0 +1,153 @@
+"""Real health checks of each service: a request that only succeeds when the server does its job."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+
+from streamml.config import Settings
+from streamml.errors import StreamMLError
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("kafka", "redis", "minio", "mlflow", "airflow")
+
+
+@dataclass(frozen=True)
+class Health:
+    service: str
+    ok: bool
+    detail: str
+
+
+def check_kafka(settings: Settings, timeout: float) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "socket.timeout.ms": int(timeout * 1000)})
+    meta = admin.list_topics(timeout=timeout)
+    return f"{len(meta.brokers)} broker(s), {len([t for t in meta.topics if not t.startswith('__')])} topic(s)"
+
+
+def check_redis(settings: Settings, timeout: float) -> str:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+        info = client.info("server")
+        aof = client.config_get("appendonly").get("appendonly")
+        return f"PONG, redis {info['redis_version']}, appendonly={aof}"
+    finally:
+        client.close()
+
+
+def s3_client(settings: Settings, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """A boto3 S3 client for MinIO."""
+    import boto3
+    from botocore.config import Config
+
+    m = settings.minio
+    return boto3.client(
+        "s3",
+        endpoint_url=m.endpoint_url,
+        aws_access_key_id=m.access_key,
+        aws_secret_access_key=m.secret_key.get_secret_value(),
+        region_name=m.region,
+        config=Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 1},
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def check_minio(settings: Settings, timeout: float) -> str:
+    buckets = [b["Name"] for b in s3_client(settings, timeout).list_buckets().get("Buckets", [])]
+    return f"buckets: {', '.join(sorted(buckets)) or '(none)'}"
+
+
+def check_mlflow(settings: Settings, timeout: float) -> str:
+    base = settings.mlflow.tracking_uri
+    with httpx.Client(timeout=timeout) as http:
+        http.get(f"{base}/health").raise_for_status()
+        resp = http.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 100})
+        resp.raise_for_status()
+    return f"/health OK, {len(resp.json().get('experiments', []))} experiment(s)"
+
+
+def airflow_token(settings: Settings, timeout: float = 10.0) -> str:
+    """A JWT for Airflow's REST API v2 from ``POST /auth/token``."""
+    af = settings.airflow
+    resp = httpx.post(
+        f"{af.base_url}/auth/token",
+        json={"username": af.admin_user, "password": af.admin_password.get_secret_value()},
+        timeout=timeout,
+    )
+    if resp.status_code >= 400:
+        raise StreamMLError(f"Airflow refused the admin login ({resp.status_code}): {resp.text[:200]}")
+    return str(resp.json()["access_token"])
+
+
+def check_airflow(settings: Settings, timeout: float) -> str:
+    resp = httpx.get(f"{settings.airflow.base_url}/api/v2/monitor/health", timeout=timeout)
+    resp.raise_for_status()
+    components = resp.json()
+    down = [name for name, part in components.items() if isinstance(part, dict) and part.get("status") != "healthy"]
+    if down:
+        raise StreamMLError(f"unhealthy: {', '.join(down)}")
+    airflow_token(settings, timeout)
+    return f"{', '.join(sorted(components))} healthy; token OK"
+
+
+CHECKS: dict[str, Callable[[Settings, float], str]] = {
+    "kafka": check_kafka,
+    "redis": check_redis,
+    "minio": check_minio,
+    "mlflow": check_mlflow,
+    "airflow": check_airflow,
+}
+
+
+def check(service: str, settings: Settings, timeout: float = 5.0) -> Health:
+    """Check one service; any failure becomes a not-ok :class:`Health` with the reason."""
+    try:
+        return Health(service, True, CHECKS[service](settings, timeout))
+    except Exception as exc:  # noqa: BLE001 - every failure of a probe means "down", with its reason
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Health(service, False, f"{type(exc).__name__}: {detail}"[:200])
+
+
+def wait_for(
+    services: Iterable[str],
+    settings: Settings,
+    timeout: float = 180.0,
+    on_wait: Callable[[list[Health], float], None] | None = None,
+) -> list[Health]:
+    """Poll until every service is healthy, with backoff; raise naming what is still down at the deadline."""
+    pending = list(services)
+    unknown = [s for s in pending if s not in CHECKS]
+    if unknown:
+        raise StreamMLError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    healthy: list[Health] = []
+    while True:
+        results = [check(s, settings, timeout=min(5.0, max(1.0, deadline - time.monotonic()))) for s in pending]
+        healthy += [h for h in results if h.ok]
+        down = [h for h in results if not h.ok]
+        if not down:
+            return healthy
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            reasons = "; ".join(f"{h.service} ({h.detail})" for h in down)
+            raise StreamMLError(f"still down after {timeout:.0f}s: {reasons}")
+        if on_wait:
+            on_wait(down, remaining)
+        pending = [h.service for h in down]
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 5.0)

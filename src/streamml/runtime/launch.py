@@ -1,0 +1,121 @@
+"""Launchers that prepare a server's data directory and then exec it, so supervisord supervises the server itself.
+
+Used as supervisord commands: ``python -m streamml.runtime.launch kafka``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from streamml.config import Settings, get_settings
+from streamml.runtime.programs import StackPaths
+
+KAFKA_MAIN = "kafka.Kafka"
+KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+def kafka_paths(paths: StackPaths) -> tuple[Path, Path, Path]:
+    """(server.properties, log4j2 config, data dir) of the local broker."""
+    base = paths.state / "kafka"
+    return base / "server.properties", base / "log4j2.properties", base / "data"
+
+
+def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
+    """Write the single-node KRaft broker's config (broker and controller in one process)."""
+    k = settings.kafka
+    props, log4j, data = kafka_paths(paths)
+    props.parent.mkdir(parents=True, exist_ok=True)
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
+                f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                f"num.partitions={k.partitions}",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                f"log.retention.ms={k.retention_ms}",
+                "",
+            ]
+        )
+    )
+    log4j.write_text(
+        "\n".join(
+            [
+                "status = warn",
+                "appender.console.type = Console",
+                "appender.console.name = STDOUT",
+                "appender.console.layout.type = PatternLayout",
+                "appender.console.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.stdout.ref = STDOUT",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = INFO",
+                "logger.state.name = state.change.logger",
+                "logger.state.level = WARN",
+                "",
+            ]
+        )
+    )
+
+
+def kafka_java(paths: StackPaths, main: str, *args: str, heap: str = "256m") -> list[str]:
+    _, log4j, _ = kafka_paths(paths)
+    return [
+        "java",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        f"{paths.kafka_libs}/*",
+        main,
+        *args,
+    ]
+
+
+def format_kafka_storage(paths: StackPaths) -> None:
+    """Format the KRaft log dir once; a formatted dir (meta.properties present) is left as it is."""
+    props, _, data = kafka_paths(paths)
+    if (data / "meta.properties").exists():
+        return
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    subprocess.run(  # noqa: S603 - fixed argv built from our own paths
+        kafka_java(paths, KAFKA_STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(props)), check=True
+    )
+
+
+def exec_kafka(settings: Settings, paths: StackPaths) -> None:
+    render_kafka_config(settings, paths)
+    format_kafka_storage(paths)
+    props, _, _ = kafka_paths(paths)
+    argv = kafka_java(paths, KAFKA_MAIN, str(props), heap=settings.kafka.heap)
+    os.execvp(argv[0], argv)  # noqa: S606 - replace this launcher with the broker
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["kafka"]:
+        sys.stderr.write("usage: python -m streamml.runtime.launch kafka\n")
+        return 2
+    settings = get_settings()
+    exec_kafka(settings, StackPaths.from_settings(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

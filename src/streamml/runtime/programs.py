@@ -1,0 +1,196 @@
+"""The programs of the local stack: what runs, in which order, with which environment.
+
+Each :class:`Program` becomes one ``[program:x]`` section of the generated supervisord config. Infrastructure
+programs come first; the platform's own programs (scorer, feature updater, metrics aggregator, API, dashboard) are
+added to :func:`platform_programs` as they are built, one entry each.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamml.config import Settings
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised process of the local stack."""
+
+    name: str
+    command: list[str]
+    service: str  # the health-check name this program belongs to (several airflow programs share "airflow")
+    stage: int  # start order: every program of stage n is healthy before stage n+1 starts
+    port: int | None = None  # the port it binds, checked free before start
+    port_var: str | None = None  # the variable that changes that port
+    env: dict[str, str] = field(default_factory=dict)
+    stop_wait_seconds: int = 20
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the local stack keeps its state, all absolute."""
+
+    root: Path
+    state: Path
+    cache: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> StackPaths:
+        root = (root or Path.cwd()).resolve()
+        state = settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
+        return cls(root=root, state=state, cache=settings.cache_dir.expanduser().resolve())
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.state / "supervisor" / "supervisord.conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.state / "supervisor" / "supervisor.sock"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.state / "supervisor" / "supervisord.pid"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / "kafka" / "libs"
+
+    @property
+    def spark_jars(self) -> Path:
+        return self.cache / "spark" / "jars"
+
+    @property
+    def minio_binary(self) -> Path:
+        return self.cache / "bin" / "minio"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state / "airflow"
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def airflow_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
+    """Environment shared by every Airflow process (and by the CLI calls that migrate its database)."""
+    af = settings.airflow
+    home = paths.airflow_home
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.root / "airflow" / "dags"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{af.admin_user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{af.base_url}/execution/",
+        "AIRFLOW__API__HOST": af.host,
+        "AIRFLOW__API__PORT": str(af.port),
+        "AIRFLOW__API__BASE_URL": af.base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": af.jwt_secret.get_secret_value(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": af.jwt_secret.get_secret_value(),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow-tasks"),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "NO_PROXY": "*",
+    }
+
+
+def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Program]:
+    """Kafka, Redis, MinIO, MLflow and Airflow as real servers."""
+    py = sys.executable
+    k, r, m, ml, af = settings.kafka, settings.redis, settings.minio, settings.mlflow, settings.airflow
+    airflow = venv_bin("airflow")
+    aenv = airflow_env(settings, paths)
+    return [
+        Program(
+            "kafka",
+            [py, "-m", "streamml.runtime.launch", "kafka"],
+            service="kafka",
+            stage=0,
+            port=k.port,
+            port_var="STREAMML_KAFKA__PORT",
+            stop_wait_seconds=30,
+        ),
+        Program(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--bind", r.host, "--port", str(r.port), "--dir", str(paths.state / "redis"),
+                "--appendonly", "yes", "--protected-mode", "yes", "--daemonize", "no",
+            ],
+            service="redis",
+            stage=0,
+            port=r.port,
+            port_var="STREAMML_REDIS__PORT",
+        ),
+        Program(
+            "minio",
+            [
+                str(paths.minio_binary), "server", str(paths.state / "minio"),
+                "--address", f"{m.host}:{m.port}", "--console-address", f"{m.host}:{m.console_port}", "--quiet",
+            ],
+            service="minio",
+            stage=0,
+            port=m.port,
+            port_var="STREAMML_MINIO__PORT",
+            env={
+                "MINIO_ROOT_USER": m.access_key,
+                "MINIO_ROOT_PASSWORD": m.secret_key.get_secret_value(),
+                "MINIO_UPDATE": "off",
+                "MINIO_BROWSER_REDIRECT": "off",
+            },
+        ),
+        Program(
+            "mlflow",
+            [
+                venv_bin("mlflow"), "server",
+                "--backend-store-uri", f"sqlite:///{paths.state / 'mlflow' / 'mlflow.db'}",
+                "--artifacts-destination", "s3://mlflow",
+                "--host", ml.host, "--port", str(ml.port), "--workers", "1",
+                "--allowed-hosts", f"{ml.host}:{ml.port},localhost:{ml.port},127.0.0.1:{ml.port},mlflow:{ml.port}",
+            ],
+            service="mlflow",
+            stage=1,
+            port=ml.port,
+            port_var="STREAMML_MLFLOW__PORT",
+            env={**settings.s3_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        ),
+        Program(
+            "airflow-api-server",
+            [airflow, "api-server", "--host", af.host, "--port", str(af.port), "--workers", "1"],
+            service="airflow",
+            stage=1,
+            port=af.port,
+            port_var="STREAMML_AIRFLOW__PORT",
+            env=aenv,
+        ),
+        Program("airflow-scheduler", [airflow, "scheduler"], service="airflow", stage=1, env=aenv),
+        Program("airflow-dag-processor", [airflow, "dag-processor"], service="airflow", stage=1, env=aenv),
+        Program("airflow-triggerer", [airflow, "triggerer"], service="airflow", stage=1, env=aenv),
+    ]
+
+
+def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  # noqa: ARG001
+    """The platform's own long-running programs (stage 2); each later capability adds its entry here."""
+    return []
+
+
+def all_programs(settings: Settings, paths: StackPaths) -> list[Program]:
+    return infrastructure_programs(settings, paths) + platform_programs(settings, paths)

@@ -1,0 +1,294 @@
+"""Bring the local stack up and down under supervisord, in dependency order behind health gates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamml import names
+from streamml.config import Settings
+from streamml.errors import ConfigError, StreamMLError
+from streamml.runtime import health
+from streamml.runtime.launch import render_kafka_config
+from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs, venv_bin
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def _quote(value: str) -> str:
+    """Quote a value for supervisord's ``environment=`` (double quotes; % escaped for its interpolation)."""
+    return '"' + value.replace("%", "%%").replace('"', '\\"') + '"'
+
+
+def render_supervisord_conf(programs: list[Program], paths: StackPaths) -> str:
+    """The supervisord config: one program per entry, all started on demand (autostart off), restart on crash."""
+    lines = [
+        "[unix_http_server]",
+        f"file={paths.supervisor_socket}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"logfile={paths.logs / 'supervisord.log'}",
+        f"pidfile={paths.supervisor_pidfile}",
+        f"directory={paths.root}",
+        "logfile_maxbytes=10MB",
+        "logfile_backups=2",
+        "nodaemon=false",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{paths.supervisor_socket}",
+        "",
+    ]
+    for p in programs:
+        env = {"PYTHONUNBUFFERED": "1", **p.env}
+        lines += [
+            f"[program:{p.name}]",
+            "command=" + " ".join(_quote(a) if (" " in a or "*" in a) else a.replace("%", "%%") for a in p.command),
+            f"directory={paths.root}",
+            "autostart=false",
+            "autorestart=true",
+            "startsecs=3",
+            "startretries=10",
+            "stopsignal=TERM",
+            f"stopwaitsecs={p.stop_wait_seconds}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={paths.logs / (p.name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=2",
+            "environment=" + ",".join(f"{k}={_quote(v)}" for k, v in env.items()),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+class Supervisor:
+    """A thin client of supervisord's XML-RPC interface over its unix socket."""
+
+    def __init__(self, paths: StackPaths) -> None:
+        self.paths = paths
+
+    def _proxy(self) -> Any:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{self.paths.supervisor_socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def running(self) -> bool:
+        if not self.paths.supervisor_socket.exists():
+            return False
+        try:
+            return self._proxy().supervisor.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Fault):
+            return False
+
+    def start_daemon(self) -> None:
+        subprocess.run([venv_bin("supervisord"), "-c", str(self.paths.supervisor_conf)], check=True)  # noqa: S603
+        deadline = time.monotonic() + 20
+        while not self.running():
+            if time.monotonic() > deadline:
+                raise StreamMLError(f"supervisord did not start; see {self.paths.logs / 'supervisord.log'}")
+            time.sleep(0.2)
+
+    def reload_config(self) -> None:
+        """Pick up programs added to or removed from the config without touching running ones."""
+        added, changed, removed = self._proxy().supervisor.reloadConfig()[0]
+        rpc = self._proxy().supervisor
+        for name in removed + changed:
+            try:
+                rpc.stopProcess(name)
+            except xmlrpc.client.Fault:
+                pass
+            rpc.removeProcessGroup(name)
+        for name in added + changed:
+            rpc.addProcessGroup(name)
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        if not self.running():
+            return {}
+        return {p["name"]: p for p in self._proxy().supervisor.getAllProcessInfo()}
+
+    def start(self, name: str) -> None:
+        try:
+            self._proxy().supervisor.startProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString:
+                raise StreamMLError(
+                    f"{name} failed to start ({fault.faultString}); see {self.paths.logs / (name + '.log')}"
+                ) from fault
+
+    def shutdown(self, timeout: float = 90.0) -> None:
+        pid = self._pid()
+        if not self.running():
+            return
+        self._proxy().supervisor.shutdown()
+        deadline = time.monotonic() + timeout
+        while pid and _alive(pid):
+            if time.monotonic() > deadline:
+                raise StreamMLError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s")
+            time.sleep(0.3)
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.paths.supervisor_pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    pids: list[int]
+    ports: list[int]
+    state: str
+    detail: str
+    ok: bool
+
+
+class LocalStack:
+    """The local stack of real processes: render config, start in stages behind health gates, stop, report."""
+
+    def __init__(self, settings: Settings, root: Path | None = None) -> None:
+        self.settings = settings
+        self.paths = StackPaths.from_settings(settings, root)
+        self.programs = all_programs(settings, self.paths)
+        self.supervisor = Supervisor(self.paths)
+
+    # -- preparing ---------------------------------------------------------------------------------------------
+    def check_prerequisites(self) -> None:
+        missing = []
+        if not list(self.paths.kafka_libs.glob("kafka_*.jar")):
+            missing.append(f"Kafka jars in {self.paths.kafka_libs}")
+        if not self.paths.minio_binary.exists():
+            missing.append(f"MinIO binary {self.paths.minio_binary}")
+        if not shutil.which("redis-server"):
+            missing.append("redis-server (Debian package redis-server)")
+        if not shutil.which("java"):
+            missing.append("java (Java 17, Debian package openjdk-17-jre-headless)")
+        if missing:
+            raise ConfigError("missing: " + "; ".join(missing) + ". Run ./run.sh setup.")
+
+    def render(self) -> None:
+        for sub in ("logs", "supervisor", "redis", "minio", "mlflow", "airflow", "kafka"):
+            (self.paths.state / sub).mkdir(parents=True, exist_ok=True)
+        render_kafka_config(self.settings, self.paths)
+        passwords = self.paths.airflow_home / "passwords.json"
+        af = self.settings.airflow
+        passwords.write_text(json.dumps({af.admin_user: af.admin_password.get_secret_value()}))
+        conf = self.paths.supervisor_conf
+        conf.write_text(render_supervisord_conf(self.programs, self.paths))
+        conf.chmod(0o600)
+
+    def check_ports(self, programs: list[Program]) -> None:
+        """Fail before starting anything when a port we need is taken by a process that is not ours."""
+        taken = [p for p in programs if p.port is not None and port_in_use("127.0.0.1", p.port)]
+        if taken:
+            raise ConfigError(
+                "; ".join(
+                    f"port {p.port} for {p.name} is already in use by another process "
+                    f"(stop it, or set {p.port_var} in .env to a free port)"
+                    for p in taken
+                )
+                + ". Nothing was started."
+            )
+
+    def ensure_buckets(self) -> None:
+        s3 = health.s3_client(self.settings)
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        for bucket in names.BUCKETS:
+            if bucket not in existing:
+                s3.create_bucket(Bucket=bucket)
+
+    def migrate_airflow(self) -> None:
+        env = {**os.environ, **airflow_env(self.settings, self.paths)}
+        log = self.paths.logs / "airflow-db-migrate.log"
+        with log.open("ab") as out:
+            done = subprocess.run(  # noqa: S603
+                [venv_bin("airflow"), "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+        if done.returncode != 0:
+            raise StreamMLError(f"airflow db migrate failed; see {log}")
+
+    # -- running -----------------------------------------------------------------------------------------------
+    def up(self, say: Say, timeout: float = 240.0) -> None:
+        """Start every program (idempotent: running programs are left alone) and wait until all are healthy."""
+        self.check_prerequisites()
+        self.render()
+        running = {n for n, p in self.supervisor.processes().items() if p["statename"] in ("RUNNING", "STARTING")}
+        self.check_ports([p for p in self.programs if p.name not in running])
+        if self.supervisor.running():
+            self.supervisor.reload_config()
+        else:
+            say("starting supervisord")
+            self.supervisor.start_daemon()
+        for stage in sorted({p.stage for p in self.programs}):
+            group = [p for p in self.programs if p.stage == stage]
+            if stage == 1:
+                self.ensure_buckets()
+                say("migrating the Airflow database")
+                self.migrate_airflow()
+            for p in group:
+                if p.name not in running:
+                    say(f"starting {p.name}")
+                    self.supervisor.start(p.name)
+            services = list(dict.fromkeys(p.service for p in group if p.service in health.CHECKS))
+            say(f"waiting for {', '.join(services)}")
+            health.wait_for(
+                services,
+                self.settings,
+                timeout=timeout,
+                on_wait=lambda down, left: say(
+                    f"  still waiting for {', '.join(h.service for h in down)} ({left:.0f}s left)"
+                ),
+            )
+
+    def down(self, purge: bool = False) -> None:
+        self.supervisor.shutdown()
+        if purge and self.paths.state.exists():
+            shutil.rmtree(self.paths.state)
+
+    def status(self) -> list[ServiceStatus]:
+        procs = self.supervisor.processes()
+        rows = []
+        for service in health.SERVICES + tuple(p.service for p in self.programs if p.service not in health.SERVICES):
+            programs = [p for p in self.programs if p.service == service]
+            infos = [procs.get(p.name, {}) for p in programs]
+            states = sorted({i.get("statename", "STOPPED") for i in infos})
+            pids = [i["pid"] for i in infos if i.get("pid")]
+            ports = [p.port for p in programs if p.port]
+            h = health.check(service, self.settings) if service in health.CHECKS else None
+            ok = states == ["RUNNING"] and (h is None or h.ok)
+            rows.append(ServiceStatus(service, pids, ports, "/".join(states), h.detail if h else "", ok))
+        return rows

@@ -1,0 +1,72 @@
+"""The one place Kafka client configs are built (librdkafka's dotted keys) and topics are created."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from streamml.config import KafkaSettings
+from streamml.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+
+def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
+    return {"bootstrap.servers": kafka.bootstrap_servers}
+
+
+def producer_config(kafka: KafkaSettings, client_id: str = "streamml") -> dict[str, Any]:
+    """An idempotent producer: acks=all, retries without duplicates or reordering."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
+
+
+def consumer_config(kafka: KafkaSettings, group_id: str, client_id: str = "streamml") -> dict[str, Any]:
+    """A consumer whose offsets are stored and committed by our code only after outputs are flushed."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+    }
+
+
+def ensure_topics(
+    kafka: KafkaSettings, topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); return the ones created."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(admin_config(kafka))
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise TransientError(f"Kafka at {kafka.bootstrap_servers} is unreachable: {exc}") from exc
+    wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not wanted:
+        return []
+    new = [
+        NewTopic(t, num_partitions=partitions or kafka.partitions, config={"retention.ms": str(kafka.retention_ms)})
+        for t in wanted
+    ]
+    created = []
+    for topic, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            created.append(topic)
+            logger.info("created topic=%s", topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransientError(f"could not create topic {topic}: {exc}") from exc
+    return created

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from streamml.config import Settings
+from streamml.errors import ConfigError
+from streamml.runtime.programs import StackPaths, all_programs
+from streamml.runtime.stack import LocalStack, render_supervisord_conf
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    monkeypatch.chdir(tmp_path)
+    return Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+
+
+def test_every_program_gets_a_section_a_log_and_no_autostart(settings: Settings, tmp_path: Path) -> None:
+    paths = StackPaths.from_settings(settings, tmp_path)
+    programs = all_programs(settings, paths)
+    conf = render_supervisord_conf(programs, paths)
+    names = {p.name for p in programs}
+    assert {"kafka", "redis", "minio", "mlflow", "airflow-api-server", "airflow-scheduler",
+            "airflow-dag-processor", "airflow-triggerer"} <= names
+    for name in names:
+        assert f"[program:{name}]" in conf
+        assert f"stdout_logfile={paths.logs / (name + '.log')}" in conf
+    assert conf.count("autostart=false") == len(programs)
+    assert conf.count("autorestart=true") == len(programs)
+
+
+def test_ports_bind_loopback_only(settings: Settings, tmp_path: Path) -> None:
+    programs = all_programs(settings, StackPaths.from_settings(settings, tmp_path))
+    flat = {p.name: " ".join(p.command) for p in programs}
+    assert "--bind 127.0.0.1" in flat["redis"]
+    assert "--address 127.0.0.1:9000" in flat["minio"]
+    assert "--host 127.0.0.1" in flat["mlflow"]
+    assert "--host 127.0.0.1" in flat["airflow-api-server"]
+
+
+def test_secrets_with_special_characters_survive_rendering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STREAMML_MINIO__SECRET_KEY", 'pa%ss"word')
+    settings = Settings(state_dir=tmp_path / "s")
+    paths = StackPaths.from_settings(settings, tmp_path)
+    conf = render_supervisord_conf(all_programs(settings, paths), paths)
+    assert 'MINIO_ROOT_PASSWORD="pa%%ss\\"word"' in conf
+
+
+def test_taken_port_names_port_and_variable_and_starts_nothing(settings: Settings, tmp_path: Path) -> None:
+    stack = LocalStack(settings, tmp_path)
+    kafka = next(p for p in stack.programs if p.name == "kafka")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        taken = type(kafka)(**{**kafka.__dict__, "port": port})
+        with pytest.raises(ConfigError) as info:
+            stack.check_ports([taken])
+    assert str(port) in str(info.value)
+    assert "STREAMML_KAFKA__PORT" in str(info.value)
+    assert not stack.supervisor.running()
+
+
+def test_missing_prerequisites_are_named(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Kafka jars.*MinIO binary.*run.sh setup"):
+        LocalStack(settings, tmp_path).check_prerequisites()
