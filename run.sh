@@ -65,7 +65,7 @@ maven_copy() { # maven_copy NAME POM DEST
   need mvn "install Maven (Debian: apt-get install maven)"
   say "$name: resolving from Maven Central into $dest"
   rm -rf "$dest" && mkdir -p "$dest"
-  mvn -B -ntp -q -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest" \
+  mvn -B -ntp -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest" \
     || die "$name: Maven could not resolve $pom (network to Maven Central? see the output above)"
   echo "$want" >"$dest/.stamp"
 }

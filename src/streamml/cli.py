@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -18,7 +19,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="streamml: st
 stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real servers under supervisord.")
 app.add_typer(stack_app, name="stack")
 
-console = Console()
+# Wide enough for the health table when stdout is a pipe or a log file (rich would fall back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
@@ -43,9 +45,7 @@ def _main(log_level: Annotated[str, typer.Option(help="Log level.")] = "WARNING"
 
 
 @app.command()
-def health(
-    timeout: Annotated[float, typer.Option(help="Seconds each check may take.")] = 5.0,
-) -> None:
+def health() -> None:
     """Check every service for real and print a table; exit 1 when anything is down."""
     from streamml.runtime.stack import LocalStack
 
@@ -61,7 +61,6 @@ def health(
             r.detail,
         )
     console.print(table)
-    _ = timeout
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
 
@@ -103,7 +102,9 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down(purge: Annotated[bool, typer.Option("--purge", help="Also delete all data under .local/.")] = False) -> None:
+def stack_down(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete all data under .local/.")] = False,
+) -> None:
     """Stop every process of the local stack."""
     from streamml.runtime.stack import LocalStack
 
@@ -123,7 +124,9 @@ def stack_running() -> None:
 
 
 @stack_app.command("log-path")
-def stack_log_path(service: Annotated[str, typer.Argument(help="Program name, e.g. kafka or airflow-scheduler.")]) -> None:
+def stack_log_path(
+    service: Annotated[str, typer.Argument(help="Program name, e.g. kafka or airflow-scheduler.")],
+) -> None:
     """Print the log file of a program of the local stack."""
     from streamml.runtime.stack import LocalStack
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET_PREFIX = "change-me"
+DEFAULT_SECRET_PREFIX = "change-me"  # noqa: S105 - the marker of default secrets, not a secret
 
 
 class _Section(BaseModel):

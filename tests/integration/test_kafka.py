@@ -20,7 +20,7 @@ def test_produce_then_consume_on_a_fresh_topic(settings: Settings, require: Call
     producer = Producer(producer_config(settings.kafka))
     delivered: list[str] = []
     for i in range(300):
-        producer.produce(topic, key=str(i % 7), value=f"v{i}", on_delivery=lambda e, m: delivered.append(str(e)))
+        producer.produce(topic, key=str(i % 7), value=f"v{i}", on_delivery=lambda e, _m: delivered.append(str(e)))
         producer.poll(0)
     assert producer.flush(30) == 0
     assert delivered == ["None"] * 300

@@ -32,10 +32,14 @@ def test_run_with_metric_and_artifact_lands_in_minio(
     fetched = client.get_run(run.info.run_id)
     assert fetched.data.params == {"alpha": "0.5"}
     assert fetched.data.metrics == {"auc": 0.81}
-    back = Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="note.txt", dst_path=str(tmp_path / "dl"),
-        tracking_uri=settings.mlflow.tracking_uri,
-    ))
+    back = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id,
+            artifact_path="note.txt",
+            dst_path=str(tmp_path / "dl"),
+            tracking_uri=settings.mlflow.tracking_uri,
+        )
+    )
     assert back.read_text() == f"hello {uid}"
     # The server proxies artifacts into the mlflow bucket on MinIO.
     objects = s3_client(settings).list_objects_v2(Bucket=names.BUCKET_MLFLOW).get("Contents", [])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,5 +26,7 @@ def test_parquet_roundtrip_over_s3a(spark, settings: Settings, require: Callable
     back = spark.read.parquet(path)
     assert back.count() == 10_000
     assert back.groupBy().sum("bucket").collect()[0][0] == sum(i % 7 for i in range(10_000))
-    keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket="features", Prefix=f"tests/{uid}/")["Contents"]]
+    keys = [
+        o["Key"] for o in s3_client(settings).list_objects_v2(Bucket="features", Prefix=f"tests/{uid}/")["Contents"]
+    ]
     assert any(k.endswith(".parquet") for k in keys)

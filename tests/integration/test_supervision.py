@@ -16,8 +16,9 @@ from streamml.runtime.stack import LocalStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("program", [pytest.param("redis", marks=pytest.mark.redis),
-                                     pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.mark.parametrize(
+    "program", [pytest.param("redis", marks=pytest.mark.redis), pytest.param("kafka", marks=pytest.mark.kafka)]
+)
 def test_kill_9_is_restarted_and_healthy_within_60s(
     settings: Settings, require: Callable[[str], None], program: str
 ) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,13 @@ def env_names(model: type[BaseModel], prefix: str = "STREAMML_") -> set[str]:
         else:
             found.add(f"{prefix}{name.upper()}")
     return found
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.sh exports .env; these tests start from an environment without STREAMML_ variables."""
+    for var in [v for v in os.environ if v.startswith("STREAMML_")]:
+        monkeypatch.delenv(var)
 
 
 def test_defaults_are_loopback_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -35,7 +35,9 @@ def test_a_closed_port_is_reported_down_with_a_reason(dead_settings: Settings, s
 def test_wait_for_names_what_is_still_down(dead_settings: Settings) -> None:
     waits: list[list[str]] = []
     with pytest.raises(StreamMLError, match=r"still down after .*redis"):
-        health.wait_for(["redis"], dead_settings, timeout=1.5, on_wait=lambda d, _: waits.append([h.service for h in d]))
+        health.wait_for(
+            ["redis"], dead_settings, timeout=1.5, on_wait=lambda d, _: waits.append([h.service for h in d])
+        )
     assert waits and waits[0] == ["redis"]
 
 

@@ -22,8 +22,16 @@ def test_every_program_gets_a_section_a_log_and_no_autostart(settings: Settings,
     programs = all_programs(settings, paths)
     conf = render_supervisord_conf(programs, paths)
     names = {p.name for p in programs}
-    assert {"kafka", "redis", "minio", "mlflow", "airflow-api-server", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer"} <= names
+    assert {
+        "kafka",
+        "redis",
+        "minio",
+        "mlflow",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= names
     for name in names:
         assert f"[program:{name}]" in conf
         assert f"stdout_logfile={paths.logs / (name + '.log')}" in conf

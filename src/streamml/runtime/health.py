@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -27,7 +28,9 @@ class Health:
 def check_kafka(settings: Settings, timeout: float) -> str:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "socket.timeout.ms": int(timeout * 1000)})
+    admin = AdminClient(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "socket.timeout.ms": int(timeout * 1000)}
+    )
     meta = admin.list_topics(timeout=timeout)
     return f"{len(meta.brokers)} broker(s), {len([t for t in meta.topics if not t.startswith('__')])} topic(s)"
 
@@ -45,7 +48,7 @@ def check_redis(settings: Settings, timeout: float) -> str:
         client.close()
 
 
-def s3_client(settings: Settings, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+def s3_client(settings: Settings, timeout: float = 10.0) -> Any:
     """A boto3 S3 client for MinIO."""
     import boto3
     from botocore.config import Config
