@@ -45,5 +45,9 @@ def movie_features_key(version: int, movie_id: int) -> str:
     return f"feat:v{version}:movie:{movie_id}"
 
 
+def globals_features_key(version: int) -> str:
+    return f"feat:v{version}:globals"
+
+
 def prediction_key(request_id: str) -> str:
     return f"pred:{request_id}"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamml.config import Settings
-from streamml.errors import ConfigError
+from streamml.errors import ConfigError, StreamMLError
 from streamml.runtime.programs import StackPaths
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
 
 
 def s3a_conf(settings: Settings) -> dict[str, str]:
@@ -32,14 +37,48 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
     }
 
 
-def create_session(settings: Settings, app_name: str, master: str | None = None) -> SparkSession:
-    """A SparkSession on ``settings.spark.master`` (or ``master``) that reads and writes MinIO via s3a://."""
-    from pyspark.sql import SparkSession
-
+def spark_jars(settings: Settings) -> list[str]:
     jars_dir = StackPaths.from_settings(settings).spark_jars
     jars = sorted(str(p) for p in jars_dir.glob("*.jar"))
     if not any("hadoop-aws" in j for j in jars):
         raise ConfigError(f"hadoop-aws jars are missing from {jars_dir}; run ./run.sh setup")
+    return jars
+
+
+def submit_argv(settings: Settings, script: Path, *args: str) -> list[str]:
+    """``spark-submit`` of an entry script on ``settings.spark.master`` with the S3A jars and MinIO options."""
+    argv = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master", settings.spark.master,
+        "--driver-memory", settings.spark.driver_memory,
+        "--jars", ",".join(spark_jars(settings)),
+        "--conf", "spark.ui.enabled=false",
+        "--conf", "spark.log.level=WARN",
+        "--conf", "spark.sql.session.timeZone=UTC",
+    ]  # fmt: skip
+    for key, value in s3a_conf(settings).items():
+        argv += ["--conf", f"{key}={value}"]
+    return [*argv, str(script), *args]
+
+
+def run_submit(settings: Settings, script: Path, *args: str) -> None:
+    """Run a Spark entry script with spark-submit; raise with the tail of its log on failure."""
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run(  # noqa: S603 - argv built from settings and our own script path
+        submit_argv(settings, script, *args), env=env, capture_output=True, text=True, check=False
+    )
+    for line in done.stderr.splitlines()[-50:]:
+        logger.info("spark: %s", line)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-30:])
+        raise StreamMLError(f"spark-submit {script.name} failed with exit code {done.returncode}:\n{tail}")
+
+
+def create_session(settings: Settings, app_name: str, master: str | None = None) -> SparkSession:
+    """A SparkSession on ``settings.spark.master`` (or ``master``) that reads and writes MinIO via s3a://."""
+    from pyspark.sql import SparkSession
+
+    jars = spark_jars(settings)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
@@ -49,6 +88,7 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
         .config("spark.driver.memory", settings.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        .config("spark.log.level", "WARN")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.bindAddress", "127.0.0.1")
     )

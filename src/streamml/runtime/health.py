@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -48,29 +47,10 @@ def check_redis(settings: Settings, timeout: float) -> str:
         client.close()
 
 
-def s3_client(settings: Settings, timeout: float = 10.0) -> Any:
-    """A boto3 S3 client for MinIO."""
-    import boto3
-    from botocore.config import Config
-
-    m = settings.minio
-    return boto3.client(
-        "s3",
-        endpoint_url=m.endpoint_url,
-        aws_access_key_id=m.access_key,
-        aws_secret_access_key=m.secret_key.get_secret_value(),
-        region_name=m.region,
-        config=Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 1},
-            s3={"addressing_style": "path"},
-        ),
-    )
-
-
 def check_minio(settings: Settings, timeout: float) -> str:
-    buckets = [b["Name"] for b in s3_client(settings, timeout).list_buckets().get("Buckets", [])]
+    from streamml.stores.objects import s3_client
+
+    buckets = [b["Name"] for b in s3_client(settings.minio, timeout).list_buckets().get("Buckets", [])]
     return f"buckets: {', '.join(sorted(buckets)) or '(none)'}"
 
 

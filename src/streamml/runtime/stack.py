@@ -21,6 +21,7 @@ from streamml.errors import ConfigError, StreamMLError
 from streamml.runtime import health
 from streamml.runtime.launch import render_kafka_config
 from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs, venv_bin
+from streamml.stores.objects import s3_client
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class LocalStack:
             )
 
     def ensure_buckets(self) -> None:
-        s3 = health.s3_client(self.settings)
+        s3 = s3_client(self.settings.minio)
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         for bucket in names.BUCKETS:
             if bucket not in existing:

@@ -1,0 +1,61 @@
+"""MovieLens training: ingest the ratings, split them by time, build point-in-time features with Spark into MinIO,
+and load the online snapshot into Redis.
+
+Trigger from the UI or with `streamml pipelines trigger movielens_training --wait`. Param `quantile` sets the time
+split (history = ratings before that quantile of timestamps). Every task is idempotent: a rerun on the same data
+overwrites the same snapshot and feature version.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="movielens_training",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={"quantile": Param(0.8, type="number", minimum=0.5, maximum=0.95, description="time split quantile")},
+    tags=["streamml", "movielens", "training"],
+    max_active_runs=1,
+)
+def movielens_training() -> None:
+    @task
+    def ingest() -> dict[str, Any]:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return training.ingest(get_settings())
+
+    @task
+    def validate(snapshot: dict[str, Any]) -> str:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return str(training.validate(get_settings(), snapshot["snapshot"])["snapshot"])
+
+    @task
+    def split_and_features(snapshot: str, params: dict[str, Any] | None = None) -> int:
+        from streamml import training
+        from streamml.config import get_settings
+
+        quantile = float((params or {}).get("quantile", 0.8))
+        return int(training.build_features(get_settings(), snapshot, quantile)["version"])
+
+    @task
+    def materialize(version: int) -> dict[str, Any]:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return training.materialize(get_settings(), version)
+
+    materialize(split_and_features(validate(ingest())))
+
+
+movielens_training()

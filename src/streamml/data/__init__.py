@@ -1,0 +1,1 @@
+"""Input data: MovieLens loading, validation, synthesis and the time split (:mod:`.movielens`)."""

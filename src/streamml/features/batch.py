@@ -1,0 +1,97 @@
+"""The batch feature job: raw MovieLens snapshot in MinIO -> time split -> point-in-time features and the online
+snapshot as parquet under ``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
+
+Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label),
+``users/`` and ``movies/`` (the online snapshot as of the cutoff), ``_manifest.json`` (written last: snapshot,
+cutoff, row counts, feature names, global sums).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from streamml import names
+from streamml.config import Settings
+from streamml.data.ingest import RAW_PREFIX
+from streamml.errors import StreamMLError
+from streamml.features import spec
+from streamml.stores.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+VERSIONS_KEY = "versions.json"
+PARTS = ("history", "stream", "users", "movies")
+
+
+def manifest_key(version: int) -> str:
+    return f"v{version}/_manifest.json"
+
+
+def allocate_version(settings: Settings, snapshot: str, quantile: float) -> int:
+    """The feature version of (snapshot, quantile, feature definition): the same inputs always get the same number,
+    so a rerun overwrites its own version; new inputs get the next number."""
+    store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
+    versions: dict[str, int] = store.get_json(VERSIONS_KEY) if store.exists(VERSIONS_KEY) else {}
+    key = f"{snapshot}:q={quantile}:spec={spec.STATE_FORMAT}:{spec.N_FEATURES}"
+    if key not in versions:
+        versions[key] = max(versions.values(), default=0) + 1
+        store.put_json(VERSIONS_KEY, versions)
+    return versions[key]
+
+
+def read_manifest(settings: Settings, version: int) -> dict[str, Any]:
+    store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
+    if not store.exists(manifest_key(version)):
+        raise StreamMLError(f"feature version {version} is incomplete or missing (no {manifest_key(version)})")
+    return dict(store.get_json(manifest_key(version)))
+
+
+def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:
+    base = f"s3a://{names.BUCKET_RAW}/{RAW_PREFIX}/{snapshot}/"
+    ratings = spark.read.csv(
+        base + "ratings.csv", header=True, schema="userId LONG, movieId LONG, rating DOUBLE, timestamp LONG"
+    )
+    movies = spark.read.csv(
+        base + "movies.csv", header=True, schema="movieId LONG, title STRING, genres STRING", quote='"', escape='"'
+    )
+    return ratings, movies
+
+
+def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, quantile: float) -> dict[str, Any]:
+    """Run the split and the features for ``snapshot`` into feature version ``version``; return the manifest."""
+    from pyspark.sql import functions as F
+
+    from streamml.features import spark as fs
+
+    store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
+    store.delete_prefix(f"v{version}/")  # a rerun replaces its own version whole
+    ratings, movies = read_raw(spark, snapshot)
+    ratings = ratings.cache()
+    history, _, cutoff = fs.time_split(ratings, quantile)
+    rows = fs.build_features(ratings, movies).cache()
+    base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
+    rows.where(F.col("timestamp") < cutoff).write.mode("overwrite").parquet(base + "history")
+    rows.where(F.col("timestamp") >= cutoff).write.mode("overwrite").parquet(base + "stream")
+    fs.user_snapshot(history, movies).write.mode("overwrite").parquet(base + "users")
+    fs.movie_snapshot(history, movies).write.mode("overwrite").parquet(base + "movies")
+    glob = fs.globals_snapshot(history).first()
+    counts = {part: spark.read.parquet(base + part).count() for part in PARTS}
+    manifest = {
+        "version": version,
+        "snapshot": snapshot,
+        "quantile": quantile,
+        "cutoff_ts": cutoff,
+        "rows": counts,
+        "ratings": ratings.count(),
+        "feature_names": list(spec.FEATURE_NAMES),
+        "globals": glob.asDict() if glob else {},
+    }
+    if counts["history"] + counts["stream"] != manifest["ratings"]:
+        raise StreamMLError(f"split lost rows: {counts['history']} + {counts['stream']} != {manifest['ratings']}")
+    store.put_json(manifest_key(version), manifest)
+    logger.info("features version=%d snapshot=%s cutoff=%d rows=%s", version, snapshot, cutoff, counts)
+    return manifest

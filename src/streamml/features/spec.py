@@ -1,0 +1,602 @@
+"""The one point-in-time feature definition for MovieLens "like" prediction.
+
+Spark (:mod:`streamml.features.spark`), the streaming feature updater, the scorer and the API all compute features
+through this module's definitions; parity tests prove the Spark transforms agree with it row by row.
+
+Point in time. The features of a rating at time ``t`` use only ratings with a timestamp strictly earlier than
+``t``. Ratings sharing a timestamp do not see each other. :meth:`FeatureState.replay` honours this by computing
+the features of a whole group of equal timestamps before applying any of them. The streaming updater applies one
+feedback rating at a time (:meth:`FeatureState.apply`), so a request scored online can see a rating that shares
+its timestamp; that is the only place online and offline may differ, besides updater lag.
+
+State. Per user: ``count``, ``total`` (sum of ratings), ``total_sq`` (sum of squares), ``likes``, ``last_ts``
+(latest timestamp) and, per genre ``g``, ``genre_count[g]`` / ``genre_total[g]`` (count and sum of the user's
+ratings of movies in ``g``). Per movie: its genres and release year (catalog metadata) and the same rating sums.
+Globally: ``count``, ``total``, ``likes``. All sums of ratings are multiples of 0.25, hence exact in float64 and
+independent of summation order, which is what makes Spark and Python agree bit for bit.
+
+Definitions (``n`` a count, ``K`` = :data:`PRIOR_STRENGTH`, ``K_g`` = :data:`GENRE_PRIOR_STRENGTH`):
+
+- ``global_mean`` = global total / global count, or :data:`PRIOR_MEAN` when there is no earlier rating at all;
+  ``global_like_rate`` likewise with :data:`PRIOR_LIKE_RATE`. Both are taken over every strictly earlier rating.
+- ``user_count`` = n_u; ``user_mean_shrunk`` = (total_u + K * global_mean) / (n_u + K);
+  ``user_like_rate`` = (likes_u + K * global_like_rate) / (n_u + K) (shrunk toward the global like-rate);
+  ``user_rating_std`` = population std sqrt((n * total_sq - total^2) / n^2), 0 when n_u < 2.
+- ``user_genre_affinity``: with the user's raw mean m_u = total_u / n_u, the user's shrunk, centred mean in genre
+  ``g`` is d_g = (genre_total[g] - genre_count[g] * m_u) / (genre_count[g] + K_g) (that is, the genre mean shrunk
+  toward m_u, minus m_u); the feature is the mean of d_g over this movie's genres, 0 when the user has no earlier
+  rating or the movie no known genre.
+- ``user_genre_share``: mean over this movie's genres of genre_count[g] / n_u (how much of the user's history is in
+  these genres), 0 in the same cases.
+- ``seconds_since_user_prev_rating`` = t - last_ts_u (clipped at 0), or :data:`NO_PREVIOUS_RATING` (-1) when the
+  user has no earlier rating.
+- ``movie_count``, ``movie_mean_shrunk``, ``movie_like_rate``, ``movie_rating_std``: as for the user.
+- ``movie_year``: the release year parsed from the title (``"Toy Story (1995)"``, first year of ``"(2006-2007)"``),
+  else :data:`DEFAULT_MOVIE_YEAR`; ``movie_has_year`` is 1.0 when the title has a year.
+- ``genre_<name>``: one-hot of the movie's genres over :data:`GENRES`; unknown genre names are ignored.
+
+A user or movie without state (never seen, or absent from the catalog) gets zero counts, so every mean falls back
+to the global prior; an unknown movie has no genres and no year. ``cold_start`` is true when the user or the movie
+has no strictly earlier rating. The label is ``rating >= LIKE_THRESHOLD``.
+
+Everything here is pure Python and numpy; the scorer's hot path (:func:`features_from_states`,
+:func:`feature_matrix`, the ``unpack_*`` functions) touches no pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from streamml.errors import DataValidationError
+
+logger = logging.getLogger(__name__)
+
+LIKE_THRESHOLD = 4.0
+"""A rating at or above this is a like (the label)."""
+PRIOR_STRENGTH = 5.0
+"""Pseudo-ratings at the global mean / like-rate added to every user and movie (shrinkage)."""
+GENRE_PRIOR_STRENGTH = 3.0
+"""Pseudo-ratings at the user's own mean added to each of the user's genres."""
+PRIOR_MEAN = 3.5
+"""Global mean used before any rating exists (MovieLens' long-run mean is about 3.5)."""
+PRIOR_LIKE_RATE = 0.5
+"""Global like-rate used before any rating exists."""
+NO_PREVIOUS_RATING = -1.0
+"""``seconds_since_user_prev_rating`` of a user without an earlier rating."""
+DEFAULT_MOVIE_YEAR = 1999
+"""``movie_year`` of a title without a year (the median release year of ml-latest-small)."""
+STATE_FORMAT = 1
+"""Version of the packed user/movie/global blobs; bump it when their layout changes."""
+
+GENRES: tuple[str, ...] = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+    "(no genres listed)",
+)
+"""The 19 MovieLens genres and its "no genres" marker, in feature order."""
+N_GENRES = len(GENRES)
+GENRE_INDEX: dict[str, int] = {genre: index for index, genre in enumerate(GENRES)}
+GENRE_SEPARATOR = "|"
+YEAR_PATTERN = r"\(([0-9]{4})(?:[-\u2013][0-9]{4})?\)\s*$"
+"""Release year at the end of a title; the same pattern (Java-compatible) serves Spark's ``regexp_extract``."""
+_YEAR = re.compile(YEAR_PATTERN)
+
+
+def genre_feature_name(genre: str) -> str:
+    """Column name of a genre's one-hot, e.g. ``Sci-Fi`` -> ``genre_sci_fi``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
+    return f"genre_{slug}"
+
+
+USER_FEATURES: tuple[str, ...] = (
+    "user_count",
+    "user_mean_shrunk",
+    "user_like_rate",
+    "user_rating_std",
+    "user_genre_affinity",
+    "user_genre_share",
+    "seconds_since_user_prev_rating",
+)
+MOVIE_FEATURES: tuple[str, ...] = (
+    "movie_count",
+    "movie_mean_shrunk",
+    "movie_like_rate",
+    "movie_rating_std",
+    "movie_year",
+    "movie_has_year",
+)
+GENRE_FEATURES: tuple[str, ...] = tuple(genre_feature_name(genre) for genre in GENRES)
+FEATURE_NAMES: tuple[str, ...] = USER_FEATURES + MOVIE_FEATURES + GENRE_FEATURES
+"""The model's input columns, in order."""
+N_FEATURES = len(FEATURE_NAMES)
+LABEL = "label"
+
+_USER_COUNT = FEATURE_NAMES.index("user_count")
+_MOVIE_COUNT = FEATURE_NAMES.index("movie_count")
+_FIRST_GENRE = FEATURE_NAMES.index(GENRE_FEATURES[0])
+
+
+def label(rating: float) -> int:
+    """1 when the rating is a like, else 0."""
+    return int(rating >= LIKE_THRESHOLD)
+
+
+def parse_year(title: str | None) -> int | None:
+    """Release year at the end of a MovieLens title, or None."""
+    if title is None:
+        return None
+    match = _YEAR.search(title)
+    return int(match.group(1)) if match else None
+
+
+def parse_genres(genres: str | None) -> tuple[int, ...]:
+    """Sorted indices into :data:`GENRES` of a ``|``-separated genre string; unknown names are ignored."""
+    if not genres:
+        return ()
+    return tuple(sorted({GENRE_INDEX[name] for name in genres.split(GENRE_SEPARATOR) if name in GENRE_INDEX}))
+
+
+def _zeros_int() -> list[int]:
+    return [0] * N_GENRES
+
+
+def _zeros_float() -> list[float]:
+    return [0.0] * N_GENRES
+
+
+@dataclass(slots=True)
+class UserState:
+    """Running sums of one user's ratings (see the module docstring)."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    likes: int = 0
+    last_ts: int | None = None
+    genre_count: list[int] = field(default_factory=_zeros_int)
+    genre_total: list[float] = field(default_factory=_zeros_float)
+
+    def apply(self, rating: float, ts: int, genres: Sequence[int]) -> None:
+        """Add one rating of a movie with ``genres`` (indices) at time ``ts``."""
+        self.count += 1
+        self.total += rating
+        self.total_sq += rating * rating
+        self.likes += rating >= LIKE_THRESHOLD
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        for genre in genres:
+            self.genre_count[genre] += 1
+            self.genre_total[genre] += rating
+
+
+@dataclass(slots=True)
+class MovieState:
+    """Catalog metadata and running sums of one movie's ratings."""
+
+    genres: tuple[int, ...] = ()
+    year: int | None = None
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    likes: int = 0
+
+    @classmethod
+    def from_metadata(cls, title: str | None, genres: str | None) -> MovieState:
+        """A movie with no ratings yet, from its catalog title and genre string."""
+        return cls(genres=parse_genres(genres), year=parse_year(title))
+
+    def apply(self, rating: float) -> None:
+        """Add one rating."""
+        self.count += 1
+        self.total += rating
+        self.total_sq += rating * rating
+        self.likes += rating >= LIKE_THRESHOLD
+
+
+@dataclass(slots=True)
+class GlobalState:
+    """Running sums over every rating."""
+
+    count: int = 0
+    total: float = 0.0
+    likes: int = 0
+
+    @property
+    def mean(self) -> float:
+        """Global mean rating, :data:`PRIOR_MEAN` before any rating."""
+        return self.total / self.count if self.count > 0 else PRIOR_MEAN
+
+    @property
+    def like_rate(self) -> float:
+        """Global like-rate, :data:`PRIOR_LIKE_RATE` before any rating."""
+        return self.likes / self.count if self.count > 0 else PRIOR_LIKE_RATE
+
+    def apply(self, rating: float) -> None:
+        """Add one rating."""
+        self.count += 1
+        self.total += rating
+        self.likes += rating >= LIKE_THRESHOLD
+
+
+_EMPTY_USER = UserState()
+_EMPTY_MOVIE = MovieState()
+
+
+def _std(count: int, total: float, total_sq: float) -> float:
+    if count < 2:
+        return 0.0
+    variance = (count * total_sq - total * total) / (count * count)
+    return math.sqrt(variance) if variance > 0.0 else 0.0
+
+
+def features_from_states(
+    user: UserState | None, movie: MovieState | None, globals_: GlobalState, ts: int
+) -> tuple[list[float], bool]:
+    """Feature vector (in :data:`FEATURE_NAMES` order) of a rating request at ``ts``, and its cold-start flag.
+
+    ``user`` and ``movie`` must hold only ratings strictly earlier than ``ts``; None means never seen.
+    """
+    u = user if user is not None else _EMPTY_USER
+    m = movie if movie is not None else _EMPTY_MOVIE
+    global_mean = globals_.mean
+    global_like_rate = globals_.like_rate
+
+    affinity = 0.0
+    share = 0.0
+    if u.count > 0 and m.genres:
+        user_mean = u.total / u.count
+        for genre in m.genres:
+            genre_count = u.genre_count[genre]
+            affinity += (u.genre_total[genre] - genre_count * user_mean) / (genre_count + GENRE_PRIOR_STRENGTH)
+            share += genre_count / u.count
+        affinity /= len(m.genres)
+        share /= len(m.genres)
+    since = NO_PREVIOUS_RATING if u.last_ts is None else float(max(ts - u.last_ts, 0))
+
+    one_hot = [0.0] * N_GENRES
+    for genre in m.genres:
+        one_hot[genre] = 1.0
+    vector = [
+        float(u.count),
+        (u.total + PRIOR_STRENGTH * global_mean) / (u.count + PRIOR_STRENGTH),
+        (u.likes + PRIOR_STRENGTH * global_like_rate) / (u.count + PRIOR_STRENGTH),
+        _std(u.count, u.total, u.total_sq),
+        affinity,
+        share,
+        since,
+        float(m.count),
+        (m.total + PRIOR_STRENGTH * global_mean) / (m.count + PRIOR_STRENGTH),
+        (m.likes + PRIOR_STRENGTH * global_like_rate) / (m.count + PRIOR_STRENGTH),
+        _std(m.count, m.total, m.total_sq),
+        float(m.year if m.year is not None else DEFAULT_MOVIE_YEAR),
+        1.0 if m.year is not None else 0.0,
+        *one_hot,
+    ]
+    return vector, u.count == 0 or m.count == 0
+
+
+def feature_matrix(
+    users: Sequence[UserState | None],
+    movies: Sequence[MovieState | None],
+    globals_: GlobalState,
+    ts: Sequence[int] | np.ndarray,
+) -> np.ndarray:
+    """Vectorised :func:`features_from_states` for a micro-batch: a float64 array of shape (batch, N_FEATURES).
+
+    Row ``i`` equals ``features_from_states(users[i], movies[i], globals_, ts[i])[0]``; use :func:`cold_start_mask`
+    for the flags.
+    """
+    size = len(users)
+    if len(movies) != size or len(ts) != size:
+        raise ValueError(f"users, movies and ts differ in length: {size}, {len(movies)}, {len(ts)}")
+    out = np.zeros((size, N_FEATURES), dtype=np.float64)
+    if size == 0:
+        return out
+    us = [u if u is not None else _EMPTY_USER for u in users]
+    ms = [m if m is not None else _EMPTY_MOVIE for m in movies]
+    stamps = np.asarray(ts, dtype=np.int64)
+
+    u_count = np.fromiter((u.count for u in us), dtype=np.int64, count=size)
+    u_total = np.fromiter((u.total for u in us), dtype=np.float64, count=size)
+    u_total_sq = np.fromiter((u.total_sq for u in us), dtype=np.float64, count=size)
+    u_likes = np.fromiter((u.likes for u in us), dtype=np.int64, count=size)
+    u_last = np.fromiter((-1 if u.last_ts is None else u.last_ts for u in us), dtype=np.int64, count=size)
+    u_has_last = np.fromiter((u.last_ts is not None for u in us), dtype=bool, count=size)
+    genre_count = np.array([u.genre_count for u in us], dtype=np.int64).reshape(size, N_GENRES)
+    genre_total = np.array([u.genre_total for u in us], dtype=np.float64).reshape(size, N_GENRES)
+
+    m_count = np.fromiter((m.count for m in ms), dtype=np.int64, count=size)
+    m_total = np.fromiter((m.total for m in ms), dtype=np.float64, count=size)
+    m_total_sq = np.fromiter((m.total_sq for m in ms), dtype=np.float64, count=size)
+    m_likes = np.fromiter((m.likes for m in ms), dtype=np.int64, count=size)
+    m_year = np.fromiter((-1 if m.year is None else m.year for m in ms), dtype=np.int64, count=size)
+    one_hot = np.zeros((size, N_GENRES), dtype=np.float64)
+    for row, m in enumerate(ms):
+        one_hot[row, list(m.genres)] = 1.0
+    n_movie_genres = one_hot.sum(axis=1)
+
+    global_mean = globals_.mean
+    global_like_rate = globals_.like_rate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        user_mean = np.where(u_count > 0, u_total / np.maximum(u_count, 1), 0.0)
+        affinity = np.zeros(size)
+        share = np.zeros(size)
+        # Accumulate genre by genre, in GENRES order, exactly as the scalar path does.
+        for genre in range(N_GENRES):
+            member = one_hot[:, genre] > 0.0
+            count_g = genre_count[:, genre]
+            term = (genre_total[:, genre] - count_g * user_mean) / (count_g + GENRE_PRIOR_STRENGTH)
+            affinity = np.where(member, affinity + term, affinity)
+            share = np.where(member, share + count_g / np.maximum(u_count, 1), share)
+        has_profile = (u_count > 0) & (n_movie_genres > 0)
+        divisor = np.maximum(n_movie_genres, 1.0)
+        affinity = np.where(has_profile, affinity / divisor, 0.0)
+        share = np.where(has_profile, share / divisor, 0.0)
+
+    out[:, 0] = u_count
+    out[:, 1] = (u_total + PRIOR_STRENGTH * global_mean) / (u_count + PRIOR_STRENGTH)
+    out[:, 2] = (u_likes + PRIOR_STRENGTH * global_like_rate) / (u_count + PRIOR_STRENGTH)
+    out[:, 3] = _std_array(u_count, u_total, u_total_sq)
+    out[:, 4] = affinity
+    out[:, 5] = share
+    out[:, 6] = np.where(u_has_last, np.maximum(stamps - u_last, 0).astype(np.float64), NO_PREVIOUS_RATING)
+    out[:, 7] = m_count
+    out[:, 8] = (m_total + PRIOR_STRENGTH * global_mean) / (m_count + PRIOR_STRENGTH)
+    out[:, 9] = (m_likes + PRIOR_STRENGTH * global_like_rate) / (m_count + PRIOR_STRENGTH)
+    out[:, 10] = _std_array(m_count, m_total, m_total_sq)
+    out[:, 11] = np.where(m_year >= 0, m_year, DEFAULT_MOVIE_YEAR)
+    out[:, 12] = (m_year >= 0).astype(np.float64)
+    out[:, _FIRST_GENRE:] = one_hot
+    return out
+
+
+def _std_array(count: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = (count * total_sq - total * total) / (count * count)
+        return np.where((count >= 2) & (variance > 0.0), np.sqrt(np.maximum(variance, 0.0)), 0.0)
+
+
+def cold_start_mask(matrix: np.ndarray) -> np.ndarray:
+    """Cold-start flags of a :func:`feature_matrix` result (user or movie without an earlier rating)."""
+    return (matrix[:, _USER_COUNT] == 0.0) | (matrix[:, _MOVIE_COUNT] == 0.0)
+
+
+# Packed blobs (Redis values). Genre sums are stored sparsely: [[genre, count, total], ...] for touched genres.
+
+
+def pack_user(state: UserState) -> bytes:
+    """Compact msgpack blob of a user's state."""
+    genres = [[g, state.genre_count[g], state.genre_total[g]] for g in range(N_GENRES) if state.genre_count[g]]
+    payload = [STATE_FORMAT, state.count, state.total, state.total_sq, state.likes, state.last_ts, genres]
+    return bytes(msgpack.packb(payload, use_bin_type=True))
+
+
+def unpack_user(blob: bytes) -> UserState:
+    """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed blob."""
+    payload = _unpack(blob, "user")
+    try:
+        _, count, total, total_sq, likes, last_ts, genres = payload
+        state = UserState(
+            int(count), float(total), float(total_sq), int(likes), None if last_ts is None else int(last_ts)
+        )
+        for genre, genre_count, genre_total in genres:
+            state.genre_count[genre] = int(genre_count)
+            state.genre_total[genre] = float(genre_total)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DataValidationError(f"user state blob: malformed ({exc})") from exc
+    return state
+
+
+def pack_movie(state: MovieState) -> bytes:
+    """Compact msgpack blob of a movie's state (metadata included)."""
+    payload = [STATE_FORMAT, list(state.genres), state.year, state.count, state.total, state.total_sq, state.likes]
+    return bytes(msgpack.packb(payload, use_bin_type=True))
+
+
+def unpack_movie(blob: bytes) -> MovieState:
+    """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed blob."""
+    payload = _unpack(blob, "movie")
+    try:
+        _, genres, year, count, total, total_sq, likes = payload
+        state = MovieState(
+            tuple(int(g) for g in genres),
+            None if year is None else int(year),
+            int(count),
+            float(total),
+            float(total_sq),
+            int(likes),
+        )
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
+    return state
+
+
+def pack_globals(state: GlobalState) -> bytes:
+    """Compact msgpack blob of the global sums."""
+    return bytes(msgpack.packb([STATE_FORMAT, state.count, state.total, state.likes], use_bin_type=True))
+
+
+def unpack_globals(blob: bytes) -> GlobalState:
+    """Inverse of :func:`pack_globals`."""
+    payload = _unpack(blob, "globals")
+    try:
+        _, count, total, likes = payload
+        state = GlobalState(int(count), float(total), int(likes))
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"globals state blob: malformed ({exc})") from exc
+    return state
+
+
+def _unpack(blob: bytes, kind: str) -> list[Any]:
+    try:
+        payload = msgpack.unpackb(blob, raw=False)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise DataValidationError(f"{kind} state blob: not msgpack ({exc})") from exc
+    if not isinstance(payload, list) or not payload:
+        raise DataValidationError(f"{kind} state blob: expected a non-empty list, got {type(payload).__name__}")
+    if payload[0] != STATE_FORMAT:
+        raise DataValidationError(f"{kind} state blob: format {payload[0]!r}, this code reads {STATE_FORMAT}")
+    return payload
+
+
+# Snapshot rows (as produced by the Spark snapshot transforms) -> states.
+
+USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
+    "userId",
+    "count",
+    "total",
+    "total_sq",
+    "likes",
+    "last_ts",
+    "genre_count",
+    "genre_total",
+)
+MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = ("movieId", "genres", "year", "count", "total", "total_sq", "likes")
+GLOBAL_SNAPSHOT_COLUMNS: tuple[str, ...] = ("count", "total", "likes")
+
+
+def user_state_from_row(row: Mapping[str, Any]) -> UserState:
+    """A :class:`UserState` from a mapping with :data:`USER_SNAPSHOT_COLUMNS` (e.g. ``Row.asDict()``)."""
+    return UserState(
+        count=int(row["count"]),
+        total=float(row["total"]),
+        total_sq=float(row["total_sq"]),
+        likes=int(row["likes"]),
+        last_ts=None if row["last_ts"] is None else int(row["last_ts"]),
+        genre_count=[int(value) for value in row["genre_count"]],
+        genre_total=[float(value) for value in row["genre_total"]],
+    )
+
+
+def movie_state_from_row(row: Mapping[str, Any]) -> MovieState:
+    """A :class:`MovieState` from a mapping with :data:`MOVIE_SNAPSHOT_COLUMNS`."""
+    return MovieState(
+        genres=tuple(int(value) for value in (row["genres"] or ())),
+        year=None if row["year"] is None else int(row["year"]),
+        count=int(row["count"] or 0),
+        total=float(row["total"] or 0.0),
+        total_sq=float(row["total_sq"] or 0.0),
+        likes=int(row["likes"] or 0),
+    )
+
+
+def globals_from_row(row: Mapping[str, Any]) -> GlobalState:
+    """A :class:`GlobalState` from a mapping with :data:`GLOBAL_SNAPSHOT_COLUMNS`."""
+    return GlobalState(count=int(row["count"] or 0), total=float(row["total"] or 0.0), likes=int(row["likes"] or 0))
+
+
+@dataclass
+class FeatureState:
+    """The full incremental state: every user, every movie (catalog included) and the global sums."""
+
+    users: dict[int, UserState] = field(default_factory=dict)
+    movies: dict[int, MovieState] = field(default_factory=dict)
+    globals: GlobalState = field(default_factory=GlobalState)
+
+    @classmethod
+    def from_catalog(
+        cls, movie_ids: Iterable[int], titles: Iterable[str | None], genres: Iterable[str | None]
+    ) -> FeatureState:
+        """An empty state that knows every catalog movie's genres and year."""
+        movies = {
+            int(movie_id): MovieState.from_metadata(title, genre)
+            for movie_id, title, genre in zip(movie_ids, titles, genres, strict=True)
+        }
+        return cls(movies=movies)
+
+    @classmethod
+    def from_movies(cls, movies: Any) -> FeatureState:
+        """:meth:`from_catalog` over a movies frame (``movieId``, ``title``, ``genres`` columns)."""
+        return cls.from_catalog(movies["movieId"].tolist(), movies["title"].tolist(), movies["genres"].tolist())
+
+    def features(self, user_id: int, movie_id: int, ts: int) -> list[float]:
+        """Feature vector of a request at ``ts`` from the ratings applied so far."""
+        return features_from_states(self.users.get(user_id), self.movies.get(movie_id), self.globals, ts)[0]
+
+    def apply(self, user_id: int, movie_id: int, rating: float, ts: int) -> None:
+        """Add one rating. Ties are the caller's business: see :meth:`replay`."""
+        rating = float(rating)
+        movie = self.movies.get(movie_id)
+        if movie is None:
+            logger.debug("movie not in catalog movie_id=%s; tracking it without metadata", movie_id)
+            movie = self.movies[movie_id] = MovieState()
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = UserState()
+        user.apply(rating, int(ts), movie.genres)
+        movie.apply(rating)
+        self.globals.apply(rating)
+
+    def replay(
+        self,
+        user_ids: Sequence[int],
+        movie_ids: Sequence[int],
+        ratings: Sequence[float],
+        timestamps: Sequence[int],
+    ) -> np.ndarray:
+        """Features of every row, then apply it; rows must be in non-decreasing timestamp order.
+
+        Rows sharing a timestamp form a group: the whole group's features are computed before any of it is
+        applied, so equal timestamps never see each other. Returns a (rows, N_FEATURES) float64 array in input
+        order.
+        """
+        size = len(user_ids)
+        if not len(movie_ids) == len(ratings) == len(timestamps) == size:
+            raise ValueError("user_ids, movie_ids, ratings and timestamps differ in length")
+        out = np.empty((size, N_FEATURES), dtype=np.float64)
+        start = 0
+        while start < size:
+            ts = int(timestamps[start])
+            end = start + 1
+            while end < size and int(timestamps[end]) == ts:
+                end += 1
+            if end < size and int(timestamps[end]) < ts:
+                raise ValueError(f"timestamps must be non-decreasing: row {end} has {timestamps[end]} after {ts}")
+            for row in range(start, end):
+                out[row] = self.features(int(user_ids[row]), int(movie_ids[row]), ts)
+            for row in range(start, end):
+                self.apply(int(user_ids[row]), int(movie_ids[row]), float(ratings[row]), ts)
+            start = end
+        return out
+
+
+def replay(state: FeatureState, ratings: Any) -> np.ndarray:
+    """:meth:`FeatureState.replay` over a ratings frame sorted by timestamp (columns ``userId``, ``movieId``,
+    ``rating``, ``timestamp``); returns the feature rows in frame order."""
+    return state.replay(
+        ratings["userId"].tolist(),
+        ratings["movieId"].tolist(),
+        ratings["rating"].tolist(),
+        ratings["timestamp"].tolist(),
+    )
+
+
+def snapshot(state: FeatureState) -> tuple[dict[int, bytes], dict[int, bytes], GlobalState]:
+    """The online snapshot of ``state``: packed blobs per user and per movie, and the global sums."""
+    users = {user_id: pack_user(user) for user_id, user in state.users.items()}
+    movies = {movie_id: pack_movie(movie) for movie_id, movie in state.movies.items()}
+    return users, movies, GlobalState(state.globals.count, state.globals.total, state.globals.likes)

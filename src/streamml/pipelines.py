@@ -1,0 +1,133 @@
+"""Airflow REST API v2 client: trigger a DAG, follow its task states until the run ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from streamml.config import AirflowSettings
+from streamml.errors import StreamMLError, TransientError
+
+logger = logging.getLogger(__name__)
+
+FINISHED_RUN_STATES = {"success", "failed"}
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: dict[str, str]  # task_id -> state (None becomes "scheduled")
+    durations: dict[str, float]
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_RUN_STATES
+
+
+class AirflowClient:
+    """The few REST v2 calls the platform needs, with a JWT from ``POST /auth/token``."""
+
+    def __init__(self, airflow: AirflowSettings, timeout: float = 15.0) -> None:
+        self.airflow = airflow
+        self._http = httpx.Client(base_url=airflow.base_url, timeout=timeout)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _auth(self) -> dict[str, str]:
+        if self._token is None:
+            resp = self._request_raw(
+                "POST",
+                "/auth/token",
+                json={"username": self.airflow.admin_user, "password": self.airflow.admin_password.get_secret_value()},
+            )
+            if resp.status_code >= 400:
+                raise StreamMLError(f"Airflow refused the admin login ({resp.status_code}); check .env")
+            self._token = str(resp.json()["access_token"])
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _request_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise TransientError(f"Airflow at {self.airflow.base_url} is unreachable: {exc}") from exc
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._request_raw(method, path, headers=self._auth(), **kwargs)
+        if resp.status_code == 401:  # token expired: log in again once
+            self._token = None
+            resp = self._request_raw(method, path, headers=self._auth(), **kwargs)
+        if resp.status_code >= 400:
+            raise StreamMLError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
+        return resp.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed ``dag_id`` (new DAG files take a few seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = self._request_raw("GET", f"/api/v2/dags/{dag_id}", headers=self._auth())
+            if resp.status_code == 200:
+                return dict(resp.json())
+            if resp.status_code != 404 or time.monotonic() > deadline:
+                raise StreamMLError(f"DAG {dag_id} is not available in Airflow ({resp.status_code}): {resp.text[:200]}")
+            time.sleep(2)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.wait_for_dag(dag_id)
+        body = {"logical_date": None, "conf": conf or {}}
+        return str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def status(self, dag_id: str, run_id: str) -> RunStatus:
+        run = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        tis = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return RunStatus(
+            dag_id=dag_id,
+            run_id=run_id,
+            state=str(run["state"]),
+            tasks={t["task_id"]: t["state"] or "scheduled" for t in tis},
+            durations={t["task_id"]: float(t.get("duration") or 0.0) for t in tis},
+        )
+
+    def follow(self, dag_id: str, run_id: str, poll: float = 2.0, timeout: float = 3600.0) -> Iterator[RunStatus]:
+        """Yield the run's status whenever it changes, until the run ends."""
+        deadline = time.monotonic() + timeout
+        last: RunStatus | None = None
+        while True:
+            current = self.status(dag_id, run_id)
+            if last is None or current.state != last.state or current.tasks != last.tasks:
+                yield current
+                last = current
+            if current.finished:
+                return
+            if time.monotonic() > deadline:
+                raise StreamMLError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f}s")
+            time.sleep(poll)
+
+
+def trigger_and_wait(
+    airflow: AirflowSettings,
+    dag_id: str,
+    conf: dict[str, Any] | None = None,
+    on_change: Callable[[RunStatus], None] | None = None,
+    timeout: float = 3600.0,
+) -> RunStatus:
+    """Trigger ``dag_id`` and follow it to the end; the final status says whether it succeeded."""
+    client = AirflowClient(airflow)
+    try:
+        run_id = client.trigger(dag_id, conf)
+        final: RunStatus | None = None
+        for final in client.follow(dag_id, run_id, timeout=timeout):
+            if on_change:
+                on_change(final)
+        assert final is not None  # noqa: S101 - follow yields at least once
+        return final
+    finally:
+        client.close()

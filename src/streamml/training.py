@@ -1,0 +1,50 @@
+"""The steps of the ``movielens_training`` pipeline, each one call with a small JSON-able result.
+
+The Airflow DAG and the CLI both call these; each is idempotent (a rerun overwrites the same snapshot/version).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from streamml.config import Settings
+from streamml.runtime.programs import StackPaths
+
+logger = logging.getLogger(__name__)
+
+BUILD_FEATURES_SCRIPT = Path("spark-jobs") / "build_features.py"
+
+
+def ingest(settings: Settings, directory: Path | None = None) -> dict[str, Any]:
+    """Validate MovieLens and upload it to MinIO as a complete raw snapshot."""
+    from streamml.data.ingest import ingest as run
+
+    return asdict(run(settings, directory))
+
+
+def validate(settings: Settings, snapshot: str) -> dict[str, Any]:
+    """Check the raw snapshot in MinIO is complete and intact."""
+    from streamml.data.ingest import verify
+
+    return asdict(verify(settings, snapshot))
+
+
+def build_features(settings: Settings, snapshot: str, quantile: float = 0.8) -> dict[str, Any]:
+    """Split and build features with spark-submit on the configured master; return the manifest."""
+    from streamml.features.batch import allocate_version, read_manifest
+    from streamml.spark import run_submit
+
+    version = allocate_version(settings, snapshot, quantile)
+    script = StackPaths.from_settings(settings).root / BUILD_FEATURES_SCRIPT
+    run_submit(settings, script, "--snapshot", snapshot, "--version", str(version), "--quantile", str(quantile))
+    return read_manifest(settings, version)
+
+
+def materialize(settings: Settings, version: int) -> dict[str, Any]:
+    """Load the version's online snapshot into Redis and switch ``feat:current`` to it."""
+    from streamml.features.materialize import materialize as run
+
+    return run(settings, version)

@@ -1,0 +1,130 @@
+"""The incremental features use only strictly earlier ratings: checked against a plain pandas recomputation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamml.data.movielens import load, sort_ratings
+from streamml.features import spec
+from streamml.features.spec import FEATURE_NAMES, FeatureState
+
+
+@pytest.fixture(scope="module")
+def dataset(movielens_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    ratings, movies = load(movielens_dir)
+    ordered = sort_ratings(ratings)
+    features = spec.replay(FeatureState.from_movies(movies), ordered)
+    return ordered, movies, features
+
+
+def _reference(ratings: pd.DataFrame, genres_of: dict[int, set[str]], years: dict[int, float], row: pd.Series) -> dict:
+    """Every feature of ``row`` recomputed from scratch, the slow obvious way."""
+    earlier = ratings[ratings["timestamp"] < row["timestamp"]]
+    k, k_genre = spec.PRIOR_STRENGTH, spec.GENRE_PRIOR_STRENGTH
+    global_mean = earlier["rating"].mean() if len(earlier) else spec.PRIOR_MEAN
+    global_like = (earlier["rating"] >= 4.0).mean() if len(earlier) else spec.PRIOR_LIKE_RATE
+    mine = earlier[earlier["userId"] == row["userId"]]
+    theirs = earlier[earlier["movieId"] == row["movieId"]]
+    genres = sorted(genres_of[row["movieId"]] & set(spec.GENRES))
+
+    affinity = share = 0.0
+    if len(mine) and genres:
+        in_genre = {g: mine[mine["movieId"].map(lambda m, g=g: g in genres_of[m])]["rating"] for g in genres}
+        mean = mine["rating"].mean()
+        affinity = np.mean([(r.sum() - len(r) * mean) / (len(r) + k_genre) for r in in_genre.values()])
+        share = np.mean([len(r) / len(mine) for r in in_genre.values()])
+
+    def shrunk(frame: pd.DataFrame) -> tuple[float, float, float]:
+        n = len(frame)
+        mean = (frame["rating"].sum() + k * global_mean) / (n + k)
+        like = ((frame["rating"] >= 4.0).sum() + k * global_like) / (n + k)
+        std = frame["rating"].std(ddof=0) if n >= 2 else 0.0
+        return mean, like, std
+
+    user_mean, user_like, user_std = shrunk(mine)
+    movie_mean, movie_like, movie_std = shrunk(theirs)
+    year = years[row["movieId"]]
+    expected = {
+        "user_count": len(mine),
+        "user_mean_shrunk": user_mean,
+        "user_like_rate": user_like,
+        "user_rating_std": user_std,
+        "user_genre_affinity": affinity,
+        "user_genre_share": share,
+        "seconds_since_user_prev_rating": row["timestamp"] - mine["timestamp"].max() if len(mine) else -1.0,
+        "movie_count": len(theirs),
+        "movie_mean_shrunk": movie_mean,
+        "movie_like_rate": movie_like,
+        "movie_rating_std": movie_std,
+        "movie_year": spec.DEFAULT_MOVIE_YEAR if np.isnan(year) else year,
+        "movie_has_year": 0.0 if np.isnan(year) else 1.0,
+    }
+    for genre in spec.GENRES:
+        expected[spec.genre_feature_name(genre)] = 1.0 if genre in genres else 0.0
+    return {name: float(value) for name, value in expected.items()}
+
+
+def test_sampled_rows_match_a_pandas_recomputation(dataset: tuple[pd.DataFrame, pd.DataFrame, np.ndarray]) -> None:
+    ratings, movies, features = dataset
+    genres_of = {int(m): set(g.split("|")) for m, g in zip(movies["movieId"], movies["genres"], strict=True)}
+    years = dict(
+        zip(
+            movies["movieId"].astype(int),
+            pd.to_numeric(movies["title"].str.extract(r"\((\d{4})[^)]*\)\s*$")[0]).astype(float),
+            strict=True,
+        )
+    )
+    rng = np.random.default_rng(42)
+    tied = ratings.index[ratings["timestamp"].duplicated(keep=False)].to_numpy()
+    sample = np.concatenate(
+        [[0, len(ratings) - 1], rng.choice(len(ratings), 30, replace=False), tied[:: max(1, len(tied) // 8)]]
+    )
+    for position in sample:
+        expected = _reference(ratings, genres_of, years, ratings.iloc[position])
+        actual = dict(zip(FEATURE_NAMES, features[position].tolist(), strict=True))
+        assert actual == pytest.approx(expected, abs=1e-9), f"row {position}"
+
+
+def test_a_rows_own_rating_never_reaches_its_features(
+    dataset: tuple[pd.DataFrame, pd.DataFrame, np.ndarray],
+) -> None:
+    ratings, movies, features = dataset
+    prefix = ratings.iloc[:4000].copy()
+    base = features[:4000]
+    # A row whose user rates again later (strictly later timestamp) inside the prefix, preferably one whose
+    # user also rates another movie in the same second (the next row, given the sort), which must not see it.
+    later_of_user = prefix.groupby("userId")["timestamp"].transform("max")
+    rates_later = (prefix["timestamp"] < later_of_user).to_numpy()
+    tie_mate_next = (
+        (prefix["userId"].shift(-1) == prefix["userId"]) & (prefix["timestamp"].shift(-1) == prefix["timestamp"])
+    ).to_numpy()
+    candidates = np.flatnonzero(rates_later & tie_mate_next)
+    if len(candidates) == 0:
+        candidates = np.flatnonzero(rates_later)
+    target = int(candidates[len(candidates) // 3])
+    ts, user = prefix["timestamp"].iloc[target], prefix["userId"].iloc[target]
+    changed = prefix.copy()
+    original = changed.loc[target, "rating"]
+    changed.loc[target, "rating"] = 0.5 if original >= 3.0 else 5.0
+
+    again = spec.replay(FeatureState.from_movies(movies), changed)
+    same_time_or_earlier = (prefix["timestamp"] <= ts).to_numpy()
+    np.testing.assert_array_equal(again[same_time_or_earlier], base[same_time_or_earlier])
+    later_same_user = ((prefix["timestamp"] > ts) & (prefix["userId"] == user)).to_numpy()
+    user_mean = FEATURE_NAMES.index("user_mean_shrunk")
+    assert np.all(again[later_same_user, user_mean] != base[later_same_user, user_mean])
+
+
+def test_features_of_a_prefix_do_not_depend_on_the_future(
+    dataset: tuple[pd.DataFrame, pd.DataFrame, np.ndarray],
+) -> None:
+    ratings, movies, features = dataset
+    # Cut inside a group of equal timestamps when there is one: its rows still must not see each other.
+    tied = np.flatnonzero(ratings["timestamp"].duplicated().to_numpy())
+    cut = int(tied[len(tied) // 2]) if len(tied) else len(ratings) // 2
+    prefix_features = spec.replay(FeatureState.from_movies(movies), ratings.iloc[:cut])
+    np.testing.assert_array_equal(prefix_features, features[:cut])

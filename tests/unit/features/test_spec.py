@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from streamml.data.movielens import sort_ratings, synthesize
+from streamml.errors import DataValidationError
+from streamml.features import spec
+from streamml.features.spec import (
+    FEATURE_NAMES,
+    FeatureState,
+    GlobalState,
+    MovieState,
+    UserState,
+    feature_matrix,
+    features_from_states,
+)
+
+# Catalog: 10 = Action|Comedy (1995); 20 = Drama, no year; 30 = Comedy plus an unknown genre, "(2006-2007)".
+CATALOG = (
+    [10, 20, 30],
+    ["Alpha (1995)", "Beta", "Gamma (2006\u20132007)"],
+    ["Action|Comedy", "Drama", "Comedy|Unknown"],
+)
+# (user, movie, rating, ts); rows 0/1 and 3/4 share a timestamp.
+ROWS = [
+    (1, 10, 4.0, 100),
+    (2, 10, 2.0, 100),
+    (1, 20, 3.0, 200),
+    (1, 30, 5.0, 300),
+    (2, 30, 4.5, 300),
+]
+
+
+def _replay_tiny() -> tuple[FeatureState, np.ndarray]:
+    state = FeatureState.from_catalog(*CATALOG)
+    users, movies, ratings, stamps = (list(column) for column in zip(*ROWS, strict=True))
+    return state, state.replay(users, movies, ratings, stamps)
+
+
+def _named(vector: np.ndarray | list[float]) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, (float(value) for value in vector), strict=True))
+
+
+def _genres_on(named: dict[str, float]) -> set[str]:
+    return {name for name in spec.GENRE_FEATURES if named[name] == 1.0}
+
+
+def test_feature_names_are_unique_and_complete() -> None:
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 13 + len(spec.GENRES)
+    assert len(spec.GENRES) == 20
+    assert "genre_sci_fi" in FEATURE_NAMES
+    assert "genre_no_genres_listed" in FEATURE_NAMES
+    assert spec.GENRE_FEATURES == FEATURE_NAMES[-20:]
+
+
+def test_parse_title_and_genres() -> None:
+    assert spec.parse_year("Toy Story (1995)") == 1995
+    assert spec.parse_year("Seven (a.k.a. Se7en) (1995) ") == 1995
+    assert spec.parse_year("Death Note: Desu n\u00f4to (2006\u20132007)") == 2006
+    assert spec.parse_year("Babylon 5") is None
+    assert spec.parse_year("1984 (a film)") is None
+    assert spec.parse_genres("Sci-Fi|Action|Action|Nope") == (0, spec.GENRE_INDEX["Sci-Fi"])
+    assert spec.parse_genres("(no genres listed)") == (19,)
+    assert spec.parse_genres("") == ()
+
+
+def test_first_group_sees_nothing_and_ties_do_not_see_each_other() -> None:
+    _, features = _replay_tiny()
+    first, second = _named(features[0]), _named(features[1])
+    for named in (first, second):
+        assert named["user_count"] == 0.0
+        assert named["movie_count"] == 0.0  # row 1 rates the same movie at the same second as row 0
+        assert named["user_mean_shrunk"] == spec.PRIOR_MEAN
+        assert named["movie_like_rate"] == spec.PRIOR_LIKE_RATE
+        assert named["seconds_since_user_prev_rating"] == spec.NO_PREVIOUS_RATING
+        assert named["movie_year"] == 1995.0
+        assert named["movie_has_year"] == 1.0
+        assert _genres_on(named) == {"genre_action", "genre_comedy"}
+    # Rows 3 and 4 share ts=300 and movie 30: neither sees the other's rating of it.
+    assert _named(features[3])["movie_count"] == _named(features[4])["movie_count"] == 0.0
+
+
+def test_hand_computed_values() -> None:
+    _, features = _replay_tiny()
+    # Row 2 (user 1, movie 20, ts 200): earlier = rows 0, 1. Global mean (4+2)/2 = 3, like-rate 1/2.
+    row = _named(features[2])
+    expected = {
+        "user_count": 1.0,
+        "user_mean_shrunk": (4.0 + 5 * 3.0) / 6,
+        "user_like_rate": (1 + 5 * 0.5) / 6,
+        "user_rating_std": 0.0,
+        "user_genre_affinity": (0.0 - 0 * 4.0) / 3.0,  # user 1 has no Drama rating yet
+        "user_genre_share": 0.0,
+        "seconds_since_user_prev_rating": 100.0,
+        "movie_count": 0.0,
+        "movie_mean_shrunk": 3.0,
+        "movie_like_rate": 0.5,
+        "movie_rating_std": 0.0,
+        "movie_year": float(spec.DEFAULT_MOVIE_YEAR),
+        "movie_has_year": 0.0,
+    }
+    assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+    assert _genres_on(row) == {"genre_drama"}
+
+    # Row 3 (user 1, movie 30, ts 300): earlier = rows 0-2; global mean 9/3 = 3, like-rate 1/3.
+    # User 1: ratings 4 (Action|Comedy), 3 (Drama): mean 3.5, std 0.5; Comedy count 1 total 4.
+    row = _named(features[3])
+    expected = {
+        "user_count": 2.0,
+        "user_mean_shrunk": (7.0 + 5 * 3.0) / 7,
+        "user_like_rate": (1 + 5 / 3) / 7,
+        "user_rating_std": 0.5,
+        "user_genre_affinity": (4.0 - 1 * 3.5) / (1 + 3.0),
+        "user_genre_share": 1 / 2,
+        "seconds_since_user_prev_rating": 100.0,
+        "movie_count": 0.0,
+        "movie_mean_shrunk": 3.0,
+        "movie_like_rate": 1 / 3,
+        "movie_year": 2006.0,
+        "movie_has_year": 1.0,
+    }
+    assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+    assert _genres_on(row) == {"genre_comedy"}  # the unknown genre is ignored
+
+    # Row 4 (user 2, movie 30, ts 300): user 2 rated movie 10 with 2.0 at ts 100.
+    row = _named(features[4])
+    expected = {
+        "user_count": 1.0,
+        "user_mean_shrunk": (2.0 + 5 * 3.0) / 6,
+        "user_like_rate": (0 + 5 / 3) / 6,
+        "user_genre_affinity": 0.0,  # Comedy mean 2 equals the user's mean
+        "user_genre_share": 1.0,
+        "seconds_since_user_prev_rating": 200.0,
+    }
+    assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+
+
+def test_state_after_replay() -> None:
+    state, _ = _replay_tiny()
+    user = state.users[1]
+    assert (user.count, user.total, user.total_sq, user.likes, user.last_ts) == (3, 12.0, 50.0, 2, 300)
+    assert user.genre_count[spec.GENRE_INDEX["Comedy"]] == 2
+    assert user.genre_total[spec.GENRE_INDEX["Comedy"]] == 9.0
+    assert state.movies[30] == MovieState(genres=(4,), year=2006, count=2, total=9.5, total_sq=45.25, likes=2)
+    assert state.globals == GlobalState(count=5, total=18.5, likes=3)
+
+
+def test_replay_rejects_unsorted_rows() -> None:
+    state = FeatureState.from_catalog(*CATALOG)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        state.replay([1, 1], [10, 20], [4.0, 3.0], [200, 100])
+
+
+def test_apply_tracks_movies_missing_from_the_catalog() -> None:
+    state = FeatureState.from_catalog(*CATALOG)
+    state.apply(7, 999, 4.5, 50)
+    assert state.movies[999] == MovieState(count=1, total=4.5, total_sq=20.25, likes=1)
+    assert state.users[7].genre_count == [0] * spec.N_GENRES
+
+
+def test_cold_start_priors() -> None:
+    empty = GlobalState()
+    vector, cold = features_from_states(None, None, empty, 1_000)
+    named = _named(vector)
+    assert cold
+    assert named["user_mean_shrunk"] == named["movie_mean_shrunk"] == spec.PRIOR_MEAN
+    assert named["user_like_rate"] == named["movie_like_rate"] == spec.PRIOR_LIKE_RATE
+    assert named["movie_year"] == spec.DEFAULT_MOVIE_YEAR
+    assert named["movie_has_year"] == 0.0
+    assert named["seconds_since_user_prev_rating"] == spec.NO_PREVIOUS_RATING
+    assert _genres_on(named) == set()
+
+    # With history, the priors are the global mean and like-rate of everything earlier.
+    seen = GlobalState(count=4, total=14.0, likes=3)
+    named = _named(features_from_states(None, MovieState(genres=(7,), year=2001), seen, 1_000)[0])
+    assert named["user_mean_shrunk"] == named["movie_mean_shrunk"] == 3.5
+    assert named["user_like_rate"] == named["movie_like_rate"] == 0.75
+    assert named["movie_year"] == 2001.0
+    assert _genres_on(named) == {"genre_drama"}
+
+    warm_user = UserState(count=2, total=8.0, total_sq=32.0, likes=2, last_ts=900)
+    warm_movie = MovieState(genres=(7,), count=1, total=4.0, total_sq=16.0, likes=1)
+    assert features_from_states(warm_user, warm_movie, seen, 1_000)[1] is False
+    assert features_from_states(warm_user, None, seen, 1_000)[1] is True
+    assert features_from_states(None, warm_movie, seen, 1_000)[1] is True
+
+
+def test_pack_unpack_roundtrip() -> None:
+    state, _ = _replay_tiny()
+    for user in state.users.values():
+        assert spec.unpack_user(spec.pack_user(user)) == user
+    for movie in state.movies.values():
+        assert spec.unpack_movie(spec.pack_movie(movie)) == movie
+    assert spec.unpack_globals(spec.pack_globals(state.globals)) == state.globals
+    assert spec.unpack_user(spec.pack_user(UserState())) == UserState()
+    assert len(spec.pack_user(state.users[1])) < 80  # sparse genres keep blobs small
+
+
+def test_snapshot_blobs_rebuild_the_same_features() -> None:
+    state, _ = _replay_tiny()
+    users, movies, globals_ = spec.snapshot(state)
+    assert set(users) == {1, 2}
+    assert set(movies) == {10, 20, 30}
+    for user_id in (1, 2, 3):
+        for movie_id in (10, 20, 30, 40):
+            from_blobs = features_from_states(
+                spec.unpack_user(users[user_id]) if user_id in users else None,
+                spec.unpack_movie(movies[movie_id]) if movie_id in movies else None,
+                globals_,
+                400,
+            )[0]
+            assert from_blobs == state.features(user_id, movie_id, 400)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"\xc1", msgpack.packb({"a": 1}), msgpack.packb([99, 1, 2.0, 4.0, 1, 5, []]), msgpack.packb([1, "x"])],
+)
+def test_unpack_rejects_malformed_blobs(blob: bytes) -> None:
+    with pytest.raises(DataValidationError, match="state blob"):
+        spec.unpack_user(blob)
+
+
+def test_feature_matrix_equals_per_row_features() -> None:
+    ratings, movies = synthesize(n_ratings=1500, n_users=60, n_movies=200, seed=5)
+    state = FeatureState.from_movies(movies)
+    spec.replay(state, sort_ratings(ratings))
+    rng = np.random.default_rng(0)
+    user_ids = [*state.users, -1]
+    movie_ids = [*state.movies, -1]
+    batch_users = [state.users.get(user_ids[i]) for i in rng.integers(0, len(user_ids), 300)]
+    batch_movies = [state.movies.get(movie_ids[i]) for i in rng.integers(0, len(movie_ids), 300)]
+    stamps = rng.integers(1_500_000_000, 1_600_000_000, 300)
+
+    matrix = feature_matrix(batch_users, batch_movies, state.globals, stamps)
+    rows = [
+        features_from_states(u, m, state.globals, int(t))
+        for u, m, t in zip(batch_users, batch_movies, stamps, strict=True)
+    ]
+    assert matrix.shape == (300, len(FEATURE_NAMES))
+    np.testing.assert_allclose(matrix, np.array([vector for vector, _ in rows]), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(spec.cold_start_mask(matrix), [cold for _, cold in rows])
+    assert any(cold for _, cold in rows) and not all(cold for _, cold in rows)
+    assert feature_matrix([], [], state.globals, []).shape == (0, len(FEATURE_NAMES))
