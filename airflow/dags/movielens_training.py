@@ -1,10 +1,4 @@
-"""MovieLens training: ingest the ratings, split them by time, build point-in-time features with Spark into MinIO,
-and load the online snapshot into Redis.
-
-Trigger from the UI or with `streamml pipelines trigger movielens_training --wait`. Param `quantile` sets the time
-split (history = ratings before that quantile of timestamps). Every task is idempotent: a rerun on the same data
-overwrites the same snapshot and feature version.
-"""
+"""The movielens_training DAG (configuration only; every step is a call into streamml.training)."""
 
 from __future__ import annotations
 
@@ -21,17 +15,33 @@ from airflow.sdk import Param, dag, task
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
-    params={"quantile": Param(0.8, type="number", minimum=0.5, maximum=0.95, description="time split quantile")},
+    params={
+        "quantile": Param(0.8, type="number", minimum=0.5, maximum=0.95, description="time split quantile"),
+        "movielens_dir": Param(
+            None, type=["null", "string"], description="MovieLens directory (default: STREAMML_MOVIELENS_DIR)"
+        ),
+    },
     tags=["streamml", "movielens", "training"],
     max_active_runs=1,
 )
 def movielens_training() -> None:
+    """MovieLens training: ingest the ratings, split them by time, build point-in-time features with Spark into MinIO,
+    and load the online snapshot into Redis.
+
+    Trigger from the UI or with `streamml pipelines trigger movielens_training --wait`. Param `quantile` sets the time
+    split (history = ratings before that quantile of timestamps). Every task is idempotent: a rerun on the same data
+    overwrites the same snapshot and feature version.
+    """
+
     @task
-    def ingest() -> dict[str, Any]:
+    def ingest(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from pathlib import Path
+
         from streamml import training
         from streamml.config import get_settings
 
-        return training.ingest(get_settings())
+        directory = (params or {}).get("movielens_dir")
+        return training.ingest(get_settings(), Path(directory) if directory else None)
 
     @task
     def validate(snapshot: dict[str, Any]) -> str:

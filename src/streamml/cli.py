@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -136,3 +137,122 @@ def stack_log_path(
         err.print(f"[red]error:[/red] unknown program {service!r}; programs: {', '.join(names)}")
         raise typer.Exit(2)
     console.print(str(stack.paths.logs / f"{service}.log"), soft_wrap=True)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="MovieLens data: ingest into MinIO, synthesize for scale runs.")
+features_app = typer.Typer(no_args_is_help=True, help="Batch features: Spark job into MinIO, snapshot into Redis.")
+pipelines_app = typer.Typer(no_args_is_help=True, help="Airflow DAGs through the REST API v2.")
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(pipelines_app, name="pipelines")
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    console.print_json(json.dumps(value, default=str))
+
+
+@data_app.command("ingest")
+def data_ingest(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="MovieLens directory (default: STREAMML_MOVIELENS_DIR, else download).")
+    ] = None,
+) -> None:
+    """Validate MovieLens and upload it to MinIO raw/movielens/<snapshot>/ (all or nothing, idempotent)."""
+    from streamml import training
+
+    try:
+        with console.status("validating and uploading"):
+            _print_json(training.ingest(_settings(), directory))
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write ratings.csv and movies.csv into.")],
+    ratings: Annotated[int, typer.Option("--ratings", min=1, help="Number of ratings.")] = 1_000_000,
+    users: Annotated[int | None, typer.Option(help="Users (default: ratings / 150).")] = None,
+    movies: Annotated[int | None, typer.Option(help="Movies (default: ratings / 50, at least 100).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic data set with MovieLens' schema and a realistic skew, for scale runs."""
+    from streamml.data.movielens import synthesize
+
+    n_users = users or max(10, ratings // 150)
+    n_movies = movies or max(100, ratings // 50)
+    with console.status(f"synthesizing {ratings:,} ratings"):
+        frame, catalog = synthesize(ratings, n_users, n_movies, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out / "ratings.csv", index=False)
+        catalog.to_csv(out / "movies.csv", index=False)
+    console.print(
+        f"wrote {len(frame):,} ratings, {frame['userId'].nunique():,} users, {len(catalog):,} movies to {out}"
+    )
+
+
+@features_app.command("build")
+def features_build(
+    snapshot: Annotated[str, typer.Option(help="Raw snapshot id (printed by `streamml data ingest`).")],
+    quantile: Annotated[float, typer.Option(min=0.5, max=0.95, help="Time split quantile.")] = 0.8,
+) -> None:
+    """Run the Spark split + feature job (spark-submit on STREAMML_SPARK__MASTER) into s3a://features/v<n>/."""
+    from streamml import training
+
+    try:
+        with console.status("spark-submit spark-jobs/build_features.py"):
+            _print_json(training.build_features(_settings(), snapshot, quantile))
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@features_app.command("materialize")
+def features_materialize(version: Annotated[int, typer.Option(help="Feature version to load into Redis.")]) -> None:
+    """Load a feature version's online snapshot into Redis and switch feat:current to it."""
+    from streamml import training
+
+    try:
+        with console.status(f"writing feature version {version} to Redis"):
+            _print_json(training.materialize(_settings(), version))
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@pipelines_app.command("trigger")
+def pipelines_trigger(
+    dag_id: Annotated[str, typer.Argument(help="DAG id, e.g. movielens_training.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow task states until the run ends.")] = False,
+    conf: Annotated[str, typer.Option(help="Run conf as JSON, e.g. '{\"quantile\": 0.8}'.")] = "{}",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run.")] = 3600.0,
+) -> None:
+    """Trigger a DAG run through Airflow's REST API v2; with --wait show task progress and exit 1 on failure."""
+    import json
+
+    from streamml.pipelines import AirflowClient, RunStatus
+
+    try:
+        run_conf = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --conf is not valid JSON: {exc}")
+        raise typer.Exit(2) from None
+    client = AirflowClient(_settings().airflow)
+    try:
+        run_id = client.trigger(dag_id, run_conf)
+        console.print(f"triggered {dag_id} run {run_id}")
+        if not wait:
+            return
+        final: RunStatus | None = None
+        for final in client.follow(dag_id, run_id, timeout=timeout):
+            done = sum(s == "success" for s in final.tasks.values())
+            states = ", ".join(f"{t}={s}" for t, s in final.tasks.items())
+            console.print(f"[{done}/{len(final.tasks)}] run {final.state}: {states}")
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    if final is not None:
+        console.print(", ".join(f"{t} {d:.1f}s" for t, d in final.durations.items()))
+        if final.state != "success":
+            err.print(f"[red]error:[/red] run {run_id} ended {final.state}; see the task logs in the Airflow UI")
+            raise typer.Exit(1)

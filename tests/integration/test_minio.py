@@ -6,14 +6,14 @@ import pytest
 
 from streamml import names
 from streamml.config import Settings
-from streamml.runtime.health import s3_client
+from streamml.stores.objects import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.minio]
 
 
 def test_buckets_exist_and_put_get_roundtrip(settings: Settings, require: Callable[[str], None], uid: str) -> None:
     require("minio")
-    s3 = s3_client(settings)
+    s3 = s3_client(settings.minio)
     buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert set(names.BUCKETS) <= buckets
     key = f"tests/{uid}/hello.bin"

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from streamml import names
 from streamml.config import Settings
-from streamml.runtime.health import s3_client
+from streamml.stores.objects import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.mlflow]
 
@@ -42,5 +42,5 @@ def test_run_with_metric_and_artifact_lands_in_minio(
     )
     assert back.read_text() == f"hello {uid}"
     # The server proxies artifacts into the mlflow bucket on MinIO.
-    objects = s3_client(settings).list_objects_v2(Bucket=names.BUCKET_MLFLOW).get("Contents", [])
+    objects = s3_client(settings.minio).list_objects_v2(Bucket=names.BUCKET_MLFLOW).get("Contents", [])
     assert any(o["Key"].endswith(f"{run.info.run_id}/artifacts/note.txt") for o in objects)

@@ -5,8 +5,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from streamml.config import Settings
-from streamml.runtime.health import s3_client
 from streamml.spark import create_session
+from streamml.stores.objects import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.minio]
 
@@ -26,7 +26,6 @@ def test_parquet_roundtrip_over_s3a(spark, settings: Settings, require: Callable
     back = spark.read.parquet(path)
     assert back.count() == 10_000
     assert back.groupBy().sum("bucket").collect()[0][0] == sum(i % 7 for i in range(10_000))
-    keys = [
-        o["Key"] for o in s3_client(settings).list_objects_v2(Bucket="features", Prefix=f"tests/{uid}/")["Contents"]
-    ]
+    listing = s3_client(settings.minio).list_objects_v2(Bucket="features", Prefix=f"tests/{uid}/")
+    keys = [o["Key"] for o in listing["Contents"]]
     assert any(k.endswith(".parquet") for k in keys)

