@@ -131,7 +131,7 @@ cmd_help() {
 ## setup: install what is missing (venv, redis-server, Kafka and Spark jars, MinIO); cached and idempotent
 cmd_setup() { setup_all; }
 
-## deploy: setup, start every service and print the URLs [--local|--docker, default: docker if an engine answers]
+## deploy: setup, start every service, train once on first deploy, print the URLs [--local|--docker, default: docker if an engine answers]
 cmd_deploy() {
   local mode; mode="$(pick_mode "${1:-}")"
   if [ "$mode" = docker ]; then
@@ -144,6 +144,11 @@ cmd_deploy() {
     local t0=$SECONDS
     streamml stack up
     say "stack healthy in $((SECONDS - t0))s"
+    if ! streamml features current >/dev/null 2>&1; then
+      say "first deploy: running the movielens_training DAG once (Airflow UI shows its progress too)"
+      streamml pipelines trigger movielens_training --wait \
+        || die "movielens_training failed; the stack is up, see the task logs in the Airflow UI"
+    fi
   fi
   print_urls
 }

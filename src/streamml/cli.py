@@ -256,3 +256,15 @@ def pipelines_trigger(
         if final.state != "success":
             err.print(f"[red]error:[/red] run {run_id} ended {final.state}; see the task logs in the Airflow UI")
             raise typer.Exit(1)
+
+
+@features_app.command("current")
+def features_current() -> None:
+    """Print the active online feature version (feat:current); exit 1 when none is loaded."""
+    from streamml.stores.features import RedisFeatureStore, redis_client
+
+    version = RedisFeatureStore(redis_client(_settings().redis)).current_version()
+    if version is None:
+        err.print("no online feature version yet; run the movielens_training DAG")
+        raise typer.Exit(1)
+    console.print(str(version))
