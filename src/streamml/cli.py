@@ -22,7 +22,7 @@ app.add_typer(stack_app, name="stack")
 
 # Wide enough for the health table when stdout is a pipe or a log file (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 logger = logging.getLogger(__name__)
 
 

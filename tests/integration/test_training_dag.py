@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -15,8 +14,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
-from streamml.features.batch import read_manifest
-from streamml.features.materialize import _s3fs
+from streamml.features.batch import read_manifest, read_part
 from streamml.pipelines import trigger_and_wait
 
 pytestmark = [
@@ -52,11 +50,10 @@ def test_parquet_row_counts_equal_the_split(settings: Settings, first_run: dict,
     ratings, _ = movielens.load(movielens_dir)
     history, stream, cutoff = movielens.time_split(ratings, manifest["quantile"])
     assert manifest["cutoff_ts"] == cutoff
-    fs = _s3fs(settings)
-    base = f"{names.BUCKET_FEATURES}/v{manifest['version']}"
-    assert pq.read_table(f"{base}/history", filesystem=fs).num_rows == len(history)
-    assert pq.read_table(f"{base}/stream", filesystem=fs).num_rows == len(stream)
-    assert pq.read_table(f"{base}/users", filesystem=fs).num_rows == history["userId"].nunique()
+    version = manifest["version"]
+    assert read_part(settings, version, "history").num_rows == len(history)
+    assert read_part(settings, version, "stream").num_rows == len(stream)
+    assert read_part(settings, version, "users").num_rows == history["userId"].nunique()
 
 
 def test_redis_snapshot_matches_an_independent_replay(settings: Settings, first_run: dict, movielens_dir: Path) -> None:  # type: ignore[type-arg]

@@ -65,7 +65,7 @@ def test_taken_port_names_port_and_variable_and_starts_nothing(settings: Setting
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        taken = type(kafka)(**{**kafka.__dict__, "port": port})
+        taken = type(kafka)(**{**kafka.__dict__, "ports": ((port, "STREAMML_KAFKA__PORT"),)})
         with pytest.raises(ConfigError) as info:
             stack.check_ports([taken])
     assert str(port) in str(info.value)

@@ -50,6 +50,30 @@ def read_manifest(settings: Settings, version: int) -> dict[str, Any]:
     return dict(store.get_json(manifest_key(version)))
 
 
+def s3_filesystem(settings: Settings) -> Any:
+    """A pyarrow filesystem on MinIO, for reading feature parquet without Spark."""
+    from pyarrow import fs
+
+    m = settings.minio
+    return fs.S3FileSystem(
+        access_key=m.access_key,
+        secret_key=m.secret_key.get_secret_value(),
+        endpoint_override=m.endpoint_url,
+        region=m.region,
+        scheme="http",
+    )
+
+
+def read_part(settings: Settings, version: int, part: str, columns: list[str] | None = None) -> Any:
+    """One part (history, stream, users, movies) of a feature version as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    if part not in PARTS:
+        raise StreamMLError(f"unknown feature part {part!r}; parts: {', '.join(PARTS)}")
+    path = f"{names.BUCKET_FEATURES}/v{version}/{part}"
+    return pq.read_table(path, filesystem=s3_filesystem(settings), columns=columns)
+
+
 def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:
     base = f"s3a://{names.BUCKET_RAW}/{RAW_PREFIX}/{snapshot}/"
     ratings = spark.read.csv(

@@ -9,29 +9,14 @@ from typing import Any
 from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
-from streamml.features.batch import read_manifest
+from streamml.features.batch import read_manifest, read_part
 from streamml.stores.features import RedisFeatureStore, redis_client
 
 logger = logging.getLogger(__name__)
 
 
-def _s3fs(settings: Settings) -> Any:
-    from pyarrow import fs
-
-    m = settings.minio
-    return fs.S3FileSystem(
-        access_key=m.access_key,
-        secret_key=m.secret_key.get_secret_value(),
-        endpoint_override=m.endpoint_url,
-        region=m.region,
-        scheme="http",
-    )
-
-
 def _rows(settings: Settings, version: int, part: str) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(f"{names.BUCKET_FEATURES}/v{version}/{part}", filesystem=_s3fs(settings))
+    table = read_part(settings, version, part)
     for batch in table.to_batches(max_chunksize=50_000):
         yield from batch.to_pylist()
 

@@ -23,8 +23,7 @@ class Program:
     command: list[str]
     service: str  # the health-check name this program belongs to (several airflow programs share "airflow")
     stage: int  # start order: every program of stage n is healthy before stage n+1 starts
-    port: int | None = None  # the port it binds, checked free before start
-    port_var: str | None = None  # the variable that changes that port
+    ports: tuple[tuple[int, str], ...] = ()  # (port it binds, the variable that changes it), checked free before start
     env: dict[str, str] = field(default_factory=dict)
     stop_wait_seconds: int = 20
 
@@ -124,8 +123,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
             [py, "-m", "streamml.runtime.launch", "kafka"],
             service="kafka",
             stage=0,
-            port=k.port,
-            port_var="STREAMML_KAFKA__PORT",
+            ports=((k.port, "STREAMML_KAFKA__PORT"), (k.controller_port, "STREAMML_KAFKA__CONTROLLER_PORT")),
             stop_wait_seconds=30,
         ),
         Program(
@@ -147,8 +145,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
             ],
             service="redis",
             stage=0,
-            port=r.port,
-            port_var="STREAMML_REDIS__PORT",
+            ports=((r.port, "STREAMML_REDIS__PORT"),),
         ),
         Program(
             "minio",
@@ -164,8 +161,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
             ],
             service="minio",
             stage=0,
-            port=m.port,
-            port_var="STREAMML_MINIO__PORT",
+            ports=((m.port, "STREAMML_MINIO__PORT"), (m.console_port, "STREAMML_MINIO__CONSOLE_PORT")),
             env={
                 "MINIO_ROOT_USER": m.access_key,
                 "MINIO_ROOT_PASSWORD": m.secret_key.get_secret_value(),
@@ -193,8 +189,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
             ],
             service="mlflow",
             stage=1,
-            port=ml.port,
-            port_var="STREAMML_MLFLOW__PORT",
+            ports=((ml.port, "STREAMML_MLFLOW__PORT"),),
             env={**settings.s3_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         ),
         Program(
@@ -202,8 +197,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
             [airflow, "api-server", "--host", af.host, "--port", str(af.port), "--workers", "1"],
             service="airflow",
             stage=1,
-            port=af.port,
-            port_var="STREAMML_AIRFLOW__PORT",
+            ports=((af.port, "STREAMML_AIRFLOW__PORT"),),
             env=aenv,
         ),
         Program("airflow-scheduler", [airflow, "scheduler"], service="airflow", stage=1, env=aenv),

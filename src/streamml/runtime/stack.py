@@ -214,16 +214,15 @@ class LocalStack:
 
     def check_ports(self, programs: list[Program]) -> None:
         """Fail before starting anything when a port we need is taken by a process that is not ours."""
-        taken = [p for p in programs if p.port is not None and port_in_use("127.0.0.1", p.port)]
+        taken = [
+            f"port {port} for {p.name} is already in use by another process "
+            f"(stop it, or set {var} in .env to a free port)"
+            for p in programs
+            for port, var in p.ports
+            if port_in_use("127.0.0.1", port)
+        ]
         if taken:
-            raise ConfigError(
-                "; ".join(
-                    f"port {p.port} for {p.name} is already in use by another process "
-                    f"(stop it, or set {p.port_var} in .env to a free port)"
-                    for p in taken
-                )
-                + ". Nothing was started."
-            )
+            raise ConfigError("\n  ".join(["ports taken, nothing was started:", *taken]))
 
     def ensure_buckets(self) -> None:
         s3 = s3_client(self.settings.minio)
@@ -288,7 +287,7 @@ class LocalStack:
             infos = [procs.get(p.name, {}) for p in programs]
             states = sorted({i.get("statename", "STOPPED") for i in infos})
             pids = [i["pid"] for i in infos if i.get("pid")]
-            ports = [p.port for p in programs if p.port]
+            ports = [port for p in programs for port, _ in p.ports[:1]]
             h = health.check(service, self.settings) if service in health.CHECKS else None
             ok = states == ["RUNNING"] and (h is None or h.ok)
             rows.append(ServiceStatus(service, pids, ports, "/".join(states), h.detail if h else "", ok))
