@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import redis
 
@@ -55,7 +56,10 @@ class RedisFeatureStore:
         return old
 
     def current_version(self) -> int | None:
-        value = self.client.get(names.FEATURE_VERSION_CURRENT)
+        try:
+            value = self.client.get(names.FEATURE_VERSION_CURRENT)
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis read of {names.FEATURE_VERSION_CURRENT} failed: {exc}") from exc
         return int(value) if value is not None else None
 
     def expire_versions(self, keep: int, ttl: int = OLD_VERSION_TTL_SECONDS) -> int:
@@ -70,12 +74,22 @@ class RedisFeatureStore:
         pipe.execute()
         return n
 
+    def write_predictions(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None:
+        """SET each result with a TTL in one pipelined round trip (a replayed batch overwrites the same keys)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in items:
+            pipe.set(key, value, ex=ttl_seconds)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis write of {len(items)} prediction(s) failed: {exc}") from exc
+
     def get_many(self, version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[bytes | None]:
         """Users' then movies' blobs then the globals blob, in one round trip."""
         keys = [names.user_features_key(version, u) for u in user_ids]
         keys += [names.movie_features_key(version, m) for m in movie_ids]
         keys.append(names.globals_features_key(version))
         try:
-            return list(self.client.mget(keys))
+            return cast(list[bytes | None], self.client.mget(keys))
         except redis.RedisError as exc:
             raise TransientError(f"Redis read failed: {exc}") from exc
