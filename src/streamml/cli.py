@@ -268,3 +268,77 @@ def features_current() -> None:
         err.print("no online feature version yet; run the movielens_training DAG")
         raise typer.Exit(1)
     console.print(str(version))
+
+
+@app.command()
+def score(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 500) -> None:
+    """Run the scorer: ratings.requests.v1 -> predictions.v1 + Redis pred:{id}, with @champion (hot reload)."""
+    from streamml.streaming.app import run_scorer
+
+    configure_logging("INFO")
+    try:
+        run_scorer(_settings(), batch_size)
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@app.command("update-features")
+def update_features(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 500) -> None:
+    """Run the feature updater: ratings.feedback.v1 -> incremental online features in Redis."""
+    from streamml.streaming.app import run_updater
+
+    configure_logging("INFO")
+    try:
+        run_updater(_settings(), batch_size)
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def replay(
+    rate: Annotated[float | None, typer.Option(help="Requests per second (open loop).")] = None,
+    speedup: Annotated[float | None, typer.Option(help="Replay event time this many times faster.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many requests.")] = None,
+    feedback_delay: Annotated[float, typer.Option(help="Seconds between a request and its true rating.")] = 0.0,
+    feature_version: Annotated[
+        int | None, typer.Option(help="Whose stream period to replay (default: active).")
+    ] = None,
+) -> None:
+    """Replay the stream period as live requests (and feedback) in time order, open loop, with a progress bar."""
+    from confluent_kafka import Producer
+    from rich.progress import Progress
+
+    from streamml import names as n
+    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.streaming.app import stream_ratings
+    from streamml.streaming.clients import ensure_topics, producer_config
+    from streamml.streaming.replayer import Pace
+    from streamml.streaming.replayer import replay as run_replay
+
+    if (rate is None) == (speedup is None):
+        err.print("[red]error:[/red] give exactly one of --rate N or --speedup X")
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
+        if version is None:
+            raise StreamMLError("no feature version loaded; run the movielens_training DAG first")
+        from streamml.features.batch import read_manifest
+
+        total = read_manifest(settings, version)["rows"]["stream"]
+        ensure_topics(settings.kafka, n.TOPICS)
+        producer = Producer(producer_config(settings.kafka, client_id="streamml-replayer"))
+        with Progress(console=console) as progress:
+            task = progress.add_task("replaying", total=min(total, limit or total))
+            sent = run_replay(
+                stream_ratings(settings, version),
+                producer,
+                Pace(rate=rate, speedup=speedup),
+                feedback_delay=feedback_delay,
+                limit=limit,
+                on_progress=lambda k: progress.update(task, completed=k),
+            )
+            progress.update(task, completed=sent)
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+    console.print(f"replayed {sent:,} requests from feature version {version}")

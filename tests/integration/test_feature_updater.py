@@ -3,18 +3,15 @@ once even when feedback is redelivered. Uses Redis DB 9 so the platform's feat:c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
+from streaming_fixtures import load_history_snapshot, movielens_split
 
 from streamml import names
 from streamml.config import Settings
-from streamml.data import movielens
 from streamml.features import spec
-from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.updater import FeatureUpdaterHandler
 
@@ -34,20 +31,8 @@ def client(settings: Settings, require: Callable[[str], None]) -> Iterator[redis
 
 
 def test_updates_match_the_incremental_definition_and_redelivery_is_idempotent(client: redis.Redis) -> None:
-    directory = os.environ.get("STREAMML_MOVIELENS_DIR")
-    if not directory:
-        pytest.fail("set STREAMML_MOVIELENS_DIR (CI uses ../shared/datasets/ml-latest-small)")
-    ratings, movies = movielens.load(Path(directory))
-    history, stream, _ = movielens.time_split(ratings)
-    offline = spec.FeatureState.from_movies(movies)
-    spec.replay(offline, history)
-    users, movie_blobs, globals_state = spec.snapshot(offline)
-    store = RedisFeatureStore(client)
-    items = [(names.user_features_key(1, u), b) for u, b in users.items()]
-    items += [(names.movie_features_key(1, m), b) for m, b in movie_blobs.items()]
-    items.append((names.globals_features_key(1), spec.pack_globals(globals_state)))
-    store.write(items)
-    store.activate(1)
+    history, stream, movies = movielens_split()
+    offline = load_history_snapshot(client, history, movies)
 
     sample = stream.head(3000)
     feedback = [

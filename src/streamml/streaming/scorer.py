@@ -35,7 +35,7 @@ class ServingModel:
     threshold: float = 0.5
 
 
-def dead_letter(msg: Any, error: Exception) -> Output:
+def dead_letter(msg: Any, error: Exception, topic: str = names.TOPIC_REQUESTS_DLQ) -> Output:
     payload = msg.value() or b""
     record = DeadLetter(
         topic=msg.topic(),
@@ -45,7 +45,7 @@ def dead_letter(msg: Any, error: Exception) -> Output:
         error=str(error)[:1000],
         payload=payload[:2048].decode("utf-8", errors="replace"),
     )
-    return Output(names.TOPIC_REQUESTS_DLQ, msg.key(), record.encode())
+    return Output(topic, msg.key(), record.encode())
 
 
 class ScorerHandler:
@@ -58,8 +58,12 @@ class ScorerHandler:
         prediction_ttl_seconds: int = 24 * 3600,
         feature_version_refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        predictions_topic: str = names.TOPIC_PREDICTIONS,
+        dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
     ) -> None:
         self.features = features
+        self.predictions_topic = predictions_topic
+        self.dlq_topic = dlq_topic
         self.model = model
         self.ttl = prediction_ttl_seconds
         self.refresh = feature_version_refresh_seconds
@@ -83,14 +87,14 @@ class ScorerHandler:
             try:
                 request = parse(RatingRequest, msg.value())
             except PoisonMessageError as exc:
-                outputs.append(dead_letter(msg, exc))
+                outputs.append(dead_letter(msg, exc, self.dlq_topic))
                 continue
             assert isinstance(request, RatingRequest)  # noqa: S101 - parse returns the model it was given
             requests.append(request)
         if not requests:
             return BatchResult(outputs)
         predictions = self.score(requests)
-        outputs += [Output(names.TOPIC_PREDICTIONS, str(p.user_id), p.encode()) for p in predictions]
+        outputs += [Output(self.predictions_topic, str(p.user_id), p.encode()) for p in predictions]
 
         def write_results() -> None:
             self.features.write_predictions(

@@ -32,7 +32,7 @@ class BatchResult:
     """What a handler wants done for one batch: messages to produce and a sink write to run before the commit."""
 
     outputs: list[Output] = field(default_factory=list)
-    sink: Callable[[], None] | None = None
+    sink: Callable[[], object] | None = None
 
 
 class Handler(Protocol):

@@ -1,0 +1,83 @@
+"""Process runners for the streaming programs (each started by the CLI, supervised in the local stack)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+
+from streamml import names
+from streamml.config import Settings
+from streamml.errors import ModelUnavailableError
+from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
+from streamml.streaming.replayer import Rating
+from streamml.streaming.worker import Handler, Worker, retry
+
+logger = logging.getLogger(__name__)
+
+
+def _worker(settings: Settings, group: str, topic: str, handler: Handler, batch_size: int) -> Worker:
+    from confluent_kafka import Consumer, Producer
+
+    retry("topic creation", lambda: ensure_topics(settings.kafka, names.TOPICS))
+    consumer = Consumer(consumer_config(settings.kafka, group, client_id=group))
+    producer = Producer(producer_config(settings.kafka, client_id=group))
+    worker = Worker(consumer, producer, [topic], handler, batch_size=batch_size)
+    worker.install_signal_handlers()
+    return worker
+
+
+def run_scorer(settings: Settings, batch_size: int = 500) -> None:
+    """Score ratings.requests.v1 with @champion until SIGTERM."""
+    from confluent_kafka import Consumer
+
+    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.streaming.scorer import ScorerHandler
+    from streamml.streaming.serving import ChampionModel
+
+    # Each scorer process sees every model event: its own group, starting at the end.
+    events = Consumer(
+        {**consumer_config(settings.kafka, f"{names.GROUP_SCORER_MODEL_EVENTS}-{uuid.uuid4().hex[:8]}"),
+         "auto.offset.reset": "latest"}
+    )  # fmt: skip
+    events.subscribe([names.TOPIC_MODEL_EVENTS])
+    model = ChampionModel(settings.mlflow.tracking_uri, events=events)
+    retry("loading @champion", _model_ready(model), attempts=30, max_delay=10.0)
+    handler = ScorerHandler(RedisFeatureStore(redis_client(settings.redis)), model)
+    try:
+        _worker(settings, names.GROUP_SCORER, names.TOPIC_REQUESTS, handler, batch_size).run()
+    finally:
+        events.close()
+
+
+def _model_ready(model: Callable[[], object]) -> Callable[[], object]:
+    from streamml.errors import TransientError
+
+    def load() -> object:
+        try:
+            return model()
+        except ModelUnavailableError as exc:  # no champion yet: wait for the training DAG
+            raise TransientError(str(exc)) from exc
+
+    return load
+
+
+def run_updater(settings: Settings, batch_size: int = 500) -> None:
+    """Apply ratings.feedback.v1 to the online features until SIGTERM."""
+    from streamml.stores.features import redis_client
+    from streamml.streaming.updater import FeatureUpdaterHandler
+
+    handler = FeatureUpdaterHandler(redis_client(settings.redis))
+    _worker(settings, names.GROUP_FEATURE_UPDATER, names.TOPIC_FEEDBACK, handler, batch_size).run()
+
+
+def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:
+    """The stream period of a feature version, in time order (ties by user, movie)."""
+    from streamml.features.batch import read_part
+
+    table = read_part(settings, version, "stream", columns=["userId", "movieId", "rating", "timestamp"])
+    table = table.sort_by([("timestamp", "ascending"), ("userId", "ascending"), ("movieId", "ascending")])
+    for batch in table.to_batches(max_chunksize=10_000):
+        cols = batch.to_pydict()
+        for u, m, r, t in zip(cols["userId"], cols["movieId"], cols["rating"], cols["timestamp"], strict=True):
+            yield Rating(int(u), int(m), float(r), int(t))

@@ -1,0 +1,112 @@
+"""The replayer: the stream period in time order as live traffic, open loop.
+
+Each request is stamped with its intended send time and sent then, whatever the scorer is doing (so latency is
+measured from when the event should have happened, not from when a slow system got round to sending it). The true
+rating follows as feedback ``feedback_delay`` seconds later.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from streamml import names
+from streamml.streaming.messages import Feedback, RatingRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rating:
+    user_id: int
+    movie_id: int
+    rating: float
+    event_ts: int
+
+
+@dataclass(frozen=True)
+class Pace:
+    """``rate`` events per second, or ``speedup`` times event time (one of the two)."""
+
+    rate: float | None = None
+    speedup: float | None = None
+
+    def offset(self, index: int, event_ts: int, first_ts: int) -> float:
+        if self.rate:
+            return index / self.rate
+        if self.speedup:
+            return (event_ts - first_ts) / self.speedup
+        return 0.0
+
+
+def replay(
+    ratings: Iterable[Rating],
+    producer: Any,
+    pace: Pace,
+    feedback_delay: float = 0.0,
+    run_id: str | None = None,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Produce requests (and later feedback) for ``ratings`` in order; return the number of requests sent."""
+    run = run_id or uuid.uuid4().hex[:8]
+    start = clock()
+    pending: list[tuple[float, int, Feedback]] = []  # (due, seq, feedback)
+    sent = 0
+    first_ts: int | None = None
+
+    def send_due(now: float) -> None:
+        while pending and pending[0][0] <= now:
+            _, _, fb = heapq.heappop(pending)
+            producer.produce(names.TOPIC_FEEDBACK, key=str(fb.user_id), value=fb.encode())
+            producer.poll(0)
+
+    for rating in ratings:
+        if limit is not None and sent >= limit:
+            break
+        first_ts = rating.event_ts if first_ts is None else first_ts
+        due = start + pace.offset(sent, rating.event_ts, first_ts)
+        while (now := clock()) < due:
+            send_due(now)
+            sleep(min(due - now, pending[0][0] - now if pending else due - now, 0.05))
+        send_due(clock())
+        request_id = f"{run}-{rating.user_id}-{rating.movie_id}-{rating.event_ts}"
+        request = RatingRequest(
+            request_id=request_id,
+            user_id=rating.user_id,
+            movie_id=rating.movie_id,
+            event_ts=rating.event_ts,
+            sent_at=due,
+        )
+        while True:
+            try:
+                producer.produce(names.TOPIC_REQUESTS, key=str(rating.user_id), value=request.encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        feedback = Feedback(
+            request_id=request_id,
+            user_id=rating.user_id,
+            movie_id=rating.movie_id,
+            rating=rating.rating,
+            event_ts=rating.event_ts,
+        )
+        heapq.heappush(pending, (due + feedback_delay, sent, feedback))
+        sent += 1
+        if on_progress and sent % 1000 == 0:
+            on_progress(sent)
+    while pending:
+        now = clock()
+        send_due(now)
+        if pending:
+            sleep(min(max(pending[0][0] - now, 0.0), 0.05))
+    producer.flush(60)
+    return sent
