@@ -342,3 +342,17 @@ def replay(
     except StreamMLError as exc:
         raise _fail(exc) from None
     console.print(f"replayed {sent:,} requests from feature version {version}")
+
+
+@app.command()
+def metrics(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 1000) -> None:
+    """Run the metrics aggregator: predictions + feedback -> metrics.v1, Redis metrics:*, the metric log."""
+    from streamml.runtime.programs import StackPaths
+    from streamml.streaming.app import run_metrics
+
+    configure_logging("INFO")
+    settings = _settings()
+    try:
+        run_metrics(settings, StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv", batch_size)
+    except StreamMLError as exc:
+        raise _fail(exc) from None

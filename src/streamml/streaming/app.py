@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from streamml import names
 from streamml.config import Settings
@@ -16,13 +17,13 @@ from streamml.streaming.worker import Handler, Worker, retry
 logger = logging.getLogger(__name__)
 
 
-def _worker(settings: Settings, group: str, topic: str, handler: Handler, batch_size: int) -> Worker:
+def _worker(settings: Settings, group: str, topic: str | list[str], handler: Handler, batch_size: int) -> Worker:
     from confluent_kafka import Consumer, Producer
 
     retry("topic creation", lambda: ensure_topics(settings.kafka, names.TOPICS))
     consumer = Consumer(consumer_config(settings.kafka, group, client_id=group))
     producer = Producer(producer_config(settings.kafka, client_id=group))
-    worker = Worker(consumer, producer, [topic], handler, batch_size=batch_size)
+    worker = Worker(consumer, producer, [topic] if isinstance(topic, str) else topic, handler, batch_size=batch_size)
     worker.install_signal_handlers()
     return worker
 
@@ -81,3 +82,39 @@ def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:
         cols = batch.to_pydict()
         for u, m, r, t in zip(cols["userId"], cols["movieId"], cols["rating"], cols["timestamp"], strict=True):
             yield Rating(int(u), int(m), float(r), int(t))
+
+
+def scorer_lag(settings: Settings) -> Callable[[], dict[str, int]]:
+    """Per-partition lag of the scorer's group on the requests topic (end offset minus committed offset)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    probe = Consumer(consumer_config(settings.kafka, names.GROUP_SCORER, client_id="streamml-lag-probe"))
+
+    def lag() -> dict[str, int]:
+        try:
+            meta = probe.list_topics(names.TOPIC_REQUESTS, timeout=5)
+            parts = [TopicPartition(names.TOPIC_REQUESTS, p) for p in meta.topics[names.TOPIC_REQUESTS].partitions]
+            committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=5)}
+            result = {}
+            for tp in parts:
+                low, high = probe.get_watermark_offsets(tp, timeout=5)
+                done = committed.get(tp.partition, -1)
+                result[str(tp.partition)] = high - (done if done >= 0 else low)
+            return result
+        except KafkaException as exc:
+            logger.warning("lag probe failed: %s", exc)
+            return {}
+
+    return lag
+
+
+def run_metrics(settings: Settings, log_path: Path, batch_size: int = 1000) -> None:
+    """Join predictions with feedback and publish live metrics until SIGTERM."""
+    from streamml.stores.features import redis_client
+    from streamml.streaming.metrics import MetricLog, MetricsHandler
+
+    handler = MetricsHandler(redis_client(settings.redis), MetricLog(log_path), scorer_lag(settings))
+    topics = [names.TOPIC_PREDICTIONS, names.TOPIC_FEEDBACK, names.TOPIC_REQUESTS_DLQ]
+    worker = _worker(settings, names.GROUP_METRICS, topics, handler, batch_size)
+    worker.on_idle = lambda: worker.process([])
+    worker.run()

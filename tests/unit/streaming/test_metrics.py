@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from streamml.streaming.messages import Feedback, Prediction
+from streamml.streaming.metrics import LOG_HEADER, MetricLog, MetricsState, rolling_metrics
+
+
+def pred(i: int, score: float) -> Prediction:
+    return Prediction(
+        request_id=f"r{i}", user_id=1, movie_id=2, score=score, label=int(score >= 0.5), model_name="m",
+        model_version="3", feature_version=1, cold_start=False, event_ts=10, sent_at=100.0, scored_at=100.02,
+    )  # fmt: skip
+
+
+def fb(i: int, rating: float) -> Feedback:
+    return Feedback(request_id=f"r{i}", user_id=1, movie_id=2, rating=rating, event_ts=10)
+
+
+def test_joins_in_either_order_and_computes_absolute_error() -> None:
+    state = MetricsState()
+    assert state.add_prediction(pred(1, 0.8), now=0) is None
+    joined = state.add_feedback(fb(1, 4.5), now=1)
+    assert joined is not None and joined.y_true == 1 and joined.absolute_error == pytest.approx(0.2)
+    assert state.add_feedback(fb(2, 2.0), now=1) is None
+    joined = state.add_prediction(pred(2, 0.3), now=2)
+    assert joined is not None and joined.y_true == 0 and joined.absolute_error == pytest.approx(0.3)
+    assert state.joined_total == 2 and not state.predictions and not state.feedback
+
+
+def test_unjoined_state_expires_and_is_bounded() -> None:
+    state = MetricsState(join_ttl=10, max_pending=3)
+    for i in range(5):
+        state.add_prediction(pred(i, 0.5), now=0)
+    state.expire(now=1)
+    assert len(state.predictions) == 3 and state.expired_total == 2
+    state.expire(now=11)
+    assert not state.predictions and state.expired_total == 5
+
+
+def test_rolling_metrics_match_sklearn_and_the_window_is_bounded() -> None:
+    rng = np.random.default_rng(0)
+    state = MetricsState(window=100)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
+    for i in range(300):
+        state.add_prediction(pred(i, float(s[i])), now=0)
+        state.add_feedback(fb(i, 5.0 if y[i] else 1.0), now=0)
+    snap = state.snapshot(now=10, elapsed=2.0, lag={"0": 4})
+    assert snap.window == 100 and snap.joined_total == 300
+    assert snap.auc == pytest.approx(roc_auc_score(y[-100:], s[-100:]))
+    assert snap.mae == pytest.approx(np.mean(np.abs(y[-100:] - s[-100:])))
+    assert snap.throughput_per_s == pytest.approx(150.0)
+    assert snap.latency_p50_ms == pytest.approx(20.0)
+    assert rolling_metrics(np.array([1.0, 1.0]), np.array([0.2, 0.9]))["auc"] is None  # one class: undefined
+
+
+def test_metric_log_continues_after_a_restart(tmp_path: Path) -> None:
+    state = MetricsState()
+    state.add_prediction(pred(1, 0.9), now=0)
+    first = state.add_feedback(fb(1, 5.0), now=0)
+    path = tmp_path / "metric_log.csv"
+    MetricLog(path).append([first])  # type: ignore[list-item]
+    MetricLog(path).append([first])  # type: ignore[list-item]  # "restarted": appends, header once
+    lines = path.read_text().splitlines()
+    assert lines[0] + "\n" == LOG_HEADER and len(lines) == 3
+    assert lines[1].startswith("r1,1,0.900000,0.100000,3,")
