@@ -207,8 +207,15 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
 
 
 def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  # noqa: ARG001
-    """The platform's own long-running programs (stage 2); each later capability adds its entry here."""
-    return []
+    """The platform's own long-running programs (stage 2); each capability adds its entry here and its service to
+    docker-compose.yml (tests/unit/test_compose.py checks the two match)."""
+    streamml = venv_bin("streamml")
+    spark_env = {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    return [
+        Program("scorer", [streamml, "score"], service="scorer", stage=2, env=spark_env),
+        Program("feature-updater", [streamml, "update-features"], service="feature-updater", stage=2),
+        Program("metrics-aggregator", [streamml, "metrics"], service="metrics-aggregator", stage=2),
+    ]
 
 
 def all_programs(settings: Settings, paths: StackPaths) -> list[Program]:

@@ -264,6 +264,8 @@ class LocalStack:
                     say(f"starting {p.name}")
                     self.supervisor.start(p.name)
             services = list(dict.fromkeys(p.service for p in group if p.service in health.CHECKS))
+            if not services:
+                continue
             say(f"waiting for {', '.join(services)}")
             health.wait_for(
                 services,
