@@ -131,7 +131,7 @@ cmd_help() {
 ## setup: install what is missing (venv, redis-server, Kafka and Spark jars, MinIO); cached and idempotent
 cmd_setup() { setup_all; }
 
-## deploy: setup, start every service, train once on first deploy, print the URLs [--local|--docker, default: docker if an engine answers]
+## deploy: setup, start every service, train once on first deploy, start a replay, print the URLs [--local|--docker, default: docker if an engine answers]
 cmd_deploy() {
   local mode; mode="$(pick_mode "${1:-}")"
   if [ "$mode" = docker ]; then
@@ -149,8 +149,16 @@ cmd_deploy() {
       streamml pipelines trigger movielens_training --wait \
         || die "movielens_training failed; the stack is up, see the task logs in the Airflow UI"
     fi
+    start_replay
   fi
   print_urls
+}
+
+start_replay() {
+  local log="$ROOT/${STREAMML_STATE_DIR:-.local}/logs/replay.log"
+  if pgrep -f "streamml replay" >/dev/null 2>&1; then say "a replay is already running (log: $log)"; return; fi
+  say "starting a replay of the stream period at ${STREAMML_REPLAY_RATE:-50} requests/s (log: $log)"
+  nohup "$VENV/bin/streamml" replay --rate "${STREAMML_REPLAY_RATE:-50}" --feedback-delay 1 >>"$log" 2>&1 &
 }
 
 ## up: start the local stack (running services are left alone)

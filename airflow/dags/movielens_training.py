@@ -17,6 +17,12 @@ from airflow.sdk import Param, dag, task
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
     params={
         "quantile": Param(0.8, type="number", minimum=0.5, maximum=0.95, description="time split quantile"),
+        "model": Param(
+            {}, type="object", description='model config, e.g. {"model_type": "logreg", "logreg": {"C": 0.5}}'
+        ),
+        "promotion_margin": Param(
+            None, type=["null", "number"], description="streaming-AUC margin over the champion to promote"
+        ),
         "movielens_dir": Param(
             None, type=["null", "string"], description="MovieLens directory (default: STREAMML_MOVIELENS_DIR)"
         ),
@@ -26,7 +32,8 @@ from airflow.sdk import Param, dag, task
 )
 def movielens_training() -> None:
     """MovieLens training: ingest the ratings, split them by time, build point-in-time features with Spark into MinIO,
-    and load the online snapshot into Redis.
+    load the online snapshot into Redis, train and evaluate a model (both modes) into MLflow, and promote it to
+    @champion if it beats the current one.
 
     Trigger from the UI or with `streamml pipelines trigger movielens_training --wait`. Param `quantile` sets the time
     split (history = ratings before that quantile of timestamps). Every task is idempotent: a rerun on the same data
@@ -65,7 +72,24 @@ def movielens_training() -> None:
 
         return training.materialize(get_settings(), version)
 
-    materialize(split_and_features(validate(ingest())))
+    @task
+    def train_and_evaluate(version: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return training.train(get_settings(), version, (params or {}).get("model") or {})
+
+    @task
+    def promote(trained: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return training.promote(get_settings(), int(trained["version"]), (params or {}).get("promotion_margin"))
+
+    version = split_and_features(validate(ingest()))
+    trained = train_and_evaluate(version)
+    materialize(version) >> trained
+    promote(trained)
 
 
 movielens_training()

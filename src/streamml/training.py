@@ -48,3 +48,21 @@ def materialize(settings: Settings, version: int) -> dict[str, Any]:
     from streamml.features.materialize import materialize as run
 
     return run(settings, version)
+
+
+def train(settings: Settings, feature_version: int, model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate in both modes, log to MLflow and register the new version as challenger.
+
+    ``model`` is a :class:`~streamml.models.train.ModelConfig` as a dict, e.g. ``{"model_type": "logreg",
+    "logreg": {"C": 0.5}}``; empty means the defaults.
+    """
+    from streamml.models.train import ModelConfig, run_training
+
+    return run_training(settings, feature_version, ModelConfig.model_validate(model or {}))
+
+
+def promote(settings: Settings, version: int, margin: float | None = None) -> dict[str, Any]:
+    """Make ``version`` champion if it beats the champion's streaming AUC by ``margin`` (or there is none)."""
+    from streamml.models.registry import DEFAULT_MARGIN, promote_if_better
+
+    return promote_if_better(settings, version, DEFAULT_MARGIN if margin is None else margin)

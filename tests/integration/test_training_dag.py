@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from mlflow.tracking import MlflowClient
 
 from streamml import names
 from streamml.config import Settings
@@ -16,6 +17,7 @@ from streamml.data import movielens
 from streamml.features import spec
 from streamml.features.batch import read_manifest, read_part
 from streamml.pipelines import trigger_and_wait
+from streamml.stores.objects import ObjectStore
 
 pytestmark = [
     pytest.mark.integration,
@@ -82,10 +84,30 @@ def test_redis_snapshot_matches_an_independent_replay(settings: Settings, first_
         assert np.allclose(online, state.features(int(user_id), movie_id, ts), atol=1e-9)
 
 
-def test_rerun_leaves_the_same_result(settings: Settings, first_run: dict, movielens_dir: Path) -> None:  # type: ignore[type-arg]
-    status = trigger_and_wait(settings.airflow, names.DAG_TRAINING, {"movielens_dir": str(movielens_dir)}, timeout=900)
+def test_first_run_leaves_a_champion_with_artifacts_in_minio(settings: Settings, first_run: dict) -> None:  # type: ignore[type-arg]
+    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    champion = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION)
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert metrics["streaming_auc"] > metrics["streaming_baseline_user_auc"]
+    keys = list(ObjectStore(settings.minio, names.BUCKET_MLFLOW).keys(""))
+    assert any(k.endswith(f"{champion.run_id}/artifacts/confusion_matrix.json") for k in keys), keys[:20]
+
+
+def test_rerun_keeps_the_features_and_a_worse_model_does_not_displace_the_champion(
+    settings: Settings,
+    first_run: dict,  # type: ignore[type-arg]
+    movielens_dir: Path,
+) -> None:
+    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    champion = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION).version
+    worse = {"model_type": "logreg", "logreg": {"C": 1e-6, "max_iter": 5}}
+    conf = {"movielens_dir": str(movielens_dir), "model": worse}
+    status = trigger_and_wait(settings.airflow, names.DAG_TRAINING, conf, timeout=900)
     assert status.state == "success", status.tasks
     again = read_manifest(settings, first_run["manifest"]["version"])
     assert again["version"] == first_run["manifest"]["version"]
     assert again["rows"] == first_run["manifest"]["rows"]
     assert int(redis.Redis.from_url(settings.redis.url).get(names.FEATURE_VERSION_CURRENT)) == again["version"]
+    assert client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION).version == champion
+    challenger = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHALLENGER)
+    assert int(challenger.version) > int(champion)

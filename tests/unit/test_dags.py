@@ -36,6 +36,6 @@ def test_every_dag_has_tags_retries_and_a_description(dagbag) -> None:  # type: 
 
 def test_training_dag_runs_the_batch_steps_in_order(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags["movielens_training"]
-    order = ["ingest", "validate", "split_and_features", "materialize"]
+    order = ["ingest", "validate", "split_and_features", "materialize", "train_and_evaluate", "promote"]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids

@@ -1,0 +1,400 @@
+"""Training: a typed config, the four estimators, the data of a feature version, and one MLflow run per model.
+
+Training rows are the history (every rating before the cutoff) with their point-in-time features; the stream is
+only ever used for evaluation (see :mod:`.evaluate`). Every estimator has a fixed ``random_state``.
+
+KNN keeps a random subsample of ``knn.max_train_rows`` history rows (default 20,000 of about 80,000): prediction
+cost grows with the training set, and the evaluation scores about 20,000 stream rows twice plus the permutation
+importance, which would otherwise take minutes. The subsample is logged as ``train_rows``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamml import names
+from streamml.config import Settings
+from streamml.errors import DataValidationError, StreamMLError
+from streamml.features import spec
+from streamml.models import evaluate as ev
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+ModelType = Literal["logreg", "hgb", "rf", "knn"]
+MODEL_TYPES: tuple[ModelType, ...] = ("hgb", "logreg", "rf", "knn")
+MODEL_ARTIFACT = "model"
+PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "cloudpickle", "mlflow")
+"""Pinned at their installed versions in the logged model's requirements (the pickled model needs the same)."""
+_SORT = [("timestamp", "ascending"), ("userId", "ascending"), ("movieId", "ascending")]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LogRegParams(_Params):
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength (features are standardised).")
+    max_iter: int = Field(1000, ge=1, description="Maximum solver iterations.")
+
+
+class HGBParams(_Params):
+    max_iter: int = Field(300, ge=1, description="Maximum boosting iterations (early stopping may use fewer).")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage of each tree's contribution.")
+    max_depth: int | None = Field(6, ge=1, description="Maximum depth of each tree; None for unlimited.")
+
+
+class RFParams(_Params):
+    n_estimators: int = Field(200, ge=1, description="Number of trees.")
+    max_depth: int | None = Field(12, ge=1, description="Maximum depth of each tree; None for unlimited.")
+
+
+class KNNParams(_Params):
+    n_neighbors: int = Field(50, ge=1, description="Neighbours voting on each prediction.")
+    weights: Literal["uniform", "distance"] = Field("uniform", description="Vote weighting of the neighbours.")
+    max_train_rows: int = Field(20_000, ge=1, description="Random subsample of the history kept as neighbours.")
+
+
+class ModelConfig(_Params):
+    """What to train and how to evaluate it; the section of ``model_type`` is used, the others are ignored."""
+
+    model_type: ModelType = Field("hgb", description="Estimator family.")
+    random_state: int = Field(42, description="Seed of every random choice (estimator, subsamples, permutations).")
+    threshold: float = Field(0.5, gt=0, lt=1, description="P(like) at or above which a row is predicted a like.")
+    importance_rows: int = Field(2000, ge=0, description="Stream rows sampled for permutation importance; 0: skip.")
+    importance_repeats: int = Field(3, ge=1, description="Permutations per feature.")
+    logreg: LogRegParams = Field(default_factory=LogRegParams, description="Logistic regression (standardised).")
+    hgb: HGBParams = Field(default_factory=HGBParams, description="HistGradientBoostingClassifier.")
+    rf: RFParams = Field(default_factory=RFParams, description="RandomForestClassifier (n_jobs=2).")
+    knn: KNNParams = Field(default_factory=KNNParams, description="KNeighborsClassifier (standardised).")
+
+    def estimator_params(self) -> dict[str, Any]:
+        section: _Params = getattr(self, self.model_type)
+        return section.model_dump()
+
+    def params(self) -> dict[str, Any]:
+        """Flat parameters for MLflow: the shared fields and ``<model_type>.<name>`` for the chosen section."""
+        shared = self.model_dump(include={"model_type", "random_state", "threshold", "importance_rows"})
+        shared["importance_repeats"] = self.importance_repeats
+        return shared | {f"{self.model_type}.{key}": value for key, value in self.estimator_params().items()}
+
+
+def build_estimator(config: ModelConfig) -> Any:
+    """An unfitted scikit-learn classifier for ``config``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    seed = config.random_state
+    if config.model_type == "logreg":
+        p = config.logreg
+        classifier = LogisticRegression(C=p.C, max_iter=p.max_iter, random_state=seed)
+        return Pipeline([("scale", StandardScaler()), ("classifier", classifier)])
+    if config.model_type == "hgb":
+        h = config.hgb
+        return HistGradientBoostingClassifier(
+            max_iter=h.max_iter, learning_rate=h.learning_rate, max_depth=h.max_depth, random_state=seed
+        )
+    if config.model_type == "rf":
+        r = config.rf
+        return RandomForestClassifier(n_estimators=r.n_estimators, max_depth=r.max_depth, n_jobs=2, random_state=seed)
+    k = config.knn
+    classifier = KNeighborsClassifier(n_neighbors=k.n_neighbors, weights=k.weights)
+    return Pipeline([("scale", StandardScaler()), ("classifier", classifier)])
+
+
+def training_rows(config: ModelConfig, n_rows: int) -> np.ndarray | None:
+    """Indices of the history rows an estimator trains on, or None for all of them (only KNN subsamples)."""
+    if config.model_type != "knn" or n_rows <= config.knn.max_train_rows:
+        return None
+    rng = np.random.default_rng(config.random_state)
+    return np.sort(rng.choice(n_rows, size=config.knn.max_train_rows, replace=False))
+
+
+def fit(config: ModelConfig, features: np.ndarray, labels: np.ndarray) -> Any:
+    """Fit the estimator of ``config`` on ``features``/``labels`` (subsampled for KNN)."""
+    rows = training_rows(config, len(labels))
+    if rows is not None:
+        features, labels = features[rows], labels[rows]
+    if np.unique(labels).size < 2:
+        raise StreamMLError("training labels hold a single class; cannot train a like classifier")
+    estimator = build_estimator(config)
+    estimator.fit(features, labels)
+    logger.info("fitted model_type=%s rows=%d", config.model_type, len(labels))
+    return estimator
+
+
+# Data.
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """History features/labels to train on and the stream set to evaluate on."""
+
+    train_features: np.ndarray
+    train_labels: np.ndarray
+    stream: ev.StreamSet
+    feature_version: int | None = None
+
+
+def _matrix(table: Any, part: str) -> np.ndarray:
+    missing = [name for name in spec.FEATURE_NAMES if name not in table.column_names]
+    if missing:
+        raise DataValidationError(f"features part {part}: missing column(s) {', '.join(missing)}")
+    columns = [table.column(name).to_numpy(zero_copy_only=False) for name in spec.FEATURE_NAMES]
+    matrix = np.column_stack(columns).astype(np.float64) if columns else np.empty((table.num_rows, 0))
+    if np.isnan(matrix).any():
+        row, column = np.argwhere(np.isnan(matrix))[0]
+        raise DataValidationError(f"features part {part}: row {row}: {spec.FEATURE_NAMES[column]} is null")
+    return matrix
+
+
+def load_dataset(settings: Settings, version: int) -> Dataset:
+    """The training and evaluation data of a feature version in MinIO (both modes of the stream)."""
+    from streamml.features.batch import read_manifest, read_part
+
+    manifest = read_manifest(settings, version)
+    if tuple(manifest.get("feature_names", ())) != spec.FEATURE_NAMES:
+        raise DataValidationError(f"feature version {version} was built by another feature definition")
+    history = read_part(settings, version, "history").sort_by(_SORT)
+    stream = read_part(settings, version, "stream").sort_by(_SORT)
+    users, movies, globals_ = ev.snapshot_states(
+        read_part(settings, version, "users").to_pylist(),
+        read_part(settings, version, "movies").to_pylist(),
+        manifest["globals"],
+    )
+    frozen = ev.frozen_features(
+        users,
+        movies,
+        globals_,
+        stream.column("userId").to_numpy(),
+        stream.column("movieId").to_numpy(),
+        stream.column("timestamp").to_numpy(),
+    )
+    train_labels = history.column(spec.LABEL).to_numpy().astype(np.int64)
+    stream_labels = stream.column(spec.LABEL).to_numpy().astype(np.int64)
+    logger.info("loaded feature version=%d history=%d stream=%d", version, len(train_labels), len(stream_labels))
+    return Dataset(
+        train_features=_matrix(history, "history"),
+        train_labels=train_labels,
+        stream=ev.StreamSet(
+            labels=stream_labels,
+            features={ev.STREAMING: _matrix(stream, "stream"), ev.FROZEN: frozen},
+            history_like_rate=float(train_labels.mean()),
+        ),
+        feature_version=version,
+    )
+
+
+def dataset_from_ratings(ratings: pd.DataFrame, movies: pd.DataFrame, quantile: float = 0.8) -> Dataset:
+    """The same data computed in-process from MovieLens frames (spec replay, no Spark, no MinIO)."""
+    from streamml.data.movielens import time_split
+
+    history, stream, _ = time_split(ratings, quantile)
+    state = spec.FeatureState.from_movies(movies)
+    train_features = spec.replay(state, history)
+    # The state now is the snapshot at the cutoff: freeze the stream's features before replaying it.
+    frozen = ev.frozen_features(
+        state.users,
+        state.movies,
+        state.globals,
+        stream["userId"].to_numpy(),
+        stream["movieId"].to_numpy(),
+        stream["timestamp"].to_numpy(),
+    )
+    streaming = spec.replay(state, stream)
+    train_labels = (history["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
+    stream_labels = (stream["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
+    return Dataset(
+        train_features=train_features,
+        train_labels=train_labels,
+        stream=ev.StreamSet(
+            labels=stream_labels,
+            features={ev.STREAMING: streaming, ev.FROZEN: frozen},
+            history_like_rate=float(train_labels.mean()),
+        ),
+    )
+
+
+# Training runs.
+
+
+def train_and_evaluate(dataset: Dataset, config: ModelConfig) -> tuple[Any, ev.Evaluation]:
+    """Fit on the history, evaluate on the stream in both modes, and compute permutation importance."""
+    from streamml.models.pyfunc import make_scorer
+
+    estimator = fit(config, dataset.train_features, dataset.train_labels)
+    evaluation = ev.evaluate(make_scorer(estimator), dataset.stream, config.threshold)
+    if config.importance_rows > 0:
+        evaluation.importance = ev.permutation_importances(
+            estimator,
+            dataset.stream.features[ev.STREAMING],
+            dataset.stream.labels,
+            rows=config.importance_rows,
+            repeats=config.importance_repeats,
+            random_state=config.random_state,
+        )
+        evaluation.importance_meta = {
+            "mode": ev.STREAMING,
+            "scoring": "roc_auc",
+            "rows": min(config.importance_rows, len(dataset.stream.labels)),
+            "repeats": config.importance_repeats,
+        }
+    return estimator, evaluation
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the source tree this package runs from, or ``"unknown"``."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            [git, "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def pip_requirements() -> list[str]:
+    """The logged model's requirements, pinned at the installed versions."""
+    return [f"{package}=={importlib.metadata.version(package)}" for package in PIP_PACKAGES]
+
+
+def log_run(
+    tracking_uri: str,
+    experiment: str,
+    config: ModelConfig,
+    dataset: Dataset,
+    estimator: Any,
+    evaluation: ev.Evaluation,
+) -> tuple[str, str]:
+    """One MLflow run: params, metrics, tags, artifacts and the pyfunc model; returns (run id, model URI)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    from streamml.models.pyfunc import LikeModel, make_scorer
+
+    example = dataset.stream.features[ev.STREAMING][:5]
+    signature = infer_signature(example, make_scorer(estimator)(example))
+    rows = training_rows(config, len(dataset.train_labels))
+    commit = git_commit()
+    params = config.params() | {
+        "feature_version": dataset.feature_version,
+        "train_rows": len(dataset.train_labels) if rows is None else len(rows),
+        "stream_rows": len(dataset.stream.labels),
+        "n_features": spec.N_FEATURES,
+    }
+    tags = {
+        "feature_version": str(dataset.feature_version),
+        "model_type": config.model_type,
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+    }
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        with (
+            mlflow.start_run(run_name=f"{config.model_type}-fv{dataset.feature_version}", tags=tags) as run,
+            tempfile.TemporaryDirectory(prefix="streamml-eval-") as tmp,
+        ):
+            mlflow.log_params(params)
+            mlflow.log_metrics({key: value for key, value in evaluation.metrics().items() if np.isfinite(value)})
+            ev.write_artifacts(evaluation, Path(tmp), title=config.model_type)
+            mlflow.log_artifacts(tmp)
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=LikeModel(estimator),
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+    except MlflowException as exc:
+        raise StreamMLError(f"MLflow at {tracking_uri} failed to log the training run: {exc}") from exc
+    logger.info("logged run run_id=%s experiment=%s model_uri=%s", run.info.run_id, experiment, info.model_uri)
+    return run.info.run_id, info.model_uri
+
+
+def run_training(
+    settings: Settings,
+    feature_version: int,
+    config: ModelConfig | None = None,
+    *,
+    model_name: str = names.MODEL_NAME,
+    experiment: str | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate, log one run and register the model as ``model_name``'s new challenger.
+
+    Returns ``{"run_id", "model_name", "version", "feature_version", "model_type", "metrics"}`` where metrics are the
+    model's AUC and log loss in both modes and the user-mean baseline's streaming AUC.
+    """
+    from streamml.models import registry
+
+    config = config or ModelConfig()
+    dataset = load_dataset(settings, feature_version)
+    estimator, evaluation = train_and_evaluate(dataset, config)
+    run_id, model_uri = log_run(
+        settings.mlflow.tracking_uri,
+        experiment or settings.mlflow.experiment,
+        config,
+        dataset,
+        estimator,
+        evaluation,
+    )
+    version = registry.register(settings, run_id, model_uri, model_name, feature_version, config.model_type)
+    metrics = evaluation.metrics()
+    return {
+        "run_id": run_id,
+        "model_name": model_name,
+        "version": version,
+        "feature_version": feature_version,
+        "model_type": config.model_type,
+        "metrics": {key: metrics[key] for key in registry.SUMMARY_METRICS if key in metrics},
+    }
+
+
+def compare(
+    settings: Settings,
+    feature_version: int,
+    model_types: list[str] | tuple[str, ...] = MODEL_TYPES,
+    *,
+    experiment: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every model type with its default config and every baseline, both modes: rows for
+    :func:`~streamml.models.evaluate.markdown_table`. Nothing is registered; runs are logged to ``experiment``
+    only when it is given (permutation importance is computed only then)."""
+    dataset = load_dataset(settings, feature_version)
+    rows: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    for model_type in model_types:
+        config = ModelConfig.model_validate(
+            {"model_type": model_type, "importance_rows": ModelConfig().importance_rows if experiment else 0}
+        )
+        estimator, evaluation = train_and_evaluate(dataset, config)
+        model_rows = ev.table_rows(evaluation.table, model_type)
+        rows.append(model_rows[0])
+        baselines = model_rows[1:]
+        if experiment:
+            log_run(settings.mlflow.tracking_uri, experiment, config, dataset, estimator, evaluation)
+    return rows + baselines
