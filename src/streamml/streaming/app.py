@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,11 +42,12 @@ def run_scorer(settings: Settings, batch_size: int = 500) -> None:
         {**consumer_config(settings.kafka, f"{names.GROUP_SCORER_MODEL_EVENTS}-{uuid.uuid4().hex[:8]}"),
          "auto.offset.reset": "latest"}
     )  # fmt: skip
-    events.subscribe([names.TOPIC_MODEL_EVENTS])
-    model = ChampionModel(settings.mlflow.tracking_uri, events=events)
-    retry("loading @champion", _model_ready(model), attempts=30, max_delay=10.0)
-    handler = ScorerHandler(RedisFeatureStore(redis_client(settings.redis)), model)
     try:
+        events.subscribe([names.TOPIC_MODEL_EVENTS])
+        model = ChampionModel(settings.mlflow.tracking_uri, events=events)
+        # A fresh deploy has no champion until the training DAG promotes one: wait for it, however long.
+        retry("loading @champion", _model_ready(model), attempts=sys.maxsize, max_delay=15.0)
+        handler = ScorerHandler(RedisFeatureStore(redis_client(settings.redis)), model)
         _worker(settings, names.GROUP_SCORER, names.TOPIC_REQUESTS, handler, batch_size).run()
     finally:
         events.close()
