@@ -356,3 +356,29 @@ def metrics(batch_size: Annotated[int, typer.Option(help="Messages per micro-bat
         run_metrics(settings, StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv", batch_size)
     except StreamMLError as exc:
         raise _fail(exc) from None
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry (MLflow): promote, roll back.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[int, typer.Argument(help="Registered version of movielens-like.")]) -> None:
+    """Make VERSION the @champion now (no gate) and tell the scorers through model-events.v1."""
+    from streamml.models.registry import promote
+
+    try:
+        _print_json(promote(_settings(), version, reason="promoted by hand (streamml models promote)"))
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Put the previous @champion back and tell the scorers."""
+    from streamml.models.registry import rollback
+
+    try:
+        _print_json(rollback(_settings()))
+    except StreamMLError as exc:
+        raise _fail(exc) from None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import redis
 from mlflow.tracking import MlflowClient
@@ -15,7 +16,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
-from streamml.features.batch import read_manifest, read_part
+from streamml.features.batch import read_manifest, read_part, s3_filesystem
 from streamml.pipelines import trigger_and_wait
 from streamml.stores.objects import ObjectStore
 
@@ -111,3 +112,17 @@ def test_rerun_keeps_the_features_and_a_worse_model_does_not_displace_the_champi
     assert client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION).version == champion
     challenger = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHALLENGER)
     assert int(challenger.version) > int(champion)
+
+
+def test_batch_scoring_scores_the_whole_stream_period_with_the_champion(settings: Settings, first_run: dict) -> None:  # type: ignore[type-arg]
+    status = trigger_and_wait(settings.airflow, names.DAG_BATCH_SCORING, timeout=600)
+    assert status.state == "success", status.tasks
+    version = first_run["manifest"]["version"]
+    champion = MlflowClient(tracking_uri=settings.mlflow.tracking_uri).get_model_version_by_alias(
+        names.MODEL_NAME, names.ALIAS_CHAMPION
+    )
+    key = f"v{version}/scores/{names.MODEL_NAME}-v{champion.version}.parquet"
+    table = pq.read_table(f"{names.BUCKET_FEATURES}/{key}", filesystem=s3_filesystem(settings))
+    assert table.num_rows == first_run["manifest"]["rows"]["stream"]
+    scores = table.column("score").to_numpy()
+    assert ((scores >= 0) & (scores <= 1)).all()

@@ -1,0 +1,35 @@
+"""The batch_scoring DAG (configuration only; the step is a call into streamml.training)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="batch_scoring",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    tags=["streamml", "movielens", "inference"],
+    max_active_runs=1,
+)
+def batch_scoring() -> None:
+    """Offline batch inference: score every rating of the stream period with the registry's @champion and write
+    the scores as parquet next to the active feature version in MinIO; returns the counts."""
+
+    @task
+    def score_stream_period() -> dict[str, Any]:
+        from streamml import training
+        from streamml.config import get_settings
+
+        return training.batch_score(get_settings())
+
+    score_stream_period()
+
+
+batch_scoring()
