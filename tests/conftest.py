@@ -7,15 +7,24 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from streamml import names
 from streamml.config import Settings
 from streamml.runtime import health
+from streamml.runtime.programs import StackPaths
 
 # Spark workers must use this interpreter, and bind loopback only.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# The first SparkSession of the test process starts the JVM; give it the S3A jars from the start, because
+# spark.jars set by a later session cannot reach the Hadoop classloader of a running JVM.
+_jars = sorted(StackPaths.from_settings(Settings()).spark_jars.glob("*.jar"))
+if _jars:
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--jars {','.join(map(str, _jars))} pyspark-shell")
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +46,28 @@ def require(settings: Settings) -> Callable[[str], None]:
 def uid() -> str:
     """A per-test suffix for topics, keys and prefixes, so tests never see each other's data."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    value = os.environ.get("STREAMML_MOVIELENS_DIR")
+    if not value:
+        pytest.fail("set STREAMML_MOVIELENS_DIR to a MovieLens directory (CI uses ../shared/datasets/ml-latest-small)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def training_run(settings: Settings, require: Callable[[str], None], movielens_dir: Path) -> dict[str, Any]:
+    """One movielens_training run through Airflow on the running stack, shared by every test that needs its
+    features or its champion: {"status", "manifest"}."""
+    import redis
+
+    from streamml.features.batch import read_manifest
+    from streamml.pipelines import trigger_and_wait
+
+    for service in ("airflow", "minio", "redis", "mlflow"):
+        require(service)
+    status = trigger_and_wait(settings.airflow, names.DAG_TRAINING, {"movielens_dir": str(movielens_dir)}, timeout=1200)
+    assert status.state == "success", status.tasks
+    version = int(redis.Redis.from_url(settings.redis.url).get(names.FEATURE_VERSION_CURRENT) or 0)
+    return {"status": status, "manifest": read_manifest(settings, version)}

@@ -382,3 +382,48 @@ def models_rollback() -> None:
         _print_json(rollback(_settings()))
     except StreamMLError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def train(
+    model_type: Annotated[str, typer.Option(help="hgb, logreg, rf or knn.")] = "hgb",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A hyperparameter of the model type, NAME=VALUE (repeatable).")
+    ] = None,
+    feature_version: Annotated[int | None, typer.Option(help="Feature version to train on (default: active).")] = None,
+    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Run the promotion gate after.")] = True,
+) -> None:
+    """Train, evaluate (streaming and frozen modes), log to MLflow, register; then the promotion gate.
+
+    Example: streamml train --model-type logreg --param C=0.5 --param max_iter=500
+    """
+    import json
+
+    from streamml import training
+    from streamml.stores.features import RedisFeatureStore, redis_client
+
+    params: dict[str, object] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            err.print(f"[red]error:[/red] --param takes NAME=VALUE, got {item!r}")
+            raise typer.Exit(2)
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    settings = _settings()
+    try:
+        version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
+        if version is None:
+            raise StreamMLError("no feature version loaded; run the movielens_training DAG first")
+        with console.status(f"training {model_type} on feature version {version}"):
+            result = training.train(settings, version, {"model_type": model_type, model_type: params})
+        _print_json(result)
+        if promote:
+            _print_json(training.promote(settings, int(result["version"])))
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] invalid model config: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from None
+    except StreamMLError as exc:
+        raise _fail(exc) from None

@@ -94,4 +94,10 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
     )
     for key, value in s3a_conf(settings).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    # A session created in a JVM that already ran one may not apply spark.hadoop.* builder options; set them on the
+    # context's Hadoop configuration directly so s3a:// always reaches this MinIO.
+    hadoop = session.sparkContext._jsc.hadoopConfiguration()
+    for key, value in s3a_conf(settings).items():
+        hadoop.set(key.removeprefix("spark.hadoop."), value)
+    return session

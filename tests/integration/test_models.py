@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import StreamMLError
-from streamml.features.batch import read_manifest
 from streamml.models import registry
 from streamml.models.events import ModelEvent
 from streamml.models.pyfunc import load_scorer
@@ -29,18 +29,19 @@ from streamml.streaming.clients import consumer_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.mlflow, pytest.mark.minio, pytest.mark.kafka, pytest.mark.slow]
 
-FEATURE_VERSION = 1
-
 
 @pytest.fixture
-def scope(settings: Settings, require: Callable[[str], None], uid: str) -> Iterator[dict[str, str]]:
+def scope(
+    settings: Settings, require: Callable[[str], None], uid: str, training_run: dict[str, Any]
+) -> Iterator[dict[str, str]]:
     for service in ("mlflow", "minio", "kafka"):
         require(service)
-    try:
-        read_manifest(settings, FEATURE_VERSION)
-    except StreamMLError as exc:
-        pytest.fail(f"feature version {FEATURE_VERSION} is missing on the stack ({exc}); run the training DAG first")
-    names_ = {"model": f"test-movielens-like-{uid}", "experiment": f"test-models-{uid}", "topic": f"test.models.{uid}"}
+    names_ = {
+        "model": f"test-movielens-like-{uid}",
+        "experiment": f"test-models-{uid}",
+        "topic": f"test.models.{uid}",
+        "feature_version": str(training_run["manifest"]["version"]),
+    }
     yield names_
     client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
     if client.search_registered_models(f"name='{names_['model']}'"):
@@ -70,7 +71,9 @@ def test_train_register_gate_promote_and_roll_back(
     tracking = settings.mlflow.tracking_uri
     client = MlflowClient(tracking_uri=tracking)
 
-    first = run_training(settings, FEATURE_VERSION, ModelConfig(), model_name=model, experiment=scope["experiment"])
+    first = run_training(
+        settings, int(scope["feature_version"]), ModelConfig(), model_name=model, experiment=scope["experiment"]
+    )
     assert first["version"] == 1
     assert first["metrics"]["streaming_auc"] > first["metrics"]["streaming_baseline_user_auc"]
     assert client.get_model_version_by_alias(model, names.ALIAS_CHALLENGER).version == "1"
@@ -82,7 +85,7 @@ def test_train_register_gate_promote_and_roll_back(
 
     run = client.get_run(first["run_id"])
     assert run.info.experiment_id == client.get_experiment_by_name(scope["experiment"]).experiment_id
-    assert run.data.params["feature_version"] == str(FEATURE_VERSION)
+    assert run.data.params["feature_version"] == str(int(scope["feature_version"]))
     assert run.data.params["model_type"] == "hgb"
     assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
     assert run.data.metrics["streaming_auc"] == pytest.approx(first["metrics"]["streaming_auc"])
@@ -100,7 +103,7 @@ def test_train_register_gate_promote_and_roll_back(
             )
         ).read_text()
     )
-    stream = load_dataset(settings, FEATURE_VERSION).stream
+    stream = load_dataset(settings, int(scope["feature_version"])).stream
     assert sum(map(sum, confusion["matrices"]["streaming"])) == len(stream.labels)
     keys = [
         item["Key"]
@@ -121,7 +124,9 @@ def test_train_register_gate_promote_and_roll_back(
 
     # A clearly worse model is registered as challenger but does not displace the champion.
     worse_config = ModelConfig(model_type="knn", knn=KNNParams(n_neighbors=1), importance_rows=200)
-    worse = run_training(settings, FEATURE_VERSION, worse_config, model_name=model, experiment=scope["experiment"])
+    worse = run_training(
+        settings, int(scope["feature_version"]), worse_config, model_name=model, experiment=scope["experiment"]
+    )
     assert worse["version"] == 2
     gate = registry.promote_if_better(settings, 2, model_name=model, topic=topic)
     assert not gate["promote"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +28,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def movielens_dir() -> Path:
-    value = os.environ.get("STREAMML_MOVIELENS_DIR")
-    if not value:
-        pytest.fail("set STREAMML_MOVIELENS_DIR to a MovieLens directory (CI uses ../shared/datasets/ml-latest-small)")
-    return Path(value)
-
-
-@pytest.fixture(scope="module")
-def first_run(settings: Settings, require: Callable[[str], None], movielens_dir: Path) -> dict[str, object]:
-    for service in ("airflow", "minio", "redis"):
-        require(service)
-    status = trigger_and_wait(settings.airflow, names.DAG_TRAINING, {"movielens_dir": str(movielens_dir)}, timeout=900)
-    assert status.state == "success", status.tasks
-    version = int(redis.Redis.from_url(settings.redis.url).get(names.FEATURE_VERSION_CURRENT) or 0)
-    return {"status": status, "manifest": read_manifest(settings, version)}
-
-
-def test_parquet_row_counts_equal_the_split(settings: Settings, first_run: dict, movielens_dir: Path) -> None:  # type: ignore[type-arg]
-    manifest = first_run["manifest"]
+def test_parquet_row_counts_equal_the_split(settings: Settings, training_run: dict, movielens_dir: Path) -> None:  # type: ignore[type-arg]
+    manifest = training_run["manifest"]
     ratings, _ = movielens.load(movielens_dir)
     history, stream, cutoff = movielens.time_split(ratings, manifest["quantile"])
     assert manifest["cutoff_ts"] == cutoff
@@ -59,8 +39,10 @@ def test_parquet_row_counts_equal_the_split(settings: Settings, first_run: dict,
     assert read_part(settings, version, "users").num_rows == history["userId"].nunique()
 
 
-def test_redis_snapshot_matches_an_independent_replay(settings: Settings, first_run: dict, movielens_dir: Path) -> None:  # type: ignore[type-arg]
-    manifest = first_run["manifest"]
+def test_redis_snapshot_matches_an_independent_replay(
+    settings: Settings, training_run: dict, movielens_dir: Path
+) -> None:  # type: ignore[type-arg]
+    manifest = training_run["manifest"]
     version = manifest["version"]
     ratings, movies = movielens.load(movielens_dir)
     history, _, _ = movielens.time_split(ratings, manifest["quantile"])
@@ -85,7 +67,7 @@ def test_redis_snapshot_matches_an_independent_replay(settings: Settings, first_
         assert np.allclose(online, state.features(int(user_id), movie_id, ts), atol=1e-9)
 
 
-def test_first_run_leaves_a_champion_with_artifacts_in_minio(settings: Settings, first_run: dict) -> None:  # type: ignore[type-arg]
+def test_training_run_leaves_a_champion_with_artifacts_in_minio(settings: Settings, training_run: dict) -> None:  # type: ignore[type-arg]
     client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
     champion = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION)
     metrics = client.get_run(champion.run_id).data.metrics
@@ -96,7 +78,7 @@ def test_first_run_leaves_a_champion_with_artifacts_in_minio(settings: Settings,
 
 def test_rerun_keeps_the_features_and_a_worse_model_does_not_displace_the_champion(
     settings: Settings,
-    first_run: dict,  # type: ignore[type-arg]
+    training_run: dict,  # type: ignore[type-arg]
     movielens_dir: Path,
 ) -> None:
     client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
@@ -105,24 +87,24 @@ def test_rerun_keeps_the_features_and_a_worse_model_does_not_displace_the_champi
     conf = {"movielens_dir": str(movielens_dir), "model": worse}
     status = trigger_and_wait(settings.airflow, names.DAG_TRAINING, conf, timeout=900)
     assert status.state == "success", status.tasks
-    again = read_manifest(settings, first_run["manifest"]["version"])
-    assert again["version"] == first_run["manifest"]["version"]
-    assert again["rows"] == first_run["manifest"]["rows"]
+    again = read_manifest(settings, training_run["manifest"]["version"])
+    assert again["version"] == training_run["manifest"]["version"]
+    assert again["rows"] == training_run["manifest"]["rows"]
     assert int(redis.Redis.from_url(settings.redis.url).get(names.FEATURE_VERSION_CURRENT)) == again["version"]
     assert client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION).version == champion
     challenger = client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHALLENGER)
     assert int(challenger.version) > int(champion)
 
 
-def test_batch_scoring_scores_the_whole_stream_period_with_the_champion(settings: Settings, first_run: dict) -> None:  # type: ignore[type-arg]
+def test_batch_scoring_scores_the_whole_stream_period_with_the_champion(settings: Settings, training_run: dict) -> None:  # type: ignore[type-arg]
     status = trigger_and_wait(settings.airflow, names.DAG_BATCH_SCORING, timeout=600)
     assert status.state == "success", status.tasks
-    version = first_run["manifest"]["version"]
+    version = training_run["manifest"]["version"]
     champion = MlflowClient(tracking_uri=settings.mlflow.tracking_uri).get_model_version_by_alias(
         names.MODEL_NAME, names.ALIAS_CHAMPION
     )
     key = f"v{version}/scores/{names.MODEL_NAME}-v{champion.version}.parquet"
     table = pq.read_table(f"{names.BUCKET_FEATURES}/{key}", filesystem=s3_filesystem(settings))
-    assert table.num_rows == first_run["manifest"]["rows"]["stream"]
+    assert table.num_rows == training_run["manifest"]["rows"]["stream"]
     scores = table.column("score").to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()

@@ -43,7 +43,7 @@ def test_ports_bind_loopback_only(settings: Settings, tmp_path: Path) -> None:
     programs = all_programs(settings, StackPaths.from_settings(settings, tmp_path))
     flat = {p.name: " ".join(p.command) for p in programs}
     assert "--bind 127.0.0.1" in flat["redis"]
-    assert "--address 127.0.0.1:9000" in flat["minio"]
+    assert f"--address 127.0.0.1:{settings.minio.port}" in flat["minio"]
     assert "--host 127.0.0.1" in flat["mlflow"]
     assert "--host 127.0.0.1" in flat["airflow-api-server"]
 
