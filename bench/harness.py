@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -42,27 +43,40 @@ def stopwatch() -> Iterator[Lap]:
         lap.seconds = time.perf_counter() - start
 
 
-@dataclass(frozen=True)
+@dataclass
 class Row:
-    """One line of a benchmark table: ``count`` items (keys) in ``seconds``."""
+    """One line of a benchmark table: ``count`` items (keys) per run, the seconds of each repeated run."""
 
     name: str
     count: int
-    seconds: float
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
     @property
     def rate(self) -> float:
-        return self.count / self.seconds if self.seconds > 0 else float("inf")
+        """Items per second of the median run."""
+        return self.count / self.median
+
+    def spread(self) -> str:
+        rates = [self.count / s for s in self.seconds]
+        return f"{min(rates):,.0f}-{max(rates):,.0f}"
 
 
 def print_table(title: str, rows: Sequence[Row], unit: str = "keys") -> None:
     table = Table(title=title)
     table.add_column("phase")
     table.add_column(unit, justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column(f"{unit}/s", justify="right")
+    table.add_column("runs", justify="right")
+    table.add_column("median s", justify="right")
+    table.add_column(f"{unit}/s (median)", justify="right")
+    table.add_column(f"{unit}/s (min-max)", justify="right")
     for row in rows:
-        table.add_row(row.name, f"{row.count:,}", f"{row.seconds:.3f}", f"{row.rate:,.0f}")
+        table.add_row(
+            row.name, f"{row.count:,}", str(len(row.seconds)), f"{row.median:.3f}", f"{row.rate:,.0f}", row.spread()
+        )
     console.print(table)
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import redis
@@ -110,15 +113,30 @@ def naive_write(client: redis.Redis, items: Iterator[tuple[str, bytes]]) -> int:
     return n
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar; yields the ``on_progress(done)`` callback to hand to :func:`blobs`."""
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _flush(client: redis.Redis, attempts: int = 10) -> None:
+    """FLUSHDB of the benchmark's database, waiting out a Redis restart (the supervisor brings it back)."""
+    for attempt in range(attempts):
+        try:
+            client.flushdb()
+            return
+        except redis.ConnectionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(3)
+
+
+def _mset_server_seconds(client: redis.Redis) -> float:
+    """Seconds Redis has spent executing MSET since its start (instance-wide ``INFO commandstats``)."""
+    return int(client.info("commandstats").get("cmdstat_mset", {}).get("usec", 0)) / 1e6
 
 
 def _used_memory(client: redis.Redis) -> int:
@@ -132,8 +150,11 @@ def main() -> int:
     parser.add_argument("--baseline-keys", type=int, default=50_000, help="user keys written by the one-SET baseline")
     parser.add_argument("--batch", type=int, default=10_000, help="MSET batch of the platform path")
     parser.add_argument("--version", type=int, default=1, help="feature version number of the keys")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every phase; the table shows the median")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic states")
     args = parser.parse_args()
+    if min(args.users, args.movies, args.baseline_keys, args.batch, args.repeats) < 1:
+        parser.error("every count must be positive")
 
     settings = Settings()
     if settings.redis.db == 0:
@@ -156,73 +177,84 @@ def main() -> int:
             count=sum(u.count for u in users), total=sum(u.total for u in users), likes=sum(u.likes for u in users)
         )
 
-    rows: list[Row] = []
+    base_e2e = Row("baseline: pack + SET per key", n_base + 1)
+    base_write = Row("baseline: SET per key only (pre-packed)", n_base + 1)
+    platform_e2e = Row(f"platform: pack + MSET {args.batch:,}/batch", n_keys)
+    pack = Row("breakdown: pack keys + blobs", n_keys)
+    write = Row(f"breakdown: MSET {args.batch:,}/batch only (pre-packed)", n_keys)
+    activate = Row("platform: activate (GETSET + SCAN of all keys)", n_keys + 1)
+    base_users = users[:n_base]
+    server_seconds: list[float] = []
     client.flushdb()
     try:
-        # Baseline: pack + one SET per key, then the same pre-packed keys again (write only).
-        base_users = users[:n_base]
-        with stopwatch() as lap:
-            written = naive_write(client, blobs(args.version, base_users, [], globals_state))
-        base_e2e = Row("baseline: pack + SET per key", written, lap.seconds)
-        packed = list(blobs(args.version, base_users, [], globals_state))
-        client.flushdb()
-        with stopwatch() as lap:
-            written = naive_write(client, iter(packed))
-        base_write = Row("baseline: SET per key only (pre-packed)", written, lap.seconds)
-        client.flushdb()
-
-        # Breakdown of the platform path: pack everything, then MSET the pre-packed blobs.
-        with _progress() as progress:
-            task = progress.add_task("pack", total=n_keys)
+        for run in range(1, args.repeats + 1):
+            console.print(f"run {run}/{args.repeats}")
+            # Baseline: pack + one SET per key, then the same pre-packed keys again (write only).
             with stopwatch() as lap:
-                everything: Blobs = list(
-                    blobs(args.version, users, movies, globals_state, lambda n: progress.update(task, completed=n))
-                )
-        pack = Row("breakdown: pack blobs + keys", len(everything), lap.seconds)
-        blob_bytes = sum(len(blob) for _, blob in everything)
-        memory_before = _used_memory(client)
-        with stopwatch() as lap:
-            written = store.write(iter(everything), batch=args.batch)
-        write = Row(f"breakdown: MSET {args.batch:,}/batch only", written, lap.seconds)
-        redis_bytes = _used_memory(client) - memory_before
-        del everything
-        client.flushdb()
-
-        # The platform path end to end: packing streamed into MSET batches, then activate.
-        with _progress() as progress:
-            task = progress.add_task("pack + write", total=n_keys)
+                written = naive_write(client, blobs(args.version, base_users, [], globals_state))
+            assert written == base_e2e.count
+            base_e2e.seconds.append(lap.seconds)
+            packed = list(blobs(args.version, base_users, [], globals_state))
+            client.flushdb()
             with stopwatch() as lap:
-                written = store.write(
-                    blobs(args.version, users, movies, globals_state, lambda n: progress.update(task, completed=n)),
-                    batch=args.batch,
-                )
-        platform_e2e = Row(f"platform: pack + MSET {args.batch:,}/batch", written, lap.seconds)
-        with stopwatch() as lap:
-            store.activate(args.version)
-        activate = Row("platform: activate (GETSET + SCAN)", client.dbsize(), lap.seconds)
+                naive_write(client, iter(packed))
+            base_write.seconds.append(lap.seconds)
+            client.flushdb()
 
-        # The written data must be what the platform would read back.
-        assert client.dbsize() == n_keys + 1, client.dbsize()  # + feat:current
-        probe = int(rng.integers(1, args.users + 1))
-        back = store.get_many(args.version, [probe], [1])
-        assert spec.unpack_user(back[0]) == users[probe - 1]
-        assert spec.unpack_movie(back[1]) == movies[0]
-        assert spec.unpack_globals(back[2]) == globals_state
-        assert store.current_version() == args.version
+            # Breakdown of the platform path: pack everything, then MSET the pre-packed blobs.
+            with _progress("pack", n_keys) as on_progress, stopwatch() as lap:
+                everything: Blobs = list(blobs(args.version, users, movies, globals_state, on_progress))
+            pack.seconds.append(lap.seconds)
+            blob_bytes = sum(len(blob) for _, blob in everything)
+            memory_before = _used_memory(client)
+            server_before = _mset_server_seconds(client)
+            with stopwatch() as lap:
+                written = store.write(iter(everything), batch=args.batch)
+            assert written == n_keys
+            write.seconds.append(lap.seconds)
+            server_seconds.append(_mset_server_seconds(client) - server_before)
+            redis_bytes = _used_memory(client) - memory_before
+            del everything
+            client.flushdb()
+
+            # The platform path end to end: packing streamed into MSET batches, then activate.
+            with _progress("pack + write", n_keys) as on_progress, stopwatch() as lap:
+                written = store.write(blobs(args.version, users, movies, globals_state, on_progress), batch=args.batch)
+            assert written == n_keys
+            platform_e2e.seconds.append(lap.seconds)
+            with stopwatch() as lap:
+                store.activate(args.version)
+            activate.seconds.append(lap.seconds)
+
+            # The written data must be what the platform would read back.
+            assert client.dbsize() == n_keys + 1, client.dbsize()  # + feat:current
+            probe = int(rng.integers(1, args.users + 1))
+            back = store.get_many(args.version, [probe], [1])
+            assert spec.unpack_user(back[0]) == users[probe - 1]
+            assert spec.unpack_movie(back[1]) == movies[0]
+            assert spec.unpack_globals(back[2]) == globals_state
+            assert store.current_version() == args.version
+            client.flushdb()
     finally:
-        client.flushdb()
+        _flush(client)
 
-    rows = [base_e2e, base_write, platform_e2e, pack, write, activate]
-    print_table("Redis materialization", rows)
-    total = platform_e2e.seconds + activate.seconds
-    console.print(
-        f"ratio platform/baseline (pack + write): {platform_e2e.rate / base_e2e.rate:.1f}x; "
-        f"write only: {write.rate / base_write.rate:.1f}x"
+    print_table(
+        f"Redis materialization (median of {args.repeats})", [base_e2e, base_write, platform_e2e, pack, write, activate]
     )
     console.print(
-        f"time split of the pre-packed breakdown: pack {pack.seconds / (pack.seconds + write.seconds):.0%}, "
-        f"MSET {write.seconds / (pack.seconds + write.seconds):.0%}; "
+        f"ratio platform/baseline: pack + write {platform_e2e.rate / base_e2e.rate:.1f}x, "
+        f"write only {write.rate / base_write.rate:.1f}x"
+    )
+    split = pack.median + write.median
+    total = platform_e2e.median + activate.median
+    console.print(
+        f"pre-packed breakdown: pack {pack.median / split:.0%}, MSET {write.median / split:.0%} of {split:.2f}s; "
         f"end to end incl. activate {n_keys / total:,.0f} keys/s in {total:.2f}s"
+    )
+    server = statistics.median(server_seconds)
+    console.print(
+        f"MSET only: Redis executing MSET {server:.2f}s ({server / write.median:.0%}), "
+        f"client side (redis-py encoding, socket, waiting) {write.median - server:.2f}s"
     )
     console.print(
         f"blobs: {blob_bytes / n_keys:.0f} B/key on average; Redis used_memory grew {redis_bytes / 2**20:,.0f} MiB "
