@@ -28,48 +28,22 @@ class RedisFeatureStore:
         self.client = client
 
     def write(self, items: Iterable[tuple[str, bytes]], batch: int = 10_000) -> int:
-        """Write key/blob pairs in MSET batches; return how many were written.
-
-        Producing the pairs (packing blobs) and sending them overlap: a writer thread sends batch n while the caller's
-        iterator builds batch n+1 (redis-py releases the GIL while it waits on the socket).
-        """
-        import queue
-        import threading
-
-        pending: queue.Queue[dict[str, bytes] | None] = queue.Queue(maxsize=2)
-        written = 0
-        failure: list[BaseException] = []
-
-        def writer() -> None:
-            nonlocal written
-            while (chunk := pending.get()) is not None:
-                if failure:
-                    continue  # drain after an error so the producer never blocks
-                try:
-                    self.client.mset(chunk)
-                    written += len(chunk)
-                except redis.RedisError as exc:
-                    failure.append(exc)
-
-        thread = threading.Thread(target=writer, name="redis-feature-writer", daemon=True)
-        thread.start()
+        """Write key/blob pairs in MSET batches; return how many were written."""
+        n = 0
+        chunk: dict[str, bytes] = {}
         try:
-            chunk: dict[str, bytes] = {}
             for key, blob in items:
                 chunk[key] = blob
                 if len(chunk) >= batch:
-                    pending.put(chunk)
+                    self.client.mset(chunk)
+                    n += len(chunk)
                     chunk = {}
-                    if failure:
-                        break
-            if chunk and not failure:
-                pending.put(chunk)
-        finally:
-            pending.put(None)
-            thread.join()
-        if failure:
-            raise TransientError(f"Redis write failed after {written} keys: {failure[0]}") from failure[0]
-        return written
+            if chunk:
+                self.client.mset(chunk)
+                n += len(chunk)
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis write failed after {n} keys: {exc}") from exc
+        return n
 
     def activate(self, version: int) -> int | None:
         """Point ``feat:current`` at ``version`` atomically; older versions expire. Return the previous version."""
