@@ -71,3 +71,17 @@ def training_run(settings: Settings, require: Callable[[str], None], movielens_d
     assert status.state == "success", status.tasks
     version = int(redis.Redis.from_url(settings.redis.url).get(names.FEATURE_VERSION_CURRENT) or 0)
     return {"status": status, "manifest": read_manifest(settings, version)}
+
+
+@pytest.fixture
+def redis_db(settings: Settings, require: Callable[[str], None]) -> Any:
+    """A Redis client on database 9, flushed before and after, so the platform's keys in database 0 are never
+    touched. (The benchmarks use 14 and 15.)"""
+    import redis
+
+    require("redis")
+    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=9)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -25,24 +24,12 @@ from streamml.streaming.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.redis]
 
-TEST_DB = 8
 WEIGHTS = np.linspace(-0.5, 0.5, spec.N_FEATURES)
 
 
 def row_model(matrix: np.ndarray) -> np.ndarray:
     """A model whose score of a row depends on that row only (so batching cannot change it)."""
     return 1.0 / (1.0 + np.exp(-(np.tanh(matrix / 1000.0) @ WEIGHTS)))
-
-
-@pytest.fixture
-def client(settings: Settings, require: Callable[[str], None]) -> Iterator[redis.Redis]:
-    require("redis")
-    require("kafka")
-    c = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=TEST_DB)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
 
 
 def drain(settings: Settings, topic: str, expected: int, uid: str, timeout: float = 60.0) -> list[bytes]:
@@ -59,9 +46,12 @@ def drain(settings: Settings, topic: str, expected: int, uid: str, timeout: floa
     return values
 
 
-def test_scores_dlq_and_exactly_one_result_per_request(settings: Settings, client: redis.Redis, uid: str) -> None:
+def test_scores_dlq_and_exactly_one_result_per_request(
+    settings: Settings, redis_db: redis.Redis, require: Callable[[str], None], uid: str
+) -> None:
+    require("kafka")
     history, stream, movies = movielens_split()
-    offline = load_history_snapshot(client, history, movies)
+    offline = load_history_snapshot(redis_db, history, movies)
     requests_topic, predictions_topic, dlq_topic = (f"test.{uid}.{t}" for t in ("requests", "predictions", "dlq"))
     ensure_topics(settings.kafka, [requests_topic, predictions_topic, dlq_topic], partitions=3)
 
@@ -84,7 +74,7 @@ def test_scores_dlq_and_exactly_one_result_per_request(settings: Settings, clien
     from confluent_kafka import Consumer as KafkaConsumer
 
     handler = ScorerHandler(
-        RedisFeatureStore(client), lambda: ServingModel("test", "1", row_model),
+        RedisFeatureStore(redis_db), lambda: ServingModel("test", "1", row_model),
         predictions_topic=predictions_topic, dlq_topic=dlq_topic,
     )  # fmt: skip
     worker = Worker(
@@ -105,6 +95,6 @@ def test_scores_dlq_and_exactly_one_result_per_request(settings: Settings, clien
     for p in predictions[:300]:
         expected = row_model(np.array([offline.features(p.user_id, p.movie_id, p.event_ts)]))[0]
         assert p.score == pytest.approx(expected, abs=1e-9)
-        stored = Prediction.model_validate_json(client.get(names.prediction_key(p.request_id)))
+        stored = Prediction.model_validate_json(redis_db.get(names.prediction_key(p.request_id)))
         assert stored == p
-        assert 0 < client.ttl(names.prediction_key(p.request_id)) <= 24 * 3600
+        assert 0 < redis_db.ttl(names.prediction_key(p.request_id)) <= 24 * 3600

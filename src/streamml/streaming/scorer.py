@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from streamml import names
 from streamml.errors import PoisonMessageError, TransientError
 from streamml.features import spec
 from streamml.stores.features import RedisFeatureStore
-from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest, parse
+from streamml.streaming.messages import DeadLetter, Message, Prediction, RatingRequest, parse
 from streamml.streaming.worker import BatchResult, Output
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,21 @@ def dead_letter(msg: Any, error: Exception, topic: str = names.TOPIC_REQUESTS_DL
         payload=payload[:2048].decode("utf-8", errors="replace"),
     )
     return Output(topic, msg.key(), record.encode())
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_batch(model: type[M], messages: Sequence[Any], dlq_topic: str) -> tuple[list[M], list[Output]]:
+    """Decode a batch: the valid messages, and a dead letter for each one that can never be processed."""
+    valid: list[M] = []
+    dead: list[Output] = []
+    for msg in messages:
+        try:
+            valid.append(cast(M, parse(model, msg.value())))
+        except PoisonMessageError as exc:
+            dead.append(dead_letter(msg, exc, dlq_topic))
+    return valid, dead
 
 
 class ScorerHandler:
@@ -81,16 +96,7 @@ class ScorerHandler:
         return self._version
 
     def __call__(self, messages: Sequence[Any]) -> BatchResult:
-        outputs: list[Output] = []
-        requests: list[RatingRequest] = []
-        for msg in messages:
-            try:
-                request = parse(RatingRequest, msg.value())
-            except PoisonMessageError as exc:
-                outputs.append(dead_letter(msg, exc, self.dlq_topic))
-                continue
-            assert isinstance(request, RatingRequest)  # noqa: S101 - parse returns the model it was given
-            requests.append(request)
+        requests, outputs = parse_batch(RatingRequest, messages, self.dlq_topic)
         if not requests:
             return BatchResult(outputs)
         predictions = self.score(requests)

@@ -15,11 +15,11 @@ from typing import Any
 import redis
 
 from streamml import names
-from streamml.errors import PoisonMessageError, TransientError
+from streamml.errors import TransientError
 from streamml.features import spec
-from streamml.streaming.messages import Feedback, parse
-from streamml.streaming.scorer import dead_letter
-from streamml.streaming.worker import BatchResult, Output
+from streamml.streaming.messages import Feedback
+from streamml.streaming.scorer import parse_batch
+from streamml.streaming.worker import BatchResult
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +35,8 @@ class FeatureUpdaterHandler:
         self.client = client
 
     def __call__(self, messages: Sequence[Any]) -> BatchResult:
-        outputs: list[Output] = []
-        feedback: list[Feedback] = []
-        for msg in messages:
-            try:
-                item = parse(Feedback, msg.value())
-            except PoisonMessageError as exc:
-                outputs.append(dead_letter(msg, exc))
-                continue
-            assert isinstance(item, Feedback)  # noqa: S101
-            feedback.append(item)
+        # Bad feedback goes to the requests' DLQ too: one place to look for everything the platform refused.
+        feedback, outputs = parse_batch(Feedback, messages, names.TOPIC_REQUESTS_DLQ)
         if not feedback:
             return BatchResult(outputs)
         return BatchResult(outputs, sink=lambda: self.apply(feedback))
