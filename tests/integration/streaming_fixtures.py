@@ -4,16 +4,20 @@ database of the test's own, and the offline state to compare with."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import redis
+from confluent_kafka import Consumer
 
 from streamml import names
+from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
 from streamml.stores.features import RedisFeatureStore
+from streamml.streaming.clients import consumer_config
 
 
 def movielens_split() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -37,3 +41,17 @@ def load_history_snapshot(client: redis.Redis, history: pd.DataFrame, movies: pd
     store.write(items)
     store.activate(1)
     return state
+
+
+def drain(settings: Settings, topic: str, expected: int, uid: str, timeout: float = 60.0) -> list[bytes]:
+    consumer = Consumer(consumer_config(settings.kafka, f"test-drain-{uid}-{topic}"))
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            values += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
+        values += [m.value() for m in consumer.consume(500, 2.0) if m.error() is None]  # anything extra?
+    finally:
+        consumer.close()
+    return values

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
-from streaming_fixtures import load_history_snapshot, movielens_split
+from confluent_kafka import Producer
+from streaming_fixtures import drain, load_history_snapshot, movielens_split
 
 from streamml import names
 from streamml.config import Settings
@@ -31,20 +31,6 @@ WEIGHTS = np.linspace(-0.5, 0.5, spec.N_FEATURES)
 def row_model(matrix: np.ndarray) -> np.ndarray:
     """A model whose score of a row depends on that row only (so batching cannot change it)."""
     return 1.0 / (1.0 + np.exp(-(np.tanh(matrix / 1000.0) @ WEIGHTS)))
-
-
-def drain(settings: Settings, topic: str, expected: int, uid: str, timeout: float = 60.0) -> list[bytes]:
-    consumer = Consumer(consumer_config(settings.kafka, f"test-drain-{uid}-{topic}"))
-    consumer.subscribe([topic])
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < expected and time.monotonic() < deadline:
-            values += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
-        values += [m.value() for m in consumer.consume(500, 2.0) if m.error() is None]  # anything extra?
-    finally:
-        consumer.close()
-    return values
 
 
 def test_scores_dlq_and_exactly_one_result_per_request(
