@@ -170,6 +170,7 @@ cmd_down() {
   for a in "$@"; do case "$a" in --purge) purge=(--purge) ;; --docker) docker=1 ;; *) die "unknown option $a" ;; esac; done
   if [ "$docker" = 1 ]; then compose down ${purge[0]:+-v}; return; fi
   [ -x "$VENV/bin/streamml" ] || { say "nothing to stop (no venv)"; return; }
+  pkill -f "$VENV/bin/streamml replay" 2>/dev/null && say "stopped the running replay" || true
   streamml stack down "${purge[@]}"
 }
 
