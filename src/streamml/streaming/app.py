@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamml import names
 from streamml.config import Settings
-from streamml.errors import ModelUnavailableError
+from streamml.errors import ModelUnavailableError, TransientError
 from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
 from streamml.streaming.replayer import Rating
 from streamml.streaming.worker import Handler, Worker, retry
@@ -54,8 +54,6 @@ def run_scorer(settings: Settings, batch_size: int = 500) -> None:
 
 
 def _model_ready(model: Callable[[], object]) -> Callable[[], object]:
-    from streamml.errors import TransientError
-
     def load() -> object:
         try:
             return model()

@@ -191,6 +191,8 @@ class MetricsHandler:
         state: MetricsState | None = None,
         publish_every: float = 2.0,
         metrics_topic: str = names.TOPIC_METRICS,
+        feedback_topic: str = names.TOPIC_FEEDBACK,
+        dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -199,6 +201,8 @@ class MetricsHandler:
         self.state = state or MetricsState()
         self.publish_every = publish_every
         self.metrics_topic = metrics_topic
+        self.feedback_topic = feedback_topic
+        self.dlq_topic = dlq_topic
         self.clock = clock
         self._last_publish = clock()
 
@@ -208,9 +212,9 @@ class MetricsHandler:
         for msg in messages:
             topic = msg.topic()
             try:
-                if topic.endswith("dlq.v1") or topic == names.TOPIC_REQUESTS_DLQ:
+                if topic == self.dlq_topic:
                     self.state.dlq_total += 1
-                elif topic == names.TOPIC_FEEDBACK or "feedback" in topic:
+                elif topic == self.feedback_topic:
                     j = self.state.add_feedback(Feedback.model_validate_json(msg.value() or b""), now)
                     joined += [j] if j else []
                 else:

@@ -69,3 +69,62 @@ def test_metric_log_continues_after_a_restart(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert lines[0] + "\n" == LOG_HEADER and len(lines) == 3
     assert lines[1].startswith("r1,1,0.900000,0.100000,3,")
+
+
+class Msg:
+    def __init__(self, topic: str, value: bytes) -> None:
+        self._topic, self._value = topic, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes:
+        return self._value
+
+    def offset(self) -> int:
+        return 0
+
+
+class FakePipeline:
+    def __init__(self, store: dict[str, list[str] | str]) -> None:
+        self.store = store
+
+    def rpush(self, key: str, *values: str) -> None:
+        self.store.setdefault(key, []).extend(values)  # type: ignore[union-attr]
+
+    def ltrim(self, *_: object) -> None:
+        pass
+
+    def set(self, key: str, value: str) -> None:
+        self.store[key] = value
+
+    def execute(self) -> None:
+        pass
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.store: dict[str, list[str] | str] = {}
+
+    def pipeline(self, transaction: bool) -> FakePipeline:
+        return FakePipeline(self.store)
+
+
+def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) -> None:
+    from streamml.streaming.metrics import METRICS_ERRORS, METRICS_LATEST, MetricsHandler, MetricsSnapshot
+
+    clock = iter([0.0, 5.0])
+    redis_fake = FakeRedis()
+    handler = MetricsHandler(
+        redis_fake, MetricLog(tmp_path / "log.csv"), lambda: {"0": 0}, publish_every=1.0,
+        metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: next(clock),
+    )  # fmt: skip
+    result = handler([Msg("preds", pred(1, 0.8).encode()), Msg("fb", fb(1, 5.0).encode()), Msg("dlq", b"{}")])
+    assert result.sink is not None
+    result.sink()
+    snap = MetricsSnapshot.model_validate_json(result.outputs[0].value)
+    assert result.outputs[0].topic == "m"
+    assert (snap.joined_total, snap.dlq_total) == (1, 1)
+    assert redis_fake.store[METRICS_ERRORS] == ["0.200000"]
+    assert METRICS_LATEST in redis_fake.store
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 2
