@@ -45,14 +45,21 @@ setup_venv() {
   echo "$want" >"$VENV/.streamml-lock"
 }
 
+apt_install() { # apt_install PACKAGE WHY
+  if [ "$(id -u)" != 0 ]; then die "$1 is missing ($2); install it as root: sudo apt-get install -y $1"; fi
+  say "$1: installing the Debian package ($2)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null \
+    || die "apt-get install $1 failed"
+}
+
+setup_chromium() {
+  if command -v chromium >/dev/null 2>&1; then say "chromium: present"; return; fi
+  apt_install chromium "headless browser for the dashboard tests and screenshots"
+}
+
 setup_redis() {
   if command -v redis-server >/dev/null 2>&1; then say "redis-server: present"; return; fi
-  if [ "$(id -u)" != 0 ]; then
-    die "redis-server is missing; install it as root: sudo apt-get install -y redis-server"
-  fi
-  say "redis-server: installing the Debian package"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
-    || die "apt-get install redis-server failed"
+  apt_install redis-server "the Redis server of the local stack"
   # Debian may start its own redis on 6379; the stack runs its own under supervisord.
   service redis-server stop >/dev/null 2>&1 || true
 }
@@ -109,6 +116,9 @@ print_urls() {
   MLflow                http://127.0.0.1:${STREAMML_MLFLOW__PORT:-5000}
   MinIO console         http://127.0.0.1:${STREAMML_MINIO__CONSOLE_PORT:-9001}  (user ${STREAMML_MINIO__ACCESS_KEY:-streamml}, password from .env STREAMML_MINIO__SECRET_KEY)
   MinIO S3 API          http://127.0.0.1:${STREAMML_MINIO__PORT:-9000}
+  Dashboard             http://127.0.0.1:${STREAMML_DASHBOARD__PORT:-8501}  (Live, Kafka, Models, Pipelines, Predict)
+  API + OpenAPI docs    http://127.0.0.1:${STREAMML_API__PORT:-8000}/docs  (mutating calls need header X-API-Key: STREAMML_API__API_KEY from .env)
+  Scorer metrics        http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics  (Prometheus)
   Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
   Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
   Logs                  $ROOT/${STREAMML_STATE_DIR:-.local}/logs/   (./run.sh logs SERVICE)
@@ -116,6 +126,84 @@ EOF
 }
 
 compose() { docker compose --env-file .env -f docker-compose.yml "$@"; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Docker Compose mode (docker-compose.yml, guide in docs/compose.md)
+# ---------------------------------------------------------------------------------------------------------------
+COMPOSE_JOBS_PROFILE=replay # profile of the on-demand jobs (the replayer): `up` leaves them alone
+DOCKER_SECRETS=(STREAMML_MINIO__SECRET_KEY STREAMML_AIRFLOW__ADMIN_PASSWORD STREAMML_AIRFLOW__JWT_SECRET STREAMML_API__API_KEY POSTGRES_PASSWORD)
+
+# compose with the jobs' profile on, so that run, ps and down also see the replayer
+compose_all() { compose --profile "$COMPOSE_JOBS_PROFILE" "$@"; }
+
+# A streamml command in a one-off container of the replayer's service: same image, settings and secrets as the
+# services, service names inside the network; the host needs no venv and no published port.
+compose_streamml() { compose_all run --rm --no-deps -T replayer streamml "$@"; }
+
+docker_preflight() {
+  docker_available || die "no Docker engine answers (docker info failed); use ./run.sh deploy --local"
+  docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin is missing (docker compose version failed)"
+  # Compose stops on a missing secret, but the containers' Settings refuse the change-me defaults only once running,
+  # which up --wait would report as a timeout; say it now.
+  local v bad=()
+  for v in "${DOCKER_SECRETS[@]}"; do
+    case "${!v:-}" in "" | change-me*) bad+=("$v") ;; esac
+  done
+  [ ${#bad[@]} -eq 0 ] || die "docker mode refuses default secrets; set real values in .env for: ${bad[*]} (see docs/compose.md, Credentials)"
+}
+
+deploy_docker() {
+  say "mode: docker (Docker Compose, docker-compose.yml)"
+  docker_preflight
+  local t0=$SECONDS
+  say "building the images (streamml-base from requirements.lock, then the images built FROM it)"
+  compose build
+  say "starting every service and waiting until each one is healthy"
+  if ! compose up -d --wait --wait-timeout 900; then
+    compose_all ps --all
+    die "the stack did not become healthy; see docker compose logs SERVICE for the services not healthy above"
+  fi
+  say "stack healthy in $((SECONDS - t0))s"
+  if ! compose_streamml features current >/dev/null 2>&1; then
+    say "first deploy: running the movielens_training DAG once through Airflow's REST API v2 (the Airflow UI shows it too)"
+    compose_streamml pipelines trigger movielens_training --wait \
+      || die "movielens_training failed; the stack is up, see the task logs in the Airflow UI"
+  fi
+  say "starting a replay of the stream period at ${STREAMML_REPLAY__RATE:-50} requests/s (follow: docker compose logs -f replayer)"
+  compose_all up -d --no-deps replayer
+  print_docker_urls
+}
+
+print_docker_urls() {
+  cat <<EOF
+  Airflow UI / REST v2  http://127.0.0.1:${STREAMML_AIRFLOW__PORT:-8080}  (user ${STREAMML_AIRFLOW__ADMIN_USER:-admin}, password from .env STREAMML_AIRFLOW__ADMIN_PASSWORD)
+  MLflow                http://127.0.0.1:${STREAMML_MLFLOW__PORT:-5000}
+  MinIO console         http://127.0.0.1:${STREAMML_MINIO__CONSOLE_PORT:-9001}  (user ${STREAMML_MINIO__ACCESS_KEY:-streamml}, password from .env STREAMML_MINIO__SECRET_KEY)
+  MinIO S3 API          http://127.0.0.1:${STREAMML_MINIO__PORT:-9000}
+  Dashboard             http://127.0.0.1:${STREAMML_DASHBOARD__PORT:-8501}  (Live, Kafka, Models, Pipelines, Predict)
+  API + OpenAPI docs    http://127.0.0.1:${STREAMML_API__PORT:-8000}/docs  (mutating calls need header X-API-Key: STREAMML_API__API_KEY from .env)
+  Kafka UI              http://127.0.0.1:8081
+  Spark master UI       http://127.0.0.1:8082
+  Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
+  Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
+  Scorer metrics        inside the network only, scorer:9464/metrics per replica (docker compose exec scorer curl -s 127.0.0.1:9464/metrics)
+  Logs                  docker compose logs -f SERVICE     Status  ./run.sh status --docker
+  More scorers          docker compose --env-file .env up -d --scale scorer=3   (at most STREAMML_KAFKA__PARTITIONS get work)
+EOF
+}
+
+status_docker() { # table of every container; exit 1 when a server is not healthy or a job failed
+  docker_available || die "no Docker engine answers (docker info failed)"
+  compose_all ps --all --format 'table {{.Service}}\t{{.State}}\t{{.Health}}\t{{.ExitCode}}\t{{.Ports}}'
+  local down
+  down="$(compose_all ps --all --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | awk -F'|' '
+    $2 == "running" && ($3 == "" || $3 == "healthy") { next }  # a server that is healthy, or a job still running
+    $2 == "exited" && $4 == "0" && $3 == "" { next }            # a one-shot job that succeeded
+    { printf "%s (%s%s%s) ", $1, $2, ($3 == "" ? "" : ", " $3), ($2 == "exited" ? ", exit " $4 : "") }')"
+  if [ -z "$(compose_all ps --all --quiet)" ]; then say "no containers: ./run.sh deploy --docker starts them"; return 1; fi
+  if [ -n "$down" ]; then say "not healthy: $down"; return 1; fi
+  say "every container is healthy (servers) or done (jobs)"
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # commands: a line "## name: text" above each function is its help
@@ -135,9 +223,8 @@ cmd_setup() { setup_all; }
 cmd_deploy() {
   local mode; mode="$(pick_mode "${1:-}")"
   if [ "$mode" = docker ]; then
-    say "mode: docker (Docker Compose)"
-    docker_available || die "no Docker engine answers (docker info failed); use ./run.sh deploy --local"
-    compose up -d --build --wait
+    deploy_docker
+    return
   else
     say "mode: local (real processes under supervisord; no Docker engine needed)"
     setup_all
@@ -155,10 +242,8 @@ cmd_deploy() {
 }
 
 start_replay() {
-  local log="$ROOT/${STREAMML_STATE_DIR:-.local}/logs/replay.log"
-  if pgrep -f "streamml replay" >/dev/null 2>&1; then say "a replay is already running (log: $log)"; return; fi
-  say "starting a replay of the stream period at ${STREAMML_REPLAY_RATE:-50} requests/s (log: $log)"
-  nohup "$VENV/bin/streamml" replay --rate "${STREAMML_REPLAY_RATE:-50}" --feedback-delay 1 >>"$log" 2>&1 &
+  say "starting a replay of the stream period at ${STREAMML_REPLAY__RATE:-50} requests/s (log: $(streamml stack log-path replayer))"
+  streamml stack start replayer
 }
 
 ## up: start the local stack (running services are left alone)
@@ -168,15 +253,14 @@ cmd_up() { setup_all; streamml stack up; print_urls; }
 cmd_down() {
   local purge=() docker=0
   for a in "$@"; do case "$a" in --purge) purge=(--purge) ;; --docker) docker=1 ;; *) die "unknown option $a" ;; esac; done
-  if [ "$docker" = 1 ]; then compose down ${purge[0]:+-v}; return; fi
+  if [ "$docker" = 1 ]; then compose_all down --remove-orphans ${purge[0]:+-v}; return; fi
   [ -x "$VENV/bin/streamml" ] || { say "nothing to stop (no venv)"; return; }
-  pkill -f "$VENV/bin/streamml replay" 2>/dev/null && say "stopped the running replay" || true
   streamml stack down "${purge[@]}"
 }
 
 ## status: check every service for real (table of service, pid, port, state, detail) [--docker]
 cmd_status() {
-  if [ "${1:-}" = --docker ]; then compose ps; return; fi
+  if [ "${1:-}" = --docker ]; then status_docker; return; fi
   streamml health
 }
 
@@ -192,6 +276,7 @@ cmd_logs() {
 ## test: setup, start the stack if it is not running, run unit and integration tests, stop what it started
 cmd_test() {
   setup_all
+  setup_chromium
   local started=0
   if ! streamml stack running; then
     say "starting the local stack for the tests"

@@ -1,6 +1,6 @@
 """Total memory of the running local stack: the sum of PSS over supervisord and every descendant process.
 
-    .venv/bin/python -m bench.stack_memory
+.venv/bin/python -m bench.stack_memory
 """
 
 from __future__ import annotations

@@ -116,6 +116,17 @@ def stack_down(
     console.print("stack stopped" + (" and data deleted" if purge else ""))
 
 
+@stack_app.command("start")
+def stack_start(name: Annotated[str, typer.Argument(help="Program to start, e.g. replayer.")]) -> None:
+    """Start one program of the running stack (the replayer is started this way, after a champion exists)."""
+    from streamml.runtime.stack import LocalStack
+
+    try:
+        LocalStack(_settings()).start(name)
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+
+
 @stack_app.command("running")
 def stack_running() -> None:
     """Exit 0 when the local stack's supervisord is running, else 1 (for scripts)."""
@@ -271,13 +282,18 @@ def features_current() -> None:
 
 
 @app.command()
-def score(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 500) -> None:
+def score(
+    batch_size: Annotated[
+        int | None, typer.Option(help="Messages per micro-batch (default STREAMML_SCORER__BATCH_SIZE).")
+    ] = None,
+) -> None:
     """Run the scorer: ratings.requests.v1 -> predictions.v1 + Redis pred:{id}, with @champion (hot reload)."""
     from streamml.streaming.app import run_scorer
 
     configure_logging("INFO")
+    settings = _settings()
     try:
-        run_scorer(_settings(), batch_size)
+        run_scorer(settings, batch_size or settings.scorer.batch_size)
     except StreamMLError as exc:
         raise _fail(exc) from None
 
@@ -296,10 +312,15 @@ def update_features(batch_size: Annotated[int, typer.Option(help="Messages per m
 
 @app.command()
 def replay(
-    rate: Annotated[float | None, typer.Option(help="Requests per second (open loop).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Requests per second (open loop); default STREAMML_REPLAY__RATE.")
+    ] = None,
     speedup: Annotated[float | None, typer.Option(help="Replay event time this many times faster.")] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many requests.")] = None,
-    feedback_delay: Annotated[float, typer.Option(help="Seconds between a request and its true rating.")] = 0.0,
+    feedback_delay: Annotated[
+        float | None,
+        typer.Option(help="Seconds between a request and its true rating; default STREAMML_REPLAY__FEEDBACK_DELAY."),
+    ] = None,
     feature_version: Annotated[
         int | None, typer.Option(help="Whose stream period to replay (default: active).")
     ] = None,
@@ -315,10 +336,14 @@ def replay(
     from streamml.streaming.replayer import Pace
     from streamml.streaming.replayer import replay as run_replay
 
-    if (rate is None) == (speedup is None):
-        err.print("[red]error:[/red] give exactly one of --rate N or --speedup X")
+    if rate is not None and speedup is not None:
+        err.print("[red]error:[/red] give one of --rate N or --speedup X, not both")
         raise typer.Exit(2)
     settings = _settings()
+    if rate is None and speedup is None:
+        rate = settings.replay.rate
+    if feedback_delay is None:
+        feedback_delay = settings.replay.feedback_delay
     try:
         version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
         if version is None:
@@ -356,6 +381,34 @@ def metrics(batch_size: Annotated[int, typer.Option(help="Messages per micro-bat
         run_metrics(settings, StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv", batch_size)
     except StreamMLError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def api() -> None:
+    """Run the FastAPI service (STREAMML_API__HOST:STREAMML_API__PORT); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from streamml.api import create_app
+
+    configure_logging("INFO")
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info")
+
+
+@app.command()
+def dashboard() -> None:
+    """Run the Streamlit dashboard (STREAMML_DASHBOARD__HOST:STREAMML_DASHBOARD__PORT)."""
+    import os
+
+    settings = _settings()
+    entry = Path(__file__).resolve().parents[2] / "services" / "dashboard" / "app.py"
+    if not entry.exists():
+        err.print(f"[red]error:[/red] dashboard entry {entry} not found (run from a checkout of streamml)")
+        raise typer.Exit(1)
+    d = settings.dashboard
+    argv = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless", "true", "--server.address",
+            d.host, "--server.port", str(d.port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    os.execv(sys.executable, argv)  # noqa: S606 - replace this process so supervisord signals streamlit itself
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry (MLflow): promote, roll back.")

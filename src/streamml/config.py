@@ -94,9 +94,27 @@ class ApiSettings(_Section):
     port: int = Field(8000, description="FastAPI service port.")
     api_key: SecretStr = Field(SecretStr("change-me-api-key"), description="Key required by mutating API endpoints.")
 
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
 
 class DashboardSettings(_Section):
+    host: str = Field("127.0.0.1", description="Streamlit dashboard host.")
     port: int = Field(8501, description="Streamlit dashboard port.")
+    api_url: str = Field(
+        "", description="Base URL of the API the dashboard calls (default: http://{api.host}:{api.port})."
+    )
+
+
+class ScorerSettings(_Section):
+    metrics_port: int = Field(9464, description="Port of the scorer's Prometheus endpoint (/metrics).")
+    batch_size: int = Field(500, ge=1, description="Messages per micro-batch.")
+
+
+class ReplaySettings(_Section):
+    rate: float = Field(50.0, gt=0, description="Requests per second of the replay that deploy starts (open loop).")
+    feedback_delay: float = Field(1.0, ge=0, description="Seconds between a replayed request and its true rating.")
 
 
 class Settings(BaseSettings):
@@ -128,6 +146,8 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="FastAPI service.")
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings, description="Streamlit dashboard.")
+    scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="Scorer processes.")
+    replay: ReplaySettings = Field(default_factory=ReplaySettings, description="The replay that deploy starts.")
 
     @model_validator(mode="after")
     def _no_default_secrets_outside_local(self) -> Settings:

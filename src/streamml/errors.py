@@ -25,3 +25,7 @@ class ModelUnavailableError(StreamMLError):
 
 class DataValidationError(StreamMLError):
     """Input data breaks its schema; the message names the file, the row and the problem."""
+
+
+class NotFoundError(StreamMLError):
+    """What was asked for does not exist (a DAG, a run, a model version)."""

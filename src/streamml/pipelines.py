@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from streamml.config import AirflowSettings
-from streamml.errors import StreamMLError, TransientError
+from streamml.errors import NotFoundError, StreamMLError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,15 @@ class AirflowClient:
             raise TransientError(f"Airflow at {self.airflow.base_url} is unreachable: {exc}") from exc
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        path = quote(path, safe="/~:+@")  # ids reach the URL verbatim; anything else is percent-encoded
         resp = self._request_raw(method, path, headers=self._auth(), **kwargs)
         if resp.status_code == 401:  # token expired: log in again once
             self._token = None
             resp = self._request_raw(method, path, headers=self._auth(), **kwargs)
+        if resp.status_code == 404:
+            raise NotFoundError(f"Airflow has no {path.removeprefix('/api/v2/')}")
+        if resp.status_code >= 500:
+            raise TransientError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
         if resp.status_code >= 400:
             raise StreamMLError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
         return resp.json()
@@ -76,18 +82,20 @@ class AirflowClient:
             resp = self._request_raw("GET", f"/api/v2/dags/{dag_id}", headers=self._auth())
             if resp.status_code == 200:
                 return dict(resp.json())
-            if resp.status_code != 404 or time.monotonic() > deadline:
+            if resp.status_code == 404 and time.monotonic() > deadline:
+                raise NotFoundError(f"DAG {dag_id} is not available in Airflow (not parsed, or no such DAG)")
+            if resp.status_code != 404:
                 raise StreamMLError(f"DAG {dag_id} is not available in Airflow ({resp.status_code}): {resp.text[:200]}")
             time.sleep(2)
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.wait_for_dag(dag_id)
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, dag_wait: float = 120.0) -> str:
+        self.wait_for_dag(dag_id, timeout=dag_wait)
         body = {"logical_date": None, "conf": conf or {}}
         return str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
 
     def status(self, dag_id: str, run_id: str) -> RunStatus:
         run = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        tis = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        tis = self.task_instances(dag_id, run_id)
         return RunStatus(
             dag_id=dag_id,
             run_id=run_id,
@@ -95,6 +103,28 @@ class AirflowClient:
             tasks={t["task_id"]: t["state"] or "scheduled" for t in tis},
             durations={t["task_id"]: float(t.get("duration") or 0.0) for t in tis},
         )
+
+    def dags(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/v2/dags", params={"limit": 100})["dags"])
+
+    def runs(self, dag_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest runs of a DAG, newest first."""
+        params = {"limit": limit, "order_by": "-run_after"}
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns", params=params)["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return list(self._request("GET", path)["task_instances"])
+
+    def find_run(self, run_id: str) -> str:
+        """The DAG a run id belongs to."""
+        for dag in self.dags():
+            try:
+                self._request("GET", f"/api/v2/dags/{dag['dag_id']}/dagRuns/{run_id}")
+            except NotFoundError:
+                continue
+            return str(dag["dag_id"])
+        raise NotFoundError(f"no DAG run {run_id}")
 
     def follow(self, dag_id: str, run_id: str, poll: float = 2.0, timeout: float = 3600.0) -> Iterator[RunStatus]:
         """Yield the run's status whenever it changes, until the run ends."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,16 @@ def spark_jars(settings: Settings) -> list[str]:
     return jars
 
 
+def driver_address(settings: Settings) -> str:
+    """Where a Spark driver binds and what it advertises to executors (SPARK_LOCAL_IP, spark.driver.bindAddress).
+
+    The local stack keeps Spark on loopback. In docker mode the driver runs in a container (the Airflow scheduler):
+    its host name resolves to its address on the Compose network, so executors on the standalone cluster
+    (``spark://spark-master:7077``) can call it back; with ``local[*]`` nothing changes but the interface.
+    """
+    return "127.0.0.1" if settings.mode == "local" else socket.gethostname()
+
+
 def submit_argv(settings: Settings, script: Path, *args: str) -> list[str]:
     """``spark-submit`` of an entry script on ``settings.spark.master`` with the S3A jars and MinIO options."""
     argv = [
@@ -63,7 +74,7 @@ def submit_argv(settings: Settings, script: Path, *args: str) -> list[str]:
 
 def run_submit(settings: Settings, script: Path, *args: str) -> None:
     """Run a Spark entry script with spark-submit; raise with the tail of its log on failure."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": driver_address(settings)}
     done = subprocess.run(  # noqa: S603 - argv built from settings and our own script path
         submit_argv(settings, script, *args), env=env, capture_output=True, text=True, check=False
     )
@@ -80,7 +91,7 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
 
     jars = spark_jars(settings)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_LOCAL_IP", driver_address(settings))
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master or settings.spark.master)
@@ -90,7 +101,7 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
         .config("spark.ui.enabled", "false")
         .config("spark.log.level", "WARN")
         .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.bindAddress", driver_address(settings))
     )
     for key, value in s3a_conf(settings).items():
         builder = builder.config(key, value)

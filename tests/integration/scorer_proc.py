@@ -1,6 +1,9 @@
-"""A scorer process for reliability tests: the platform's Worker and ScorerHandler on the test's own topics.
+"""A scorer process for integration tests: the platform's run_scorer on the test's own topics and consumer group.
 
-python scorer_proc.py REQUESTS_TOPIC PREDICTIONS_TOPIC DLQ_TOPIC GROUP     (Redis db from STREAMML_REDIS__DB)
+python scorer_proc.py REQUESTS PREDICTIONS DLQ GROUP                  fixed row model (no MLflow needed)
+python scorer_proc.py REQUESTS PREDICTIONS DLQ GROUP MODEL EVENTS     @champion of registered MODEL, hot-reloaded
+                                                                      on EVENTS (the test's model-events topic)
+Redis db from STREAMML_REDIS__DB, metrics port from STREAMML_SCORER__METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -8,14 +11,12 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
 
 from streamml.config import Settings
 from streamml.features import spec
-from streamml.stores.features import RedisFeatureStore, redis_client
-from streamml.streaming.clients import consumer_config, producer_config
-from streamml.streaming.scorer import ScorerHandler, ServingModel
-from streamml.streaming.worker import Worker
+from streamml.logging import configure_logging
+from streamml.streaming.app import ScorerTopics, run_scorer
+from streamml.streaming.scorer import ServingModel
 
 WEIGHTS = np.linspace(-0.5, 0.5, spec.N_FEATURES)
 
@@ -25,23 +26,16 @@ def row_model(matrix: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    requests, predictions, dlq, group = sys.argv[1:5]
-    settings = Settings()
-    handler = ScorerHandler(
-        RedisFeatureStore(redis_client(settings.redis)),
-        lambda: ServingModel("test", "1", row_model),
-        predictions_topic=predictions,
-        dlq_topic=dlq,
-    )
-    worker = Worker(
-        Consumer(consumer_config(settings.kafka, group)),
-        Producer(producer_config(settings.kafka)),
-        [requests],
-        handler,
-        batch_size=200,
-    )
-    worker.install_signal_handlers()
-    worker.run()
+    requests, predictions, dlq, group, *champion = sys.argv[1:]
+    configure_logging("INFO")
+    if champion:
+        model_name, events = champion
+        topics = ScorerTopics(requests, predictions, dlq, events)
+        run_scorer(Settings(), 200, topics=topics, group=group, model_name=model_name)
+    else:
+        fixed = ServingModel("test", "1", row_model)
+        topics = ScorerTopics(requests, predictions, dlq, f"{requests}.model-events")
+        run_scorer(Settings(), 200, topics=topics, group=group, model=lambda: fixed)
 
 
 if __name__ == "__main__":

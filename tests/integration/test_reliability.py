@@ -1,90 +1,187 @@
-"""Reliability on the real broker and Redis: a scorer killed with SIGKILL mid-stream and restarted leaves every
-request with exactly one prediction in Redis and none missing; malformed events mixed in never stop it."""
+"""Reliability on the real broker and Redis of the local stack, with the platform's scorer in a process of its own:
+
+- killed with SIGKILL in the middle of 50,000 events and restarted: every request has exactly one prediction in
+  Redis and none is missing; 1,000 malformed events mixed in all reach the DLQ and never stop it;
+- the broker stopped for 35 s and started again mid-stream: the same scorer process rides it out and no request is
+  lost;
+- Redis stopped for 20 s and started again mid-stream: the same scorer process retries with backoff and no request
+  is lost.
+
+Each test has its own topics, consumer group, Redis database 9 (flushed) and metrics port.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 import redis
 from confluent_kafka import Producer
-from streaming_fixtures import drain, load_history_snapshot, movielens_split
+from streaming_fixtures import (
+    count_results,
+    drain,
+    free_port,
+    load_history_snapshot,
+    movielens_split,
+    scrape,
+    start_program,
+    start_scorer,
+    stop_program,
+    wait_for_results,
+)
 
-from streamml import names
 from streamml.config import Settings
 from streamml.streaming.clients import ensure_topics, producer_config
-from streamml.streaming.messages import DeadLetter, RatingRequest
+from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-N_REQUESTS = 20_000
+N_REQUESTS = 50_000
 N_MALFORMED = 1_000
+N_OUTAGE = 20_000  # requests of each outage test, before the outage; as many again are sent while it lasts
+# Longer than a single wait of the worker (a 10 s flush, a 5 s backoff), so riding it out takes several retries.
+DOWN_SECONDS = {"kafka": 35.0, "redis": 20.0}
 
 
-def start_scorer(topics: list[str], group: str, db: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "STREAMML_REDIS__DB": str(db)}
-    script = Path(__file__).with_name("scorer_proc.py")
-    return subprocess.Popen([sys.executable, str(script), *topics, group], env=env)  # noqa: S603
+@dataclass
+class Stream:
+    """A test's topics and Redis database, with the stream period of ml-latest-small as requests."""
+
+    settings: Settings
+    client: redis.Redis
+    uid: str
+    topics: list[str]  # requests, predictions, dlq
+    rows: pd.DataFrame
+    metrics_port: int
+
+    @property
+    def group(self) -> str:
+        return f"test-reliability-{self.uid}"
+
+    def start_scorer(self) -> subprocess.Popen[bytes]:
+        db = self.client.connection_pool.connection_kwargs["db"]
+        return start_scorer(self.topics, self.group, db, self.metrics_port)
+
+    def produce(self, start: int, stop: int, malformed_every: int = 0, producer: Producer | None = None) -> list[str]:
+        """Requests ``start``..``stop`` of the cycled stream (and a malformed event every ``malformed_every``);
+        flushed unless a ``producer`` is given. Returns the request ids."""
+        own = producer is None
+        producer = producer or Producer(producer_config(self.settings.kafka))
+        ids = []
+        for i in range(start, stop):
+            r = self.rows.iloc[i % len(self.rows)]
+            request = RatingRequest(
+                request_id=f"{self.uid}-{i}",
+                user_id=int(r.userId),
+                movie_id=int(r.movieId),
+                event_ts=int(r.timestamp),
+                sent_at=0.0,
+            )
+            ids.append(request.request_id)
+            producer.produce(self.topics[0], key=str(request.user_id), value=request.encode())
+            if malformed_every and i % malformed_every == 0:
+                bad = json.dumps({"request_id": i, "user_id": "x"}).encode()
+                producer.produce(self.topics[0], key=b"bad", value=bad)
+            producer.poll(0)
+        if own:
+            assert producer.flush(60) == 0
+        return ids
+
+    def prediction_ids(self, expected: int) -> list[str]:
+        values = drain(self.settings, self.topics[1], expected, self.uid, timeout=120)
+        return [Prediction.model_validate_json(v).request_id for v in values]
 
 
-def results(client: redis.Redis, ids: list[str]) -> int:
-    found = 0
-    for start in range(0, len(ids), 5000):
-        found += sum(v is not None for v in client.mget([names.prediction_key(i) for i in ids[start : start + 5000]]))
-    return found
-
-
-def test_kill_9_mid_stream_loses_nothing_and_poison_never_blocks(
-    settings: Settings, redis_db: redis.Redis, require: Callable[[str], None], uid: str
-) -> None:
+@pytest.fixture
+def stream(settings: Settings, redis_db: redis.Redis, require: Callable[[str], None], uid: str) -> Iterator[Stream]:
     require("kafka")
-    history, stream, movies = movielens_split()
+    history, rows, movies = movielens_split()
     load_history_snapshot(redis_db, history, movies)
     topics = [f"test.{uid}.{t}" for t in ("requests", "predictions", "dlq")]
     ensure_topics(settings.kafka, topics, partitions=3)
-    rows = stream.head(N_REQUESTS)
-    ids = [f"{uid}-{i}" for i in range(len(rows))]
-    producer = Producer(producer_config(settings.kafka))
-    every = len(rows) // N_MALFORMED
-    for i, r in enumerate(rows.itertuples()):
-        request = RatingRequest(
-            request_id=ids[i], user_id=int(r.userId), movie_id=int(r.movieId), event_ts=int(r.timestamp), sent_at=0.0
-        )
-        producer.produce(topics[0], key=str(r.userId), value=request.encode())
-        if i % every == 0:
-            producer.produce(topics[0], key=b"bad", value=json.dumps({"request_id": i, "user_id": "x"}).encode())
-        producer.poll(0)
-    assert producer.flush(60) == 0
+    yield Stream(settings, redis_db, uid, topics, rows.reset_index(drop=True), free_port())
 
-    db = redis_db.connection_pool.connection_kwargs["db"]
-    scorer = start_scorer(topics, f"test-reliability-{uid}", db)
-    deadline = time.monotonic() + 120
-    while results(redis_db, ids) < len(ids) // 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    scorer.send_signal(signal.SIGKILL)
-    scorer.wait(10)
-    killed_at = results(redis_db, ids)
-    assert 0 < killed_at < len(ids), "the kill must land mid-stream"
 
-    scorer = start_scorer(topics, f"test-reliability-{uid}", db)
-    try:
-        deadline = time.monotonic() + 180
-        while results(redis_db, ids) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert scorer.poll() is None, "the scorer must stay up"
-    finally:
+def stop(scorer: subprocess.Popen[bytes]) -> None:
+    if scorer.poll() is None:
         scorer.terminate()
         scorer.wait(30)
-    assert results(redis_db, ids) == len(ids)  # exactly one key per request id: none missing, none extra
-    n_bad = len(range(0, len(rows), every))
-    dead = [DeadLetter.model_validate_json(v) for v in drain(settings, topics[2], n_bad, uid)]
+
+
+def test_kill_9_mid_stream_loses_nothing_and_poison_never_blocks(stream: Stream) -> None:
+    ids = stream.produce(0, N_REQUESTS, malformed_every=N_REQUESTS // N_MALFORMED)
+    scorer = stream.start_scorer()
+    try:
+        wait_for_results(stream.client, ids, len(ids) // 4, timeout=180, scorer=scorer)
+        scorer.send_signal(signal.SIGKILL)
+        scorer.wait(10)
+    finally:
+        stop(scorer)
+    killed_at = count_results(stream.client, ids)
+    assert killed_at is not None and 0 < killed_at < len(ids), "the kill must land mid-stream"
+
+    scorer = stream.start_scorer()
+    try:
+        wait_for_results(stream.client, ids, len(ids), timeout=300, scorer=scorer)
+        assert scorer.poll() is None, "the scorer must stay up"
+        metrics = scrape(stream.metrics_port)
+    finally:
+        stop(scorer)
+    # The restarted process's counters (from zero): what it consumed after the kill, the rest of the bad events.
+    assert 0 < metrics["streamml_scorer_predictions_total"] <= len(ids)
+    assert metrics["streamml_scorer_messages_consumed_total"] >= metrics["streamml_scorer_predictions_total"]
+    assert metrics['streamml_scorer_dlq_records_total{reason="invalid_fields"}'] > 0
+    assert metrics['streamml_scorer_model_info{model_name="test",model_version="1"}'] == 1
+    assert metrics["streamml_scorer_batch_size_count"] > 0
+    assert count_results(stream.client, ids) == len(ids)  # every request id has its result
+    assert len(list(stream.client.scan_iter(match=f"pred:{stream.uid}-*", count=10_000))) == len(ids)  # none extra
+    n_bad = len(range(0, N_REQUESTS, N_REQUESTS // N_MALFORMED))
+    assert n_bad == N_MALFORMED
+    dead = [DeadLetter.model_validate_json(v) for v in drain(stream.settings, stream.topics[2], n_bad, stream.uid)]
     assert len({(d.partition, d.offset) for d in dead}) == n_bad  # each at least once (redelivery may repeat)
     assert all(d.error_type == "PoisonMessageError" and d.error for d in dead)
-    assert len(list(redis_db.scan_iter(match=f"pred:{uid}-*", count=10_000))) == len(ids)
+    assert set(stream.prediction_ids(len(ids))) == set(ids)  # on the topic too (at least once: repeats allowed)
+
+
+@pytest.mark.parametrize(
+    "program", [pytest.param("kafka", marks=pytest.mark.kafka), pytest.param("redis", marks=pytest.mark.redis)]
+)
+def test_server_restart_mid_stream_loses_nothing(
+    stream: Stream, settings: Settings, require: Callable[[str], None], program: str
+) -> None:
+    """Stop the broker (or Redis) while the scorer works through a backlog, send more requests while it is down,
+    start it again: the same scorer process finishes every request, each with exactly one result in Redis."""
+    ids = stream.produce(0, N_OUTAGE)
+    scorer = stream.start_scorer()
+    producer = Producer(producer_config(settings.kafka))
+    try:
+        started = wait_for_results(stream.client, ids, N_OUTAGE // 4, timeout=180, scorer=scorer)
+        assert started >= N_OUTAGE // 4, "the scorer must be working when the server goes away"
+        stop_program(settings, program)
+        try:
+            down_at = time.monotonic()
+            # More requests while it is down (with the broker away they wait in the producer's queue).
+            ids += stream.produce(N_OUTAGE, 2 * N_OUTAGE, producer=producer)
+            time.sleep(max(0.0, DOWN_SECONDS[program] - (time.monotonic() - down_at)))
+        finally:
+            start_program(settings, program)
+        assert producer.flush(120) == 0
+        ids += stream.produce(2 * N_OUTAGE, 2 * N_OUTAGE + 2000)  # and traffic after the restart
+        wait_for_results(stream.client, ids, len(ids), timeout=300, scorer=scorer)
+        assert scorer.poll() is None, "the scorer must ride out the outage, not exit"
+        metrics = scrape(stream.metrics_port)
+    finally:
+        stop(scorer)
+    assert count_results(stream.client, ids) == len(ids)
+    assert len(list(stream.client.scan_iter(match=f"pred:{stream.uid}-*", count=10_000))) == len(ids)
+    assert set(stream.prediction_ids(len(ids))) == set(ids)
+    assert metrics["streamml_scorer_predictions_total"] >= len(ids)
+    if program == "redis":  # work was pending when Redis went away, so the scorer had to wait for it
+        redis_retries = sum(metrics[f'streamml_scorer_retries_total{{operation="{op}"}}'] for op in ("handler", "sink"))
+        assert redis_retries > 0

@@ -21,20 +21,27 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from streamml import names
+import streamml.cli
+from streamml import names, training
 from streamml.config import Settings
 from streamml.runtime.launch import kafka_paths, render_kafka_config
 from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs
+from streamml.spark import driver_address
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 ENV_EXAMPLE = ROOT / ".env.example"
+BASE_DOCKERFILE = ROOT / "services" / "base" / "Dockerfile"
 DOCKERFILES = [
-    ROOT / "services" / "base" / "Dockerfile",
+    BASE_DOCKERFILE,
     ROOT / "airflow" / "Dockerfile",
     ROOT / "mlflow" / "Dockerfile",
+    ROOT / "inference" / "Dockerfile",
+    ROOT / "services" / "api" / "Dockerfile",
+    ROOT / "services" / "dashboard" / "Dockerfile",
 ]
+RUN_SH = ROOT / "run.sh"
 MEMORY_BUDGET = 8 * 1024**3
 
 # A local-stack program runs as the compose service of the same name unless mapped here.
@@ -50,6 +57,21 @@ COMPOSE_ONLY = {
     "spark-master": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
     "spark-worker": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
 }
+
+# Programs whose port is not published on the host, and why (the test checks they publish nothing at all).
+UNPUBLISHED = {
+    "scorer": "scaled with --scale scorer=N, so a fixed host port would collide; scraped inside the network",
+}
+
+# Services that must bind every address of their container (the published port forwards to the container's
+# address, not its loopback), by the variable that sets their bind host.
+BIND_ALL = {"api": "STREAMML_API__HOST", "dashboard": "STREAMML_DASHBOARD__HOST"}
+
+# Variables the file uses that .env.example does not list, and why. Each must have a default here.
+NOT_IN_ENV_EXAMPLE: dict[str, str] = {}
+
+# Secrets only Compose uses (not Settings fields); listed in .env.example's Compose-only section.
+COMPOSE_SECRETS = {"POSTGRES_PASSWORD"}
 
 # Local Airflow variables that have no meaning in a container, and why.
 AIRFLOW_ENV_LOCAL_ONLY = {
@@ -178,6 +200,45 @@ def is_one_shot(service: dict[str, Any]) -> bool:
     return service.get("restart", "no") == "no"
 
 
+def is_on_demand(service: dict[str, Any]) -> bool:
+    """A job that `up` does not start (it is in a profile) and that runs beside the servers once started."""
+    return is_one_shot(service) and bool(service.get("profiles"))
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions with continuation lines joined and comments dropped."""
+    out: list[str] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        pending += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            if pending:
+                out.append(pending)
+            pending = ""
+    return out
+
+
+def image_layout(path: Path) -> tuple[str, list[str]]:
+    """(final WORKDIR, absolute COPY destinations) of the last stage of a Dockerfile, following FROM streamml-base."""
+    workdir, copies = "/", []
+    for line in dockerfile_lines(path):
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            workdir, copies = image_layout(BASE_DOCKERFILE) if rest.split()[0] == "streamml-base" else ("/", [])
+        elif word.upper() == "WORKDIR":
+            workdir = str(Path(workdir) / rest.strip())
+        elif word.upper() == "COPY":
+            dest = [w for w in rest.split() if not w.startswith("--")][-1]
+            copies.append(str(Path(workdir) / dest))
+    return workdir, copies
+
+
+def parse_mib(value: str) -> int:
+    return parse_bytes(value) // 1024**2
+
+
 def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(host_ip, host_port, container_port) of each published port."""
     out = []
@@ -250,6 +311,20 @@ def test_service_set_matches_the_local_stack_one_for_one(
     assert sorted(services - from_programs - COMPOSE_ONLY.keys()) == [], "compose services without a local program"
 
 
+def test_jobs_of_the_local_stack_are_on_demand_jobs_under_compose(
+    raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    """A long-running program is a server that `up` starts; a job (the replayer) is a one-shot in a profile."""
+    _, _, programs = local
+    for p in programs:
+        svc = raw["services"][PROGRAM_TO_SERVICE.get(p.name, p.name)]
+        if p.long_running:
+            assert not is_one_shot(svc) and not svc.get("profiles"), f"{p.name}: a server that up must start"
+        else:
+            assert is_on_demand(svc), f'{p.name}: a job, so restart: "no" in a profile that up does not start'
+    assert any(is_on_demand(s) for s in raw["services"].values())
+
+
 def test_program_ports_are_published_with_the_same_variable(
     raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
 ) -> None:
@@ -257,8 +332,13 @@ def test_program_ports_are_published_with_the_same_variable(
     for p in programs:
         if not p.ports:
             continue
-        _, var = p.ports[0]  # the client port; secondary ones (KRaft controller) stay inside the network
-        hosts = [host for _, host, _ in published(raw["services"][PROGRAM_TO_SERVICE.get(p.name, p.name)])]
+        port, var = p.ports[0]  # the client port; secondary ones (KRaft controller) stay inside the network
+        svc = raw["services"][PROGRAM_TO_SERVICE.get(p.name, p.name)]
+        if p.name in UNPUBLISHED:
+            assert published(svc) == [], f"{p.name}: {UNPUBLISHED[p.name]}"
+            assert [str(e) for e in svc.get("expose", [])] == [str(port)], f"{p.name}: expose its port {port}"
+            continue
+        hosts = [host for _, host, _ in published(svc)]
         assert any(host.startswith("${" + var) for host in hosts), f"{p.name} is not published on {var}"
 
 
@@ -275,7 +355,9 @@ def test_long_running_services_have_healthchecks_and_one_shots_are_awaited(raw: 
         assert "restart" in svc, f'{name}: say restart explicitly ("no" marks a one-shot job)'
         if is_one_shot(svc):
             assert "healthcheck" not in svc, f"{name}: a one-shot job has no healthcheck"
-            assert name in awaited, f"{name}: one-shot job nobody waits for with service_completed_successfully"
+            assert name in awaited or is_on_demand(svc), (
+                f"{name}: one-shot job nobody waits for with service_completed_successfully (or put it in a profile)"
+            )
         else:
             check = svc.get("healthcheck") or {}
             assert check.get("test") and not check.get("disable"), f"{name}: long-running without a healthcheck"
@@ -296,8 +378,49 @@ def test_memory_limits_fit_the_budget(raw: dict[str, Any]) -> None:
     services = raw["services"]
     missing = [n for n, s in services.items() if "mem_limit" not in s]
     assert missing == []
-    total = sum(parse_bytes(s["mem_limit"]) for s in services.values() if not is_one_shot(s))
-    assert total <= MEMORY_BUDGET, f"long-running services may use {total / 1024**2:.0f} MiB, over 8 GiB"
+    # Start-up jobs exit before the servers that wait for them start; on-demand jobs run beside the servers.
+    total = sum(parse_bytes(s["mem_limit"]) for s in services.values() if not is_one_shot(s) or is_on_demand(s))
+    assert total <= MEMORY_BUDGET, f"long-running services and jobs may use {total / 1024**2:.0f} MiB, over 8 GiB"
+
+
+def test_spark_fits_its_limits_and_the_cluster_can_reach_the_driver(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    services = resolved["services"]
+    env = services["airflow-scheduler"]["environment"]
+    # The driver (local[*] by default: the executors' work too) fits the scheduler with room for Airflow itself.
+    driver = parse_mib(env["STREAMML_SPARK__DRIVER_MEMORY"])
+    assert driver + 512 <= parse_mib(services["airflow-scheduler"]["mem_limit"])
+    # On the cluster, an executor must fit a worker's SPARK_WORKER_MEMORY or it is never scheduled, Spark refuses
+    # executors under 450 MiB, and the worker container holds the executor and the worker daemon.
+    mounts = dict(v.split(":")[:2] for v in services["airflow-scheduler"]["volumes"] if v.startswith("./"))
+    host_dir = next((h for h, c in mounts.items() if c == env["SPARK_CONF_DIR"]), None)
+    assert host_dir, "SPARK_CONF_DIR is not mounted into the Airflow containers"
+    conf = dict(
+        line.split(None, 1)
+        for line in (ROOT / host_dir / "spark-defaults.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    worker = services["spark-worker"]["environment"]
+    executor = parse_mib(conf["spark.executor.memory"].strip())
+    assert 450 <= executor <= parse_mib(worker["SPARK_WORKER_MEMORY"])
+    assert int(conf["spark.executor.cores"]) <= int(worker["SPARK_WORKER_CORES"])
+    daemon = parse_mib(worker["SPARK_DAEMON_MEMORY"])
+    assert executor + daemon + 256 <= parse_mib(services["spark-worker"]["mem_limit"])
+    # The local stack keeps the driver on loopback; in docker mode it binds and advertises the container's own
+    # address (executors in spark-worker call it back), never loopback.
+    settings = local[0]
+    assert driver_address(settings) == "127.0.0.1"
+    secrets = {name.split("__")[1].lower(): "not-a-default-secret" for name in settings.secrets()}
+    docker = Settings(
+        mode="docker",
+        state_dir=settings.state_dir,
+        cache_dir=settings.cache_dir,
+        minio={"secret_key": secrets["secret_key"]},
+        airflow={"admin_password": secrets["admin_password"], "jwt_secret": secrets["jwt_secret"]},
+        api={"api_key": secrets["api_key"]},
+    )
+    assert driver_address(docker) not in ("127.0.0.1", "localhost", "0.0.0.0")  # noqa: S104 - asserting against it
 
 
 # -- images ------------------------------------------------------------------------------------------------------
@@ -343,14 +466,39 @@ def test_dockerfiles_pin_their_bases_and_use_named_contexts_from_compose(raw: di
 
 
 def test_base_image_installs_the_lock_and_runs_as_a_user() -> None:
-    text = (ROOT / "services" / "base" / "Dockerfile").read_text()
+    text = BASE_DOCKERFILE.read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", froms[-1]), froms[-1]
-    assert re.search(r"pip install --no-deps -r requirements\.lock", text)
-    assert re.search(r"pip install --no-deps \.(\s|$)", text)
+    # The local stack's install: the lock with --no-deps, then the package itself, editable (./run.sh setup_venv).
+    assert re.search(r"pip install --no-deps -r requirements\.lock(\s|$)", text)
+    assert re.search(r"pip install --no-deps -e \.(\s|$)", text)
+    setup = RUN_SH.read_text()
+    assert "pip sync requirements.lock" in setup and "pip install --no-deps -e ." in setup, "run.sh installs otherwise"
     assert "openjdk-17-jre" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the image must end as a non-root user"
+
+
+def test_images_are_laid_out_like_the_checkout_the_programs_expect(raw: dict[str, Any]) -> None:
+    """The programs find files relative to the checkout: `streamml dashboard` runs services/dashboard/app.py beside
+    the package's src/, and the training DAG's spark-submit takes spark-jobs/ from the working directory."""
+    workdir, copies = image_layout(BASE_DOCKERFILE)
+    install = next(line for line in dockerfile_lines(BASE_DOCKERFILE) if "pip install --no-deps -e ." in line)
+    checkout = Path(workdir)
+    assert install and str(checkout / "src") in copies, "the editable install must come from <WORKDIR>/src"
+    # In this checkout, cli.py's entry lookup lands in the repository root, as it does in the image's.
+    entry = Path(streamml.cli.__file__).resolve().parents[2] / "services" / "dashboard" / "app.py"
+    assert entry.parent == ROOT / "services" / "dashboard"
+    _, dashboard_copies = image_layout(ROOT / "services" / "dashboard" / "Dockerfile")
+    assert str(checkout / "services" / "dashboard") in dashboard_copies
+    # Airflow tasks inherit the scheduler's working directory, where training looks for the Spark entry script.
+    airflow_workdir, airflow_copies = image_layout(ROOT / "airflow" / "Dockerfile")
+    script_dir = Path(airflow_workdir) / training.BUILD_FEATURES_SCRIPT.parent
+    assert str(script_dir) in airflow_copies, f"{script_dir} is missing from the Airflow image"
+    assert (ROOT / training.BUILD_FEATURES_SCRIPT).exists()
+    # The metric log (StackPaths state, .local under the working directory) lives on a named volume.
+    mounts = raw["services"]["metrics-aggregator"]["volumes"]
+    assert any(m.split(":")[1].startswith(str(checkout / ".local")) for m in mounts if not m.startswith("./"))
 
 
 def find_hadolint() -> str | None:
@@ -408,10 +556,11 @@ def test_variables_come_from_env_example_or_have_defaults(
     raw: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
 ) -> None:
     values, listed = env_example()
-    secrets = set(local[0].secrets())
+    secrets = set(local[0].secrets()) | COMPOSE_SECRETS
     for text in strings(raw):
         for name, op, arg in references(text):
             assert op != "bare", f"${name} in {text!r}: write ${{{name}}}, or $${name} for the container's shell"
+            assert name in listed or name in NOT_IN_ENV_EXAMPLE, f"{name} is not in .env.example"
             assert name in listed or op in (":-", "-"), f"{name} is neither in .env.example nor defaulted"
             if name in secrets:
                 assert op == ":?", f"secret {name} must be required (${{{name}:?...}}), not {op or 'plain'}"
@@ -453,9 +602,24 @@ def test_app_containers_run_in_docker_mode_against_service_names(
         assert env.get("STREAMML_MODE") == "docker", f"{name}: STREAMML_MODE must be docker"
         for key, value in env.items():
             if key.startswith("STREAMML_") and key.endswith("__HOST"):
-                assert value in services, f"{name}: {key}={value} is not a compose service"
+                if BIND_ALL.get(name) == key:
+                    assert value == "0.0.0.0", f"{name}: {key} must bind every address"  # noqa: S104
+                else:
+                    assert value in services, f"{name}: {key}={value} is not a compose service"
         for secret in local[0].secrets():
             assert env.get(secret), f"{name}: {secret} missing (docker mode refuses defaults, so it must be passed)"
+    # A server's container port is the one its settings name, and the dashboard calls the API by service name.
+    for name, host_var in BIND_ALL.items():
+        env = services[name]["environment"]
+        port_var = host_var.replace("__HOST", "__PORT")
+        port = env.get(port_var) or str(local[0].model_dump()[name]["port"])
+        assert [target for _, _, target in published(services[name])] == [port], f"{name}: {port_var}={port}"
+    api_port = services["api"]["environment"]["STREAMML_API__PORT"]
+    assert services["dashboard"]["environment"]["STREAMML_DASHBOARD__API_URL"] == f"http://api:{api_port}"
+    for name in ours:
+        env = services[name].get("environment") or {}
+        if "STREAMML_API__HOST" in env and name != "api":
+            assert (env["STREAMML_API__HOST"], env["STREAMML_API__PORT"]) == ("api", api_port), name
 
 
 # -- each server mirrors its local-stack program -----------------------------------------------------------------
@@ -551,3 +715,34 @@ def test_postgres_creates_the_databases_the_servers_use(resolved: dict[str, Any]
     assert wanted <= created
     mounted = " ".join(v for v in services["postgres"]["volumes"] if isinstance(v, str))
     assert "./docker/postgres/init.sql:/docker-entrypoint-initdb.d/" in mounted
+
+
+# -- ./run.sh deploy|status|down --docker ------------------------------------------------------------------------
+def shell_function(name: str) -> str:
+    m = re.search(rf"^{name}\(\) \{{.*?^\}}$", RUN_SH.read_text(), re.M | re.S)
+    assert m, f"run.sh has no function {name}"
+    return m.group(0)
+
+
+def test_run_sh_docker_mode_matches_the_file(
+    raw: dict[str, Any], resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    text = RUN_SH.read_text()
+    # The secrets it checks before starting are the ones docker mode refuses as defaults.
+    m = re.search(r"^DOCKER_SECRETS=\(([^)]*)\)", text, re.M)
+    assert m and set(m.group(1).split()) == set(local[0].secrets()) | COMPOSE_SECRETS
+    # run, ps and down see the on-demand jobs: their profile is the one run.sh enables.
+    m = re.search(r"^COMPOSE_JOBS_PROFILE=(\S+)", text, re.M)
+    profiles = {p for s in raw["services"].values() for p in s.get("profiles", [])}
+    assert m and profiles == {m.group(1)}
+    deploy = shell_function("deploy_docker")
+    jobs = [n for n, s in raw["services"].items() if is_on_demand(s)]
+    assert all(f"up -d --no-deps {job}" in deploy for job in jobs), "deploy --docker must start the jobs"
+    assert "pipelines trigger movielens_training --wait" in deploy
+    assert 'dag_id="movielens_training"' in (ROOT / "airflow" / "dags" / "movielens_training.py").read_text()
+    # Every published host port is in the URLs it prints, through its variable when it has one.
+    urls = shell_function("print_docker_urls")
+    for name, svc in raw["services"].items():
+        for (_, host, _), (_, port, _) in zip(published(svc), published(resolved["services"][name]), strict=True):
+            shown = f"${{{host[2:-1]}}}" if host.startswith("${") else port
+            assert f"127.0.0.1:{shown}" in urls, f"{name}: 127.0.0.1:{shown} missing from print_docker_urls"

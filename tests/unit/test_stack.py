@@ -36,7 +36,10 @@ def test_every_program_gets_a_section_a_log_and_no_autostart(settings: Settings,
         assert f"[program:{name}]" in conf
         assert f"stdout_logfile={paths.logs / (name + '.log')}" in conf
     assert conf.count("autostart=false") == len(programs)
-    assert conf.count("autorestart=true") == len(programs)
+    jobs = [p for p in programs if not p.long_running]
+    assert [p.name for p in jobs] == ["replayer"]  # restarted when it fails, not when it finishes
+    assert conf.count("autorestart=true") == len(programs) - len(jobs)
+    assert conf.count("autorestart=unexpected") == len(jobs)
 
 
 def test_ports_bind_loopback_only(settings: Settings, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import uuid
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -146,3 +147,10 @@ def verify(settings: Settings, snapshot: str) -> Snapshot:
         if not intact:
             raise DataValidationError(f"s3://{store.bucket}/{prefix}{name}: content does not match its manifest md5")
     return snap
+
+
+def list_snapshots(settings: Settings) -> list[dict[str, Any]]:
+    """Every complete snapshot in MinIO (those with a ``_SUCCESS`` manifest) with its row counts."""
+    store = ObjectStore(settings.minio, names.BUCKET_RAW)
+    done = [key for key in store.keys(f"{RAW_PREFIX}/") if key.endswith("/_SUCCESS") and "/_incoming/" not in key]
+    return [{"location": f"s3://{store.bucket}/{key.removesuffix('_SUCCESS')}", **store.get_json(key)} for key in done]

@@ -43,6 +43,19 @@ def allocate_version(settings: Settings, snapshot: str, quantile: float) -> int:
     return versions[key]
 
 
+def list_versions(settings: Settings) -> list[dict[str, Any]]:
+    """Every complete feature version (one with a manifest): its inputs and row counts."""
+    store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
+    allocated = store.get_json(VERSIONS_KEY) if store.exists(VERSIONS_KEY) else {}
+    out = []
+    for version in sorted(allocated.values()):
+        if store.exists(manifest_key(version)):
+            manifest = store.get_json(manifest_key(version))
+            keep = ("snapshot", "cutoff", "quantile", "rows")
+            out.append({"version": version, **{k: manifest[k] for k in keep if k in manifest}})
+    return out
+
+
 def read_manifest(settings: Settings, version: int) -> dict[str, Any]:
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
     if not store.exists(manifest_key(version)):

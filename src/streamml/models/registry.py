@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamml import names
 from streamml.config import Settings
-from streamml.errors import ModelUnavailableError, StreamMLError, TransientError
+from streamml.errors import ModelUnavailableError, NotFoundError, StreamMLError, TransientError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -76,6 +76,8 @@ def _mlflow_errors(what: str) -> Iterator[None]:
     try:
         yield
     except RestException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFoundError(f"MLflow cannot {what}: it does not exist") from exc
         raise StreamMLError(f"MLflow refused to {what}: {exc}") from exc
     except MlflowException as exc:  # no answer from the server: a retry may fix it
         raise TransientError(f"MLflow could not {what}: {exc}") from exc

@@ -87,12 +87,27 @@ def check_airflow(settings: Settings, timeout: float) -> str:
     return f"{', '.join(sorted(components))} healthy; token OK"
 
 
+def check_api(settings: Settings, timeout: float) -> str:
+    resp = httpx.get(f"{settings.api.base_url}/health", timeout=timeout)
+    resp.raise_for_status()
+    return f"/health {resp.json().get('status', '?')}"
+
+
+def check_dashboard(settings: Settings, timeout: float) -> str:
+    d = settings.dashboard
+    resp = httpx.get(f"http://{d.host}:{d.port}/_stcore/health", timeout=timeout)
+    resp.raise_for_status()
+    return f"streamlit {resp.text.strip()}"
+
+
 CHECKS: dict[str, Callable[[Settings, float], str]] = {
     "kafka": check_kafka,
     "redis": check_redis,
     "minio": check_minio,
     "mlflow": check_mlflow,
     "airflow": check_airflow,
+    "api": check_api,
+    "dashboard": check_dashboard,
 }
 
 

@@ -26,6 +26,9 @@ class Program:
     ports: tuple[tuple[int, str], ...] = ()  # (port it binds, the variable that changes it), checked free before start
     env: dict[str, str] = field(default_factory=dict)
     stop_wait_seconds: int = 20
+    # False: a job that `stack up` does not start and that is not restarted once it exits 0 (the replayer);
+    # started on demand with `streamml stack start NAME`.
+    long_running: bool = True
 
 
 @dataclass(frozen=True)
@@ -207,14 +210,30 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
 
 
 def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  # noqa: ARG001
-    """The platform's own long-running programs (stage 2); each capability adds its entry here and its service to
-    docker-compose.yml (tests/unit/test_compose.py checks the two match)."""
+    """The platform's own programs (stage 2); each has its service in docker-compose.yml
+    (tests/unit/test_compose.py checks the two match)."""
     streamml = venv_bin("streamml")
     spark_env = {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     return [
-        Program("scorer", [streamml, "score"], service="scorer", stage=2, env=spark_env),
+        Program(
+            "scorer",
+            [streamml, "score"],
+            service="scorer",
+            stage=2,
+            ports=((settings.scorer.metrics_port, "STREAMML_SCORER__METRICS_PORT"),),
+            env=spark_env,
+        ),
         Program("feature-updater", [streamml, "update-features"], service="feature-updater", stage=2),
         Program("metrics-aggregator", [streamml, "metrics"], service="metrics-aggregator", stage=2),
+        Program("api", [streamml, "api"], service="api", stage=2, ports=((settings.api.port, "STREAMML_API__PORT"),)),
+        Program(
+            "dashboard",
+            [streamml, "dashboard"],
+            service="dashboard",
+            stage=2,
+            ports=((settings.dashboard.port, "STREAMML_DASHBOARD__PORT"),),
+        ),
+        Program("replayer", [streamml, "replay"], service="replayer", stage=2, long_running=False),
     ]
 
 

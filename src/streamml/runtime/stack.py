@@ -62,7 +62,9 @@ def render_supervisord_conf(programs: list[Program], paths: StackPaths) -> str:
             "command=" + " ".join(_quote(a) if (" " in a or "*" in a) else a.replace("%", "%%") for a in p.command),
             f"directory={paths.root}",
             "autostart=false",
-            "autorestart=true",
+            # a job (the replayer) is restarted only when it fails, not when it finishes
+            "autorestart=" + ("true" if p.long_running else "unexpected"),
+            "exitcodes=0",
             "startsecs=3",
             "startretries=10",
             "stopsignal=TERM",
@@ -247,14 +249,14 @@ class LocalStack:
         self.check_prerequisites()
         self.render()
         running = {n for n, p in self.supervisor.processes().items() if p["statename"] in ("RUNNING", "STARTING")}
-        self.check_ports([p for p in self.programs if p.name not in running])
+        self.check_ports([p for p in self.programs if p.name not in running and p.long_running])
         if self.supervisor.running():
             self.supervisor.reload_config()
         else:
             say("starting supervisord")
             self.supervisor.start_daemon()
         for stage in sorted({p.stage for p in self.programs}):
-            group = [p for p in self.programs if p.stage == stage]
+            group = [p for p in self.programs if p.stage == stage and p.long_running]
             if stage == 1:
                 self.ensure_buckets()
                 say("migrating the Airflow database")
@@ -276,6 +278,14 @@ class LocalStack:
                 ),
             )
 
+    def start(self, name: str) -> None:
+        """Start one program of a running stack (jobs such as the replayer are started this way)."""
+        if not any(p.name == name for p in self.programs):
+            raise ConfigError(f"no program {name!r}; known: {', '.join(p.name for p in self.programs)}")
+        if not self.supervisor.running():
+            raise StreamMLError("the local stack is not running; start it with ./run.sh up")
+        self.supervisor.start(name)
+
     def down(self, purge: bool = False) -> None:
         self.supervisor.shutdown()
         if purge and self.paths.state.exists():
@@ -291,6 +301,9 @@ class LocalStack:
             pids = [i["pid"] for i in infos if i.get("pid")]
             ports = [port for p in programs for port, _ in p.ports[:1]]
             h = health.check(service, self.settings) if service in health.CHECKS else None
-            ok = states == ["RUNNING"] and (h is None or h.ok)
+            finished = {"STOPPED", "EXITED", "STARTING", "RUNNING"}  # a job is fine unless it failed
+            ok = (h is None or h.ok) and (
+                states == ["RUNNING"] if all(p.long_running for p in programs) else set(states) <= finished
+            )
             rows.append(ServiceStatus(service, pids, ports, "/".join(states), h.detail if h else "", ok))
         return rows

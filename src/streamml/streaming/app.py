@@ -6,6 +6,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamml import names
@@ -13,44 +14,101 @@ from streamml.config import Settings
 from streamml.errors import ModelUnavailableError, TransientError
 from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
 from streamml.streaming.replayer import Rating
-from streamml.streaming.worker import Handler, Worker, retry
+from streamml.streaming.scorer import ServingModel
+from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
 
 logger = logging.getLogger(__name__)
 
 
-def _worker(settings: Settings, group: str, topic: str | list[str], handler: Handler, batch_size: int) -> Worker:
+def _worker(
+    settings: Settings,
+    group: str,
+    topic: str | list[str],
+    handler: Handler,
+    batch_size: int,
+    observer: WorkerObserver | None = None,
+) -> Worker:
     from confluent_kafka import Consumer, Producer
 
     retry("topic creation", lambda: ensure_topics(settings.kafka, names.TOPICS))
     consumer = Consumer(consumer_config(settings.kafka, group, client_id=group))
     producer = Producer(producer_config(settings.kafka, client_id=group))
-    worker = Worker(consumer, producer, [topic] if isinstance(topic, str) else topic, handler, batch_size=batch_size)
+    topics = [topic] if isinstance(topic, str) else topic
+    worker = Worker(consumer, producer, topics, handler, batch_size=batch_size, observer=observer)
     worker.install_signal_handlers()
     return worker
 
 
-def run_scorer(settings: Settings, batch_size: int = 500) -> None:
-    """Score ratings.requests.v1 with @champion until SIGTERM."""
+@dataclass(frozen=True)
+class ScorerTopics:
+    """Where a scorer reads and writes (the platform's topics; tests give their own)."""
+
+    requests: str = names.TOPIC_REQUESTS
+    predictions: str = names.TOPIC_PREDICTIONS
+    dlq: str = names.TOPIC_REQUESTS_DLQ
+    model_events: str = names.TOPIC_MODEL_EVENTS
+
+
+def metrics_host(settings: Settings) -> str:
+    """Loopback in the local stack; every interface in a container, where Prometheus scrapes from outside."""
+    return "0.0.0.0" if settings.mode == "docker" else "127.0.0.1"  # noqa: S104 - containers publish the port
+
+
+def run_scorer(
+    settings: Settings,
+    batch_size: int = 500,
+    *,
+    topics: ScorerTopics = ScorerTopics(),  # noqa: B008 - frozen, so a shared default is safe
+    group: str = names.GROUP_SCORER,
+    model_name: str = names.MODEL_NAME,
+    model: Callable[[], ServingModel] | None = None,
+) -> None:
+    """Score ``topics.requests`` with @champion of ``model_name`` (or ``model``, when given) until SIGTERM.
+
+    Prometheus metrics are served on ``settings.scorer.metrics_port`` from the start, also while waiting for a
+    first champion.
+    """
     from confluent_kafka import Consumer
 
     from streamml.stores.features import RedisFeatureStore, redis_client
     from streamml.streaming.scorer import ScorerHandler
     from streamml.streaming.serving import ChampionModel
+    from streamml.streaming.telemetry import ScorerMetrics, serve_metrics
 
-    # Each scorer process sees every model event: its own group, starting at the end.
-    events = Consumer(
-        {**consumer_config(settings.kafka, f"{names.GROUP_SCORER_MODEL_EVENTS}-{uuid.uuid4().hex[:8]}"),
-         "auto.offset.reset": "latest"}
-    )  # fmt: skip
+    metrics = ScorerMetrics()
+    serve_metrics(settings.scorer.metrics_port, metrics_host(settings))
+    used = [topics.requests, topics.predictions, topics.dlq] + ([topics.model_events] if model is None else [])
+    retry("topic creation", lambda: ensure_topics(settings.kafka, used))
+    events: Consumer | None = None
     try:
-        events.subscribe([names.TOPIC_MODEL_EVENTS])
-        model = ChampionModel(settings.mlflow.tracking_uri, events=events)
-        # A fresh deploy has no champion until the training DAG promotes one: wait for it, however long.
-        retry("loading @champion", _model_ready(model), attempts=sys.maxsize, max_delay=15.0)
-        handler = ScorerHandler(RedisFeatureStore(redis_client(settings.redis)), model)
-        _worker(settings, names.GROUP_SCORER, names.TOPIC_REQUESTS, handler, batch_size).run()
+        if model is None:
+            # Each scorer process sees every model event: its own group, starting at the end.
+            group_id = f"{names.GROUP_SCORER_MODEL_EVENTS}-{uuid.uuid4().hex[:8]}"
+            events = Consumer({**consumer_config(settings.kafka, group_id), "auto.offset.reset": "latest"})
+            events.subscribe([topics.model_events])
+            champion = ChampionModel(
+                settings.mlflow.tracking_uri,
+                model_name=model_name,
+                events=events,
+                background=True,
+                on_loaded=metrics.model_loaded,
+                on_failed=metrics.model_failed,
+            )
+            # A fresh deploy has no champion until the training DAG promotes one: wait for it, however long.
+            retry("loading @champion", _model_ready(champion), attempts=sys.maxsize, max_delay=15.0)
+            model = champion
+        else:
+            metrics.model_loaded(model())
+        handler = ScorerHandler(
+            RedisFeatureStore(redis_client(settings.redis)),
+            model,
+            predictions_topic=topics.predictions,
+            dlq_topic=topics.dlq,
+        )
+        _worker(settings, group, topics.requests, handler, batch_size, observer=metrics).run()
     finally:
-        events.close()
+        if events is not None:
+            events.close()
 
 
 def _model_ready(model: Callable[[], object]) -> Callable[[], object]:

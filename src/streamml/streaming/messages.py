@@ -66,14 +66,33 @@ class DeadLetter(Message):
     payload: str
 
 
+# Why a message was refused, as a short fixed label (a metric label), read back from the text :func:`parse` wrote:
+# the dead letter's ``error`` starts with the first three phrases; anything else names fields that failed validation.
+POISON_REASONS = ("empty", "too_large", "invalid_json", "invalid_fields")
+
+
 def parse(model: type[Message], payload: bytes | None) -> Message:
     """Decode one message or raise :class:`PoisonMessageError` saying why it can never be processed."""
     if payload is None:
         raise PoisonMessageError("empty payload (tombstone)")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PoisonMessageError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raise PoisonMessageError(f"payload too large: {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()[:5])
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise PoisonMessageError(f"invalid JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors[:5])
         raise PoisonMessageError(problems) from None
+
+
+def poison_reason(error: str) -> str:
+    """The :data:`POISON_REASONS` label of a refusal, from the error text :func:`parse` gave it."""
+    if error.startswith("empty payload"):
+        return "empty"
+    if error.startswith("payload too large"):
+        return "too_large"
+    if error.startswith("invalid JSON"):
+        return "invalid_json"
+    return "invalid_fields"

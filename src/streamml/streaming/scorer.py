@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -17,7 +17,7 @@ from streamml import names
 from streamml.errors import PoisonMessageError, TransientError
 from streamml.features import spec
 from streamml.stores.features import RedisFeatureStore
-from streamml.streaming.messages import DeadLetter, Message, Prediction, RatingRequest, parse
+from streamml.streaming.messages import DeadLetter, Message, Prediction, RatingRequest, parse, poison_reason
 from streamml.streaming.worker import BatchResult, Output
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,11 @@ def dead_letter(msg: Any, error: Exception, topic: str = names.TOPIC_REQUESTS_DL
 M = TypeVar("M", bound=Message)
 
 
-def parse_batch(model: type[M], messages: Sequence[Any], dlq_topic: str) -> tuple[list[M], list[Output]]:
-    """Decode a batch: the valid messages, and a dead letter for each one that can never be processed."""
+def parse_batch(
+    model: type[M], messages: Sequence[Any], dlq_topic: str, reasons: list[str] | None = None
+) -> tuple[list[M], list[Output]]:
+    """Decode a batch: the valid messages, and a dead letter for each one that can never be processed (whose
+    :func:`~streamml.streaming.messages.poison_reason` is appended to ``reasons`` when given)."""
     valid: list[M] = []
     dead: list[Output] = []
     for msg in messages:
@@ -60,7 +63,17 @@ def parse_batch(model: type[M], messages: Sequence[Any], dlq_topic: str) -> tupl
             valid.append(cast(M, parse(model, msg.value())))
         except PoisonMessageError as exc:
             dead.append(dead_letter(msg, exc, dlq_topic))
+            if reasons is not None:
+                reasons.append(poison_reason(str(exc)))
     return valid, dead
+
+
+@dataclass
+class ScoredBatch(BatchResult):
+    """A scorer batch's result, with what observers count once it is delivered (never sent anywhere itself)."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the poison reason of each dead letter
 
 
 class ScorerHandler:
@@ -95,19 +108,22 @@ class ScorerHandler:
             self._version, self._version_checked = version, now
         return self._version
 
-    def __call__(self, messages: Sequence[Any]) -> BatchResult:
-        requests, outputs = parse_batch(RatingRequest, messages, self.dlq_topic)
+    def __call__(self, messages: Sequence[Any]) -> ScoredBatch:
+        refused: list[str] = []
+        requests, outputs = parse_batch(RatingRequest, messages, self.dlq_topic, refused)
         if not requests:
-            return BatchResult(outputs)
+            return ScoredBatch(outputs, refused=refused)
         predictions = self.score(requests)
-        outputs += [Output(self.predictions_topic, str(p.user_id), p.encode()) for p in predictions]
+        encoded = [p.encode() for p in predictions]
+        outputs += [
+            Output(self.predictions_topic, str(p.user_id), v) for p, v in zip(predictions, encoded, strict=True)
+        ]
+        results = [(names.prediction_key(p.request_id), v) for p, v in zip(predictions, encoded, strict=True)]
 
         def write_results() -> None:
-            self.features.write_predictions(
-                [(names.prediction_key(p.request_id), p.encode()) for p in predictions], self.ttl
-            )
+            self.features.write_predictions(results, self.ttl)
 
-        return BatchResult(outputs, sink=write_results)
+        return ScoredBatch(outputs, sink=write_results, predictions=predictions, refused=refused)
 
     def score(self, requests: Sequence[RatingRequest]) -> list[Prediction]:
         version = self.feature_version()

@@ -1,9 +1,11 @@
 """The one reusable consume loop. A handler turns a batch of messages into outputs; the worker knows no business.
 
 Order per batch: produce outputs and dead letters, write Redis (the handler's sink), flush the producer, then commit
-the batch's offsets. If anything is undelivered, nothing is committed and the process exits non-zero, so the batch is
-consumed again after the supervisor restarts it (at least once; result keys derive from request ids, so a replayed
-batch overwrites rather than duplicates).
+the batch's offsets. An infrastructure fault on the way (Redis or the broker down: the handler's reads, the sink, the
+flush, the commit) is retried with backoff, so a restart of Redis or of the broker is ridden out without losing or
+skipping a message. If it lasts longer than the retries, nothing is committed and the process exits non-zero, so the
+batch is consumed again after the supervisor restarts it (at least once; result keys derive from request ids, so a
+replayed batch overwrites rather than duplicates).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from streamml.errors import TransientError
+from streamml.errors import StreamMLError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,24 @@ class Handler(Protocol):
     def __call__(self, messages: Sequence[Any]) -> BatchResult: ...
 
 
-def retry(what: str, fn: Callable[[], Any], attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0) -> Any:
+class WorkerObserver(Protocol):
+    """What a worker reports as it runs (Prometheus metrics implement it); called on the worker's thread."""
+
+    def retried(self, what: str) -> None: ...
+
+    def consumer_error(self) -> None: ...
+
+    def batch_done(self, consumed: int, result: BatchResult, seconds: float) -> None: ...
+
+
+def retry(
+    what: str,
+    fn: Callable[[], Any],
+    attempts: int = 8,
+    base_delay: float = 0.2,
+    max_delay: float = 5.0,
+    on_retry: Callable[[str], None] | None = None,
+) -> Any:
     """Call ``fn``, retrying :class:`TransientError` with exponential backoff; re-raise after the last attempt."""
     delay = base_delay
     for attempt in range(1, attempts + 1):
@@ -51,9 +70,17 @@ def retry(what: str, fn: Callable[[], Any], attempts: int = 8, base_delay: float
             if attempt == attempts:
                 raise
             logger.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s", what, attempt, attempts, delay, exc)
+            if on_retry is not None:
+                on_retry(what)
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
     return None  # unreachable
+
+
+# Commit errors that retrying cannot fix: the group moved on (a rebalance, or the coordinator forgot this member
+# while the broker was away). Skipping the commit is safe: the next batch's commit covers these offsets, or the
+# partition's new owner consumes them again (at least once).
+_STALE_MEMBER = frozenset({"ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "_ASSIGNMENT_LOST"})
 
 
 class Worker:
@@ -68,6 +95,9 @@ class Worker:
         batch_size: int = 500,
         poll_timeout: float = 0.05,
         on_idle: Callable[[], None] | None = None,
+        observer: WorkerObserver | None = None,
+        retry_attempts: int = 12,
+        flush_timeout: float = 10.0,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -76,6 +106,11 @@ class Worker:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.on_idle = on_idle
+        self.observer = observer
+        # 12 attempts back off 0.2, 0.4, ... 5 s: about 40 s of waiting (flushes: 12 waits of flush_timeout), so a
+        # restart of Redis or of the broker is ridden out inside max.poll.interval.ms (300 s).
+        self.retry_attempts = retry_attempts
+        self.flush_timeout = flush_timeout
         self.running = True
         self._delivery_errors: list[str] = []
 
@@ -90,13 +125,52 @@ class Worker:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err}")
 
+    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
+        on_retry = self.observer.retried if self.observer is not None else None
+        return retry(what, fn, attempts=self.retry_attempts, on_retry=on_retry)
+
+    def _flush(self) -> None:
+        """Wait until every produced message is acknowledged. A broker that is away keeps them queued (librdkafka
+        resends them until ``message.timeout.ms``), so waiting again is the retry, and each wait is its own backoff.
+        A message that failed for good cannot be resent from here: raise, so that the batch is not committed."""
+        for attempt in range(1, self.retry_attempts + 1):
+            remaining = self.producer.flush(self.flush_timeout)
+            if self._delivery_errors:
+                errors, self._delivery_errors = self._delivery_errors, []
+                raise _Undeliverable(f"{len(errors)} message(s) failed delivery: {errors[:3]}")
+            if not remaining:
+                return
+            if attempt < self.retry_attempts:
+                logger.warning("%d message(s) not delivered yet (attempt %d), waiting again", remaining, attempt)
+                if self.observer is not None:
+                    self.observer.retried("delivery")
+        raise TransientError(f"{remaining} message(s) undelivered after {self.retry_attempts} flushes")
+
+    def _commit(self, offsets: list[Any]) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.consumer.commit(asynchronous=False, offsets=offsets)
+        except KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            name = error.name() if error is not None and hasattr(error, "name") else str(exc)
+            if name in _STALE_MEMBER:
+                logger.warning(
+                    "commit skipped (%s); these offsets are committed by the next batch or redelivered", name
+                )
+                return
+            raise TransientError(f"commit failed: {exc}") from exc
+
     def process(self, messages: Sequence[Any]) -> None:
         """Handle one batch and deliver it; raise :class:`TransientError` if anything was not delivered."""
+        started = time.perf_counter()
         data = [m for m in messages if m.error() is None]
         for m in messages:
             if m.error() is not None:
                 logger.warning("consumer error topic=%s: %s", m.topic(), m.error())
-        result = self.handler(data)
+                if self.observer is not None:
+                    self.observer.consumer_error()
+        result: BatchResult = self._retry("handler", lambda: self.handler(data))
         for out in result.outputs:
             while True:
                 try:
@@ -106,13 +180,12 @@ class Worker:
                     self.producer.poll(0.1)
             self.producer.poll(0)
         if result.sink is not None:
-            retry("sink write", result.sink)
-        remaining = self.producer.flush(30)
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise TransientError(f"{remaining} message(s) undelivered; errors: {errors[:3]}")
+            self._retry("sink", result.sink)
+        self._flush()
         if data:
-            self.consumer.commit(asynchronous=False, offsets=_next_offsets(data))
+            self._retry("commit", lambda: self._commit(_next_offsets(data)))
+        if self.observer is not None and (data or result.outputs):
+            self.observer.batch_done(len(data), result, time.perf_counter() - started)
 
     def run(self) -> None:
         self.consumer.subscribe(self.topics)
@@ -133,6 +206,11 @@ class Worker:
         finally:
             self.producer.flush(10)
             self.consumer.close()
+
+
+class _Undeliverable(StreamMLError):
+    """Produced messages failed for good. Not a TransientError on purpose: flushing again would not resend them,
+    so the batch must not be committed; the process exits and the batch is consumed again after the restart."""
 
 
 def _next_offsets(messages: Sequence[Any]) -> list[Any]:

@@ -133,15 +133,19 @@ def run(
     return checks
 
 
-def _check_values(settings: Settings, store: RedisFeatureStore, version: int, predictions: list[Prediction]) -> Check:
-    """Recompute each score offline: same model version from the registry, features from the same Redis blobs."""
+def offline_scores(
+    settings: Settings, store: RedisFeatureStore, version: int, predictions: list[Prediction]
+) -> np.ndarray:
+    """Each prediction's score recomputed offline: the same model version loaded from the registry, the features
+    rebuilt from the same Redis blobs of feature version ``version``."""
     from streamml.models.pyfunc import load_scorer
 
-    by_version: dict[str, list[Prediction]] = {}
-    for p in predictions:
-        by_version.setdefault(p.model_version, []).append(p)
-    worst = 0.0
-    for model_version, preds in by_version.items():
+    out = np.empty(len(predictions))
+    by_version: dict[str, list[int]] = {}
+    for i, p in enumerate(predictions):
+        by_version.setdefault(p.model_version, []).append(i)
+    for model_version, rows in by_version.items():
+        preds = [predictions[i] for i in rows]
         predict = load_scorer(f"models:/{preds[0].model_name}/{model_version}", settings.mlflow.tracking_uri)
         blobs = store.get_many(version, [p.user_id for p in preds], [p.movie_id for p in preds])
         k = len(preds)
@@ -149,7 +153,13 @@ def _check_values(settings: Settings, store: RedisFeatureStore, version: int, pr
         movies = [spec.unpack_movie(b) if b else None for b in blobs[k : 2 * k]]
         globals_state = spec.unpack_globals(blobs[-1]) if blobs[-1] else spec.GlobalState()
         matrix = spec.feature_matrix(users, movies, globals_state, np.array([p.event_ts for p in preds]))
-        offline = predict(matrix)
-        worst = max(worst, float(np.max(np.abs(offline - np.array([p.score for p in preds])))))
-    versions = ", ".join(sorted(by_version))
+        out[rows] = predict(matrix)
+    return out
+
+
+def _check_values(settings: Settings, store: RedisFeatureStore, version: int, predictions: list[Prediction]) -> Check:
+    """Recompute each score offline and compare."""
+    offline = offline_scores(settings, store, version, predictions)
+    worst = float(np.max(np.abs(offline - np.array([p.score for p in predictions])))) if predictions else 0.0
+    versions = ", ".join(sorted({p.model_version for p in predictions}))
     return Check("scores equal the offline computation", worst <= 1e-6, f"max |diff| {worst:.2e}, model v{versions}")

@@ -1,0 +1,91 @@
+"""``create_app(settings)``: clients made in the lifespan, one router per resource, errors as JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from streamml.config import Settings
+from streamml.errors import ModelUnavailableError, NotFoundError, StreamMLError, TransientError
+from streamml.streaming.serving import ChampionModel
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Predict whether a user will rate a movie 4.0 or more, through the scorer's own code path, and
+operate the platform: the model registry, training runs, datasets and Airflow pipelines.
+Mutating endpoints need the header `X-API-Key` (STREAMML_API__API_KEY in `.env`)."""
+
+
+def _status_of(exc: StreamMLError) -> int:
+    if isinstance(exc, NotFoundError):
+        return status.HTTP_404_NOT_FOUND
+    if isinstance(exc, TransientError | ModelUnavailableError):
+        return status.HTTP_503_SERVICE_UNAVAILABLE
+    return status.HTTP_409_CONFLICT  # the platform's state does not allow it (e.g. no previous champion)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from streamml.api.deps import Services
+    from streamml.api.routes import catalog, models, pipelines, predict, system
+    from streamml.pipelines import AirflowClient
+    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.streaming.scorer import ScorerHandler
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        features = RedisFeatureStore(redis_client(settings.redis))
+        champion = ChampionModel(settings.mlflow.tracking_uri)  # polls the alias; promotions here refresh it
+        airflow = AirflowClient(settings.airflow)
+        app.state.services = Services(settings, ScorerHandler(features, champion), champion, airflow, features)
+        try:
+            yield
+        finally:
+            airflow.close()
+            features.client.close()
+
+    app = FastAPI(title="streamml API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    registry = CollectorRegistry()
+    app.state.registry = registry
+    requests = Counter("streamml_api_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
+    latency = Histogram("streamml_api_request_seconds", "HTTP request latency", ["route"], registry=registry)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(StreamMLError)
+    async def platform_error(_: Request, exc: StreamMLError) -> JSONResponse:
+        code = _status_of(exc)
+        logger.log(logging.WARNING if code >= 500 else logging.INFO, "%s: %s", type(exc).__name__, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_input(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:10]
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the API log"},
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    for module in (system, predict, models, catalog, pipelines):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,38 @@
+"""Predictions through the scorer's own code path (same features, same model, same cold-start rule)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import APIRouter
+
+from streamml.api.deps import Deps
+from streamml.api.schemas import PredictionOut, PredictRequest, PredictResponse, Problem
+from streamml.streaming.messages import RatingRequest
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post(
+    "/predict",
+    summary="Score one or many (user, movie) pairs with @champion",
+    responses={503: {"model": Problem, "description": "no champion or no online features yet, or Redis is down"}},
+)
+def predict(body: PredictRequest, deps: Deps) -> PredictResponse:
+    now = time.time()
+    requests = [
+        RatingRequest(
+            request_id=f"api-{uuid.uuid4().hex}",
+            user_id=item.user_id,
+            movie_id=item.movie_id,
+            event_ts=item.event_ts if item.event_ts is not None else int(now),
+            sent_at=now,
+        )
+        for item in body.items
+    ]
+    with deps.model_lock:  # one model (re)load at a time; scoring itself is fast
+        predictions = deps.scorer.score(requests)
+    return PredictResponse(
+        predictions=[PredictionOut.model_validate(p.model_dump(), from_attributes=False) for p in predictions]
+    )

@@ -1,0 +1,120 @@
+"""The scorer's Prometheus metrics, served at ``/metrics`` on ``settings.scorer.metrics_port``.
+
+Recorded by the worker (as its :class:`~streamml.streaming.worker.WorkerObserver`, after a batch is delivered and
+committed) and by the champion model's reload hooks; the handler itself stays pure. Counters restart at zero with the
+process, as Prometheus expects.
+
+| metric | type | labels |
+|---|---|---|
+| ``streamml_scorer_messages_consumed_total`` | counter | |
+| ``streamml_scorer_consumer_errors_total`` | counter | |
+| ``streamml_scorer_predictions_total`` | counter | |
+| ``streamml_scorer_cold_starts_total`` | counter | (predictions for a user or movie without history) |
+| ``streamml_scorer_dlq_records_total`` | counter | ``reason``: empty, too_large, invalid_json, invalid_fields |
+| ``streamml_scorer_batch_size`` | histogram | (messages per delivered batch) |
+| ``streamml_scorer_batch_seconds`` | histogram | (handler + Redis write + flush + commit) |
+| ``streamml_scorer_retries_total`` | counter | ``operation``: handler and sink (Redis), delivery and commit (Kafka) |
+| ``streamml_scorer_model_info`` | info | ``model_name``, ``model_version`` of the model serving |
+| ``streamml_scorer_model_version`` | gauge | (the version number serving; 0 before the first load) |
+| ``streamml_scorer_model_loads_total`` | counter | ``outcome``: success, failure |
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from streamml.errors import ConfigError
+from streamml.streaming.messages import POISON_REASONS
+from streamml.streaming.scorer import ScoredBatch, ServingModel
+from streamml.streaming.worker import BatchResult
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RETRY_OPERATIONS = ("handler", "sink", "delivery", "commit")
+
+
+class ScorerMetrics:
+    """The scorer's instruments in ``registry`` (the process-wide one by default; unit tests pass their own)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, namespace: str = "streamml_scorer") -> None:
+        def name(suffix: str) -> str:
+            return f"{namespace}_{suffix}"
+
+        self.registry = registry
+        self.consumed = Counter(name("messages_consumed"), "Messages consumed and committed.", registry=registry)
+        self.consumer_errors = Counter(
+            name("consumer_errors"), "Error events returned by the Kafka consumer.", registry=registry
+        )
+        self.predictions = Counter(name("predictions"), "Predictions delivered (topic and Redis).", registry=registry)
+        self.cold_starts = Counter(
+            name("cold_starts"), "Predictions for a user or a movie without history.", registry=registry
+        )
+        self.dlq = Counter(
+            name("dlq_records"), "Requests refused into the DLQ, by reason.", ["reason"], registry=registry
+        )
+        self.batch_size = Histogram(
+            name("batch_size"), "Messages per delivered batch.", buckets=BATCH_SIZE_BUCKETS, registry=registry
+        )
+        self.batch_seconds = Histogram(
+            name("batch_seconds"),
+            "Seconds per batch: handler, Redis write, producer flush and commit.",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            name("retries"),
+            "Retries after an infrastructure fault: handler and sink are Redis, delivery and commit are Kafka.",
+            ["operation"],
+            registry=registry,
+        )
+        self.model = Info(name("model"), "The model serving.", registry=registry)
+        self.model_version = Gauge(name("model_version"), "Version number of the model serving.", registry=registry)
+        self.model_loads = Counter(name("model_loads"), "Model loads, by outcome.", ["outcome"], registry=registry)
+        # Every label value exists from the start, so a rate() of zero is 0 rather than no data.
+        for reason in POISON_REASONS:
+            self.dlq.labels(reason=reason)
+        for operation in RETRY_OPERATIONS:
+            self.retries.labels(operation=operation)
+        for outcome in ("success", "failure"):
+            self.model_loads.labels(outcome=outcome)
+
+    # WorkerObserver
+    def retried(self, what: str) -> None:
+        self.retries.labels(operation=what).inc()
+
+    def consumer_error(self) -> None:
+        self.consumer_errors.inc()
+
+    def batch_done(self, consumed: int, result: BatchResult, seconds: float) -> None:
+        self.consumed.inc(consumed)
+        self.batch_size.observe(consumed)
+        self.batch_seconds.observe(seconds)
+        if isinstance(result, ScoredBatch):
+            self.predictions.inc(len(result.predictions))
+            self.cold_starts.inc(sum(p.cold_start for p in result.predictions))
+            for reason in result.refused:
+                self.dlq.labels(reason=reason).inc()
+
+    # ChampionModel hooks
+    def model_loaded(self, model: ServingModel) -> None:
+        self.model.info({"model_name": model.name, "model_version": model.version})
+        self.model_version.set(float(model.version) if model.version.isdigit() else 0.0)
+        self.model_loads.labels(outcome="success").inc()
+
+    def model_failed(self, error: str) -> None:  # noqa: ARG002 - the hook's signature; the error is logged
+        self.model_loads.labels(outcome="failure").inc()
+
+
+def serve_metrics(port: int, host: str, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread; fail if the port is taken."""
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve scorer metrics on {host}:{port} ({exc}); set STREAMML_SCORER__METRICS_PORT to a free port"
+        ) from exc
+    logger.info("serving Prometheus metrics at http://%s:%d/metrics", host, port)

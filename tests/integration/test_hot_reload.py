@@ -1,0 +1,168 @@
+"""Hot reload on the real MLflow, Kafka and Redis: a running scorer process switches to the version promoted to
+@champion (registry.promote publishes on the model-events topic) without a restart, and a champion whose artifacts
+cannot be loaded leaves the previous model serving and is reported (log and /metrics).
+
+The model is a small LikeModel logged by the test under a registered name of its own, so the platform's champion and
+other tests are never touched; topics, consumer group and Redis database 9 are the test's own too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+from streaming_fixtures import free_port, load_history_snapshot, movielens_split, scrape, start_scorer
+
+from streamml.config import Settings
+from streamml.features import spec
+from streamml.models import registry
+from streamml.models.pyfunc import LikeModel
+from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
+from streamml.streaming.messages import Prediction, RatingRequest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.mlflow,
+    pytest.mark.minio,
+    pytest.mark.kafka,
+    pytest.mark.redis,
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture
+def registered(settings: Settings, require: Callable[[str], None], uid: str) -> Iterator[dict[str, Any]]:
+    """Model ``test-hot-reload-{uid}``: versions 1 and 2 (the same small LikeModel) and 3, whose source has no
+    artifacts (a champion that cannot be loaded)."""
+    for service in ("mlflow", "minio", "kafka", "redis"):
+        require(service)
+    tracking = settings.mlflow.tracking_uri
+    client = MlflowClient(tracking_uri=tracking)
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.set_experiment(f"test-hot-reload-{uid}")
+    name = f"test-hot-reload-{uid}"
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, spec.N_FEATURES))
+    estimator = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
+    try:
+        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=LikeModel(estimator), pip_requirements=["scikit-learn"]
+            )
+        for _ in range(2):
+            mlflow.register_model(info.model_uri, name)
+        broken = client.create_model_version(name, source=f"{run.info.artifact_uri}/missing", run_id=run.info.run_id)
+        assert broken.version == "3"
+        yield {"name": name, "run_id": run.info.run_id}
+    finally:
+        if client.search_registered_models(f"name='{name}'"):
+            client.delete_registered_model(name)
+        client.delete_experiment(experiment.experiment_id)
+
+
+class Traffic:
+    """Sends requests to the scorer and reads its predictions, in order of arrival."""
+
+    def __init__(self, settings: Settings, topics: list[str], uid: str) -> None:
+        self.producer = Producer(producer_config(settings.kafka))
+        self.consumer = Consumer(consumer_config(settings.kafka, f"test-hot-reload-read-{uid}"))
+        self.consumer.subscribe([topics[1]])
+        self.topic = topics[0]
+        self.uid = uid
+        self.sent = 0
+        self.predictions: list[Prediction] = []
+        _, stream, _ = movielens_split()
+        self.rows = list(zip(stream.userId, stream.movieId, stream.timestamp, strict=True))[:500]
+
+    def send(self, n: int) -> None:
+        for _ in range(n):
+            user, movie, ts = self.rows[self.sent % len(self.rows)]
+            request = RatingRequest(
+                request_id=f"{self.uid}-{self.sent}", user_id=int(user), movie_id=int(movie), event_ts=int(ts),
+                sent_at=time.time(),
+            )  # fmt: skip
+            self.producer.produce(self.topic, key=str(user), value=request.encode())
+            self.sent += 1
+        assert self.producer.flush(30) == 0
+
+    def read(self, seconds: float = 1.0) -> list[Prediction]:
+        new = [
+            Prediction.model_validate_json(m.value())
+            for m in self.consumer.consume(1000, timeout=seconds)
+            if m.error() is None
+        ]
+        self.predictions += new
+        return new
+
+    def until(self, condition: Callable[[list[Prediction]], bool], scorer: subprocess.Popen[bytes]) -> None:
+        """Keep sending a few requests a second until ``condition`` holds on what was read (2 minutes at most)."""
+        deadline = time.monotonic() + 120
+        while not condition(self.predictions):
+            assert time.monotonic() < deadline, "the scorer did not get there in 2 minutes"
+            assert scorer.poll() is None, "the scorer exited"
+            self.send(5)
+            self.read(0.5)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def test_promotion_hot_reloads_and_a_broken_champion_keeps_the_old_model(
+    settings: Settings, redis_db: redis.Redis, registered: dict[str, Any], uid: str
+) -> None:
+    name = registered["name"]
+    history, _, movies = movielens_split()
+    load_history_snapshot(redis_db, history, movies)
+    topics = [f"test.{uid}.{t}" for t in ("requests", "predictions", "dlq", "model-events")]
+    ensure_topics(settings.kafka, topics, partitions=3)
+    registry.promote(settings, 1, model_name=name, topic=topics[3])
+
+    port = free_port()
+    db = redis_db.connection_pool.connection_kwargs["db"]
+    scorer = start_scorer(topics[:3], f"test-hot-reload-{uid}", db, port, champion=(name, topics[3]))
+    traffic = Traffic(settings, topics, uid)
+    try:
+        traffic.until(lambda ps: len(ps) >= 20, scorer)
+        assert {p.model_version for p in traffic.predictions} == {"1"}
+        before = scrape(port)
+        assert before[f'streamml_scorer_model_info{{model_name="{name}",model_version="1"}}'] == 1
+
+        # Promote version 2: the same process serves it from some batch on, and never version 1 again.
+        registry.promote(settings, 2, model_name=name, topic=topics[3])
+        traffic.until(lambda ps: sum(p.model_version == "2" for p in ps) >= 20, scorer)
+        versions = [p.model_version for p in sorted(traffic.predictions, key=lambda p: p.scored_at)]
+        first_v2 = versions.index("2")
+        assert set(versions[first_v2:]) == {"2"}
+        assert versions[:first_v2] and set(versions[:first_v2]) == {"1"}
+
+        # Promote version 3, whose artifacts are missing: the load fails, version 2 keeps serving, it is reported.
+        registry.promote(settings, 3, model_name=name, topic=topics[3])
+
+        def failure_reported(_: list[Prediction]) -> bool:
+            return scrape(port).get('streamml_scorer_model_loads_total{outcome="failure"}', 0) >= 1
+
+        traffic.until(failure_reported, scorer)
+        n_before = len(traffic.predictions)
+        traffic.until(lambda ps: len(ps) >= n_before + 20, scorer)
+        after = scrape(port)
+        assert scorer.poll() is None, "a failed load must not stop the scorer"
+    finally:
+        traffic.close()
+        if scorer.poll() is None:
+            scorer.terminate()
+            scorer.wait(30)
+    assert {p.model_version for p in traffic.predictions[n_before:]} == {"2"}
+    assert after[f'streamml_scorer_model_info{{model_name="{name}",model_version="2"}}'] == 1
+    assert after["streamml_scorer_model_version"] == 2
+    assert after['streamml_scorer_model_loads_total{outcome="success"}'] == 2
+    assert after["streamml_scorer_predictions_total"] > before["streamml_scorer_predictions_total"] > 0
+    assert after["streamml_scorer_messages_consumed_total"] >= after["streamml_scorer_predictions_total"]
