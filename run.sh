@@ -110,7 +110,7 @@ pick_mode() { # pick_mode [--local|--docker]: prints local or docker
   esac
 }
 
-print_urls() {
+print_service_urls() { # the URLs both modes publish on the host
   cat <<EOF
   Airflow UI / REST v2  http://127.0.0.1:${STREAMML_AIRFLOW__PORT:-8080}  (user ${STREAMML_AIRFLOW__ADMIN_USER:-admin}, password from .env STREAMML_AIRFLOW__ADMIN_PASSWORD)
   MLflow                http://127.0.0.1:${STREAMML_MLFLOW__PORT:-5000}
@@ -118,9 +118,15 @@ print_urls() {
   MinIO S3 API          http://127.0.0.1:${STREAMML_MINIO__PORT:-9000}
   Dashboard             http://127.0.0.1:${STREAMML_DASHBOARD__PORT:-8501}  (Live, Kafka, Models, Pipelines, Predict)
   API + OpenAPI docs    http://127.0.0.1:${STREAMML_API__PORT:-8000}/docs  (mutating calls need header X-API-Key: STREAMML_API__API_KEY from .env)
-  Scorer metrics        http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics  (Prometheus)
   Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
   Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
+EOF
+}
+
+print_urls() {
+  print_service_urls
+  cat <<EOF
+  Scorer metrics        http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics  (Prometheus)
   Logs                  $ROOT/${STREAMML_STATE_DIR:-.local}/logs/   (./run.sh logs SERVICE)
 EOF
 }
@@ -175,17 +181,10 @@ deploy_docker() {
 }
 
 print_docker_urls() {
+  print_service_urls
   cat <<EOF
-  Airflow UI / REST v2  http://127.0.0.1:${STREAMML_AIRFLOW__PORT:-8080}  (user ${STREAMML_AIRFLOW__ADMIN_USER:-admin}, password from .env STREAMML_AIRFLOW__ADMIN_PASSWORD)
-  MLflow                http://127.0.0.1:${STREAMML_MLFLOW__PORT:-5000}
-  MinIO console         http://127.0.0.1:${STREAMML_MINIO__CONSOLE_PORT:-9001}  (user ${STREAMML_MINIO__ACCESS_KEY:-streamml}, password from .env STREAMML_MINIO__SECRET_KEY)
-  MinIO S3 API          http://127.0.0.1:${STREAMML_MINIO__PORT:-9000}
-  Dashboard             http://127.0.0.1:${STREAMML_DASHBOARD__PORT:-8501}  (Live, Kafka, Models, Pipelines, Predict)
-  API + OpenAPI docs    http://127.0.0.1:${STREAMML_API__PORT:-8000}/docs  (mutating calls need header X-API-Key: STREAMML_API__API_KEY from .env)
   Kafka UI              http://127.0.0.1:8081
   Spark master UI       http://127.0.0.1:8082
-  Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
-  Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
   Scorer metrics        inside the network only, scorer:9464/metrics per replica (docker compose exec scorer curl -s 127.0.0.1:9464/metrics)
   Logs                  docker compose logs -f SERVICE     Status  ./run.sh status --docker
   More scorers          docker compose --env-file .env up -d --scale scorer=3   (at most STREAMML_KAFKA__PARTITIONS get work)

@@ -741,8 +741,8 @@ def test_run_sh_docker_mode_matches_the_file(
     assert "pipelines trigger movielens_training --wait" in deploy
     assert 'dag_id="movielens_training"' in (ROOT / "airflow" / "dags" / "movielens_training.py").read_text()
     # Every published host port is in the URLs it prints, through its variable when it has one.
-    urls = shell_function("print_docker_urls")
+    urls = shell_function("print_docker_urls") + shell_function("print_service_urls")
     for name, svc in raw["services"].items():
         for (_, host, _), (_, port, _) in zip(published(svc), published(resolved["services"][name]), strict=True):
             shown = f"${{{host[2:-1]}}}" if host.startswith("${") else port
-            assert f"127.0.0.1:{shown}" in urls, f"{name}: 127.0.0.1:{shown} missing from print_docker_urls"
+            assert f"127.0.0.1:{shown}" in urls, f"{name}: 127.0.0.1:{shown} not in the URLs deploy --docker prints"

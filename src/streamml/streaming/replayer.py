@@ -2,7 +2,8 @@
 
 Each request is stamped with its intended send time and sent then, whatever the scorer is doing (so latency is
 measured from when the event should have happened, not from when a slow system got round to sending it). The true
-rating follows as feedback ``feedback_delay`` seconds later.
+rating follows as feedback ``feedback_delay`` seconds after the last request that shares its event time: ratings with
+the same timestamp do not see each other's feedback, as in the offline features (strictly earlier timestamps only).
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ def replay(
     run = run_id or uuid.uuid4().hex[:8]
     start = clock()
     pending: list[tuple[float, int, Feedback]] = []  # (due, seq, feedback)
+    ties: list[tuple[int, Feedback]] = []  # feedback of the requests sharing the current event time
+    last_due = start
     sent = 0
     first_ts: int | None = None
+
+    def release_ties() -> None:
+        for seq, fb in ties:
+            heapq.heappush(pending, (last_due + feedback_delay, seq, fb))
+        ties.clear()
 
     def send_due(now: float) -> None:
         while pending and pending[0][0] <= now:
@@ -72,6 +80,8 @@ def replay(
         if limit is not None and sent >= limit:
             break
         first_ts = rating.event_ts if first_ts is None else first_ts
+        if ties and ties[-1][1].event_ts != rating.event_ts:
+            release_ties()
         due = start + pace.offset(sent, rating.event_ts, first_ts)
         while (now := clock()) < due:
             send_due(now)
@@ -99,10 +109,12 @@ def replay(
             rating=rating.rating,
             event_ts=rating.event_ts,
         )
-        heapq.heappush(pending, (due + feedback_delay, sent, feedback))
+        ties.append((sent, feedback))
+        last_due = due
         sent += 1
         if on_progress and sent % 1000 == 0:
             on_progress(sent)
+    release_ties()
     while pending:
         now = clock()
         send_due(now)

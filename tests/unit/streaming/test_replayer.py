@@ -1,0 +1,78 @@
+"""The replayer's pacing and feedback timing, with a fake producer and a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamml import names
+from streamml.streaming.messages import Feedback, RatingRequest
+from streamml.streaming.replayer import Pace, Rating, replay
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1e-4)
+
+
+class Recorder:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, str, Any]] = []
+
+    def produce(self, topic: str, key: str, value: bytes) -> None:
+        model = RatingRequest if topic == names.TOPIC_REQUESTS else Feedback
+        self.sent.append((self.clock.now, topic, model.model_validate_json(value)))
+
+    def poll(self, _: float) -> int:
+        return 0
+
+    def flush(self, _: float) -> int:
+        return 0
+
+
+def run(ratings: list[Rating], pace: Pace, delay: float, limit: int | None = None) -> list[tuple[float, str, Any]]:
+    clock = FakeClock()
+    producer = Recorder(clock)
+    sent = replay(
+        ratings, producer, pace, feedback_delay=delay, run_id="t", limit=limit, clock=clock, sleep=clock.sleep
+    )
+    assert sent == sum(1 for _, topic, _ in producer.sent if topic == names.TOPIC_REQUESTS)
+    return producer.sent
+
+
+def test_open_loop_rate_stamps_intended_send_times_and_every_request_gets_its_feedback() -> None:
+    ratings = [Rating(1, m, 4.0, 100 + m) for m in range(10)]
+    out = run(ratings, Pace(rate=10), delay=0.05)
+    requests = [msg for _, topic, msg in out if topic == names.TOPIC_REQUESTS]
+    feedback = {msg.request_id: msg for _, topic, msg in out if topic == names.TOPIC_FEEDBACK}
+    assert [r.sent_at - requests[0].sent_at for r in requests] == pytest.approx([i / 10 for i in range(10)])
+    assert set(feedback) == {r.request_id for r in requests}
+    assert all(feedback[r.request_id].rating == 4.0 for r in requests)
+
+
+def test_feedback_waits_for_every_request_that_shares_its_event_time() -> None:
+    # Three ratings at t=100, one at t=101: the first three's feedback comes after the third request, not before.
+    ratings = [Rating(1, 1, 5.0, 100), Rating(2, 2, 3.0, 100), Rating(3, 3, 4.0, 100), Rating(4, 4, 2.0, 101)]
+    out = run(ratings, Pace(rate=10), delay=0.05)
+    order = [(topic, msg.movie_id) for _, topic, msg in out]
+    last_tie_request = order.index((names.TOPIC_REQUESTS, 3))
+    first_tie_feedback = min(order.index((names.TOPIC_FEEDBACK, m)) for m in (1, 2, 3))
+    assert first_tie_feedback > last_tie_request
+    # ... and before the next event time's request, because the delay is shorter than the gap between requests.
+    assert max(order.index((names.TOPIC_FEEDBACK, m)) for m in (1, 2, 3)) < order.index((names.TOPIC_REQUESTS, 4))
+    times = {(topic, msg.movie_id): t for t, topic, msg in out}
+    assert times[(names.TOPIC_FEEDBACK, 1)] >= times[(names.TOPIC_REQUESTS, 3)] + 0.05
+
+
+def test_limit_stops_early_and_still_sends_the_feedback_of_what_was_sent() -> None:
+    out = run([Rating(1, m, 4.0, 100 + m) for m in range(10)], Pace(rate=100), delay=0.0, limit=4)
+    assert sum(1 for _, topic, _ in out if topic == names.TOPIC_REQUESTS) == 4
+    assert sum(1 for _, topic, _ in out if topic == names.TOPIC_FEEDBACK) == 4
