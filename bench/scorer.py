@@ -500,7 +500,7 @@ def main() -> int:
     parser.add_argument("--baseline-requests", type=int, default=5_000, help="requests of the per-message baseline")
     parser.add_argument("--ceiling-requests", type=int, default=100_000, help="requests of the in-process ceiling")
     parser.add_argument("--batch", type=int, default=500, help="the worker's batch size (the platform's default)")
-    parser.add_argument("--poll-timeout", type=float, default=0.05, help="the worker's consume timeout, seconds")
+    parser.add_argument("--poll-timeout", type=float, default=0.005, help="the worker's consume timeout, seconds")
     parser.add_argument("--rates", default="1000,10000", help="offered loads of the latency runs; empty to skip")
     parser.add_argument("--seconds", type=float, default=25.0, help="duration of each latency run")
     parser.add_argument("--drain-seconds", type=float, default=20.0, help="wait for stragglers after a latency run")
