@@ -240,7 +240,18 @@ cmd_deploy() {
   print_urls
 }
 
+wait_scorer_serving() { # the scorer picks up a new champion within seconds; replaying before that only builds a queue
+  local url="http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics" i
+  for i in $(seq 60); do
+    "$PY" -c "import httpx,sys; sys.exit('streamml_scorer_model_version ' not in httpx.get('$url', timeout=2).text)" \
+      2>/dev/null && return
+    sleep 2
+  done
+  say "the scorer is not serving a model yet (./run.sh logs scorer); the replay's first requests will wait in Kafka"
+}
+
 start_replay() {
+  wait_scorer_serving
   say "starting a replay of the stream period at ${STREAMML_REPLAY__RATE:-50} requests/s (log: $(streamml stack log-path replayer))"
   streamml stack start replayer
 }

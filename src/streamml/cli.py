@@ -353,15 +353,27 @@ def replay(
         total = read_manifest(settings, version)["rows"]["stream"]
         ensure_topics(settings.kafka, n.TOPICS)
         producer = Producer(producer_config(settings.kafka, client_id="streamml-replayer"))
-        with Progress(console=console) as progress:
-            task = progress.add_task("replaying", total=min(total, limit or total))
+        goal = min(total, limit or total)
+        pace = f"{rate:g} requests/s" if rate else f"{speedup:g}x event time"
+        console.print(
+            f"replaying {goal:,} requests of feature version {version} at {pace}, feedback +{feedback_delay:g} s"
+        )
+        # A live bar on a terminal; a line per 1,000 requests in a log file (the supervised replayer).
+        with Progress(console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task("replaying", total=goal)
+
+            def report(k: int) -> None:
+                progress.update(task, completed=k)
+                if not console.is_terminal:
+                    console.print(f"{k:,}/{goal:,} requests sent")
+
             sent = run_replay(
                 stream_ratings(settings, version),
                 producer,
                 Pace(rate=rate, speedup=speedup),
                 feedback_delay=feedback_delay,
                 limit=limit,
-                on_progress=lambda k: progress.update(task, completed=k),
+                on_progress=report,
             )
             progress.update(task, completed=sent)
     except StreamMLError as exc:
