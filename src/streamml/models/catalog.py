@@ -12,7 +12,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.errors import NotFoundError, StreamMLError
 from streamml.models import evaluate as ev
-from streamml.models.registry import SUMMARY_METRICS, _mlflow_errors, client
+from streamml.models.registry import SUMMARY_METRICS, client, mlflow_errors
 
 
 def _iso(millis: int | None) -> str | None:
@@ -23,7 +23,7 @@ def list_versions(settings: Settings, model_name: str = names.MODEL_NAME) -> dic
     """Every registered version with its aliases, model type and key metrics, newest first."""
     from mlflow.exceptions import RestException
 
-    with _mlflow_errors(f"list the versions of {model_name}"):
+    with mlflow_errors(f"list the versions of {model_name}"):
         mlflow_client = client(settings)
         try:
             model = mlflow_client.get_registered_model(model_name)
@@ -53,7 +53,7 @@ def list_versions(settings: Settings, model_name: str = names.MODEL_NAME) -> dic
 
 def list_runs(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
     """The newest training runs of the experiment with their params and metrics."""
-    with _mlflow_errors("search the training runs"):
+    with mlflow_errors("search the training runs"):
         mlflow_client = client(settings)
         experiment = mlflow_client.get_experiment_by_name(settings.mlflow.experiment)
         if experiment is None:
@@ -91,7 +91,7 @@ def report(settings: Settings, version: int, model_name: str = names.MODEL_NAME)
     classification report and confusion matrix (streaming mode, the one the gate uses)."""
     from mlflow.exceptions import RestException
 
-    with _mlflow_errors(f"read {model_name} version {version}"):
+    with mlflow_errors(f"read {model_name} version {version}"):
         mlflow_client = client(settings)
         try:
             mv = mlflow_client.get_model_version(model_name, str(version))

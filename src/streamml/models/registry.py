@@ -70,7 +70,7 @@ def decide(candidate_auc: float, champion_auc: float | None, margin: float = DEF
 
 
 @contextmanager
-def _mlflow_errors(what: str) -> Iterator[None]:
+def mlflow_errors(what: str) -> Iterator[None]:
     from mlflow.exceptions import MlflowException, RestException
 
     try:
@@ -140,7 +140,7 @@ def register(
     import mlflow
 
     tags = {"feature_version": str(feature_version), "model_type": model_type, "run_id": run_id}
-    with _mlflow_errors(f"register {model_uri} as {model_name}"):
+    with mlflow_errors(f"register {model_uri} as {model_name}"):
         mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
         mlflow.set_registry_uri(settings.mlflow.tracking_uri)
         model_version = mlflow.register_model(model_uri, model_name, tags=tags)
@@ -151,7 +151,7 @@ def register(
 
 def champion_version(settings: Settings, model_name: str = names.MODEL_NAME) -> int | None:
     """The version the ``champion`` alias points to, or None."""
-    with _mlflow_errors(f"read the champion of {model_name}"):
+    with mlflow_errors(f"read the champion of {model_name}"):
         current = _alias(client(settings), model_name, names.ALIAS_CHAMPION)
     return None if current is None else int(current.version)
 
@@ -197,7 +197,7 @@ def promote_if_better(
     returned: ``{"model_name", "version", "champion_version", "promote", "reason", "candidate_auc",
     "champion_auc", "margin"}``. Rerunning after the candidate became champion re-sends its event.
     """
-    with _mlflow_errors(f"read versions of {model_name}"):
+    with mlflow_errors(f"read versions of {model_name}"):
         mlflow_client = client(settings)
         candidate = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(version)))
         current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
@@ -215,7 +215,7 @@ def promote_if_better(
         "champion_version": None if champion is None else champion.version,
         **decision.as_dict(),
     }
-    with _mlflow_errors(f"log the gate decision on run {candidate.run_id}"):
+    with mlflow_errors(f"log the gate decision on run {candidate.run_id}"):
         _log_decision(mlflow_client, candidate.run_id, decision, result["champion_version"])
         mlflow_client.set_model_version_tag(
             model_name, str(version), "gate_decision", "promote" if decision.promote else "reject"
@@ -248,7 +248,7 @@ def promote(
     """Point ``champion`` at ``version`` (remembering the one it replaces) and publish the event."""
     from streamml.models.events import ModelEvent, finite_metrics, publish
 
-    with _mlflow_errors(f"promote {model_name} version {version}"):
+    with mlflow_errors(f"promote {model_name} version {version}"):
         mlflow_client = client(settings)
         target = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(version)))
         current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
@@ -278,7 +278,7 @@ def rollback(
     """Point ``champion`` back at the version the current champion replaced, and publish the event."""
     from streamml.models.events import ModelEvent, finite_metrics, publish
 
-    with _mlflow_errors(f"roll back {model_name}"):
+    with mlflow_errors(f"roll back {model_name}"):
         mlflow_client = client(settings)
         current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
         if current is None:

@@ -34,5 +34,5 @@ def predict(body: PredictRequest, deps: Deps) -> PredictResponse:
     with deps.model_lock:  # one model (re)load at a time; scoring itself is fast
         predictions = deps.scorer.score(requests)
     return PredictResponse(
-        predictions=[PredictionOut.model_validate(p.model_dump(), from_attributes=False) for p in predictions]
+        predictions=[PredictionOut.model_validate(p.model_dump()) for p in predictions]
     )

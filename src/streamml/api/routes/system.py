@@ -15,9 +15,6 @@ from streamml.runtime import health
 
 router = APIRouter(tags=["system"])
 
-DEPENDENCIES = ("kafka", "redis", "minio", "mlflow", "airflow")
-
-
 @router.get("/health", summary="The API process is alive")
 def alive() -> dict[str, str]:
     return {"status": "ok"}
@@ -30,8 +27,8 @@ def alive() -> dict[str, str]:
 )
 async def ready(deps: Deps) -> JSONResponse:
     def check_all() -> list[health.Health]:
-        with ThreadPoolExecutor(len(DEPENDENCIES)) as pool:
-            return list(pool.map(lambda s: health.check(s, deps.settings, timeout=3.0), DEPENDENCIES))
+        with ThreadPoolExecutor(len(health.SERVICES)) as pool:
+            return list(pool.map(lambda s: health.check(s, deps.settings, timeout=3.0), health.SERVICES))
 
     results = await run_in_threadpool(check_all)
     down = {h.service: h.detail for h in results if not h.ok}
