@@ -120,6 +120,7 @@ print_service_urls() { # the URLs both modes publish on the host
   API + OpenAPI docs    http://127.0.0.1:${STREAMML_API__PORT:-8000}/docs  (mutating calls need header X-API-Key: STREAMML_API__API_KEY from .env)
   Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
   Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
+  Live metrics          http://127.0.0.1:${STREAMML_AGGREGATOR__METRICS_PORT:-9465}/metrics  (Prometheus: rolling AUC, freshness)
 EOF
 }
 

@@ -1,121 +1,72 @@
-"""Online vs offline: replay the whole stream period through the running platform and compare the AUC of the live
-predictions (joined with their feedback by the metrics aggregator, read from the metric log) with the offline
-streaming-mode AUC that training logged for the same model version.
+"""Online vs offline, per request and in aggregate: replay the stream period through the running platform, join every
+online prediction to the offline point-in-time features and score of its rating row (``streamml parity``), and
+compare the online AUC with the offline streaming-mode AUC that training logged for the same model version.
 
-It first resets the online features of the active version to the batch snapshot (deletes ``feat:v<n>:*``, loads the
-snapshot again), so the replay starts from the same state as the offline evaluation. Pace: ``--rate`` requests/s with
-each true rating ``--feedback-delay`` s after the last request sharing its timestamp; online features equal the
-offline ones when the delay is longer than the scorer's latency and shorter than the gap between requests
-(1/rate) plus the updater's latency. Run it on a quiet stack with no other replay::
+It resets the online features of the active version to the batch snapshot first, so the replay starts from the same
+state as the offline evaluation. Exits 1 on any real mismatch (stale and ahead predictions are timing and are
+reported apart). Run it on a quiet stack with no other replay::
 
-    .venv/bin/python -m bench.parity --rate 10 --feedback-delay 0.05
+    .venv/bin/python -m bench.parity --rate 20 --feedback-delay 0.02 --limit 3000
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 import time
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
-from confluent_kafka import Producer
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
 from bench.harness import console
 from streamml import names
 from streamml.config import Settings
-from streamml.features.materialize import materialize
+from streamml.features.batch import read_part
 from streamml.models import registry
-from streamml.runtime.programs import StackPaths
 from streamml.stores.features import RedisFeatureStore, redis_client
-from streamml.streaming.app import stream_ratings
-from streamml.streaming.clients import producer_config
-from streamml.streaming.replayer import Pace, replay
+from streamml.verification.parity import replay_and_compare
 
 
-def reset_online_features(settings: Settings, version: int) -> None:
-    client = redis_client(settings.redis)
-    deleted = 0
-    for keys in _chunks(client.scan_iter(match=f"feat:v{version}:*", count=10_000), 10_000):
-        deleted += client.unlink(*keys)
-    counts = materialize(settings, version)
-    console.print(f"reset feat:v{version}: deleted {deleted:,} keys, loaded {counts}")
-
-
-def _chunks(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def joined_rows(log_path: str, prefix: str) -> list[dict[str, str]]:
-    with open(log_path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if row["id"].startswith(prefix)]
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rate", type=float, default=10.0)
-    ap.add_argument("--feedback-delay", type=float, default=0.05)
+    ap.add_argument("--rate", type=float, default=20.0)
+    ap.add_argument("--feedback-delay", type=float, default=0.02)
     ap.add_argument("--limit", type=int, default=None, help="replay only the first N ratings of the stream")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last joins")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last predictions")
     args = ap.parse_args()
 
     settings = Settings()
-    version = RedisFeatureStore(redis_client(settings.redis)).current_version()
-    if version is None:
-        raise SystemExit("no active feature version; run movielens_training first")
-    reset_online_features(settings, version)
-    run = f"parity{uuid.uuid4().hex[:6]}"
-    log_path = str(StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv")
-    producer = Producer(producer_config(settings.kafka, client_id="bench-parity"))
     t0 = time.monotonic()
-    sent = replay(
-        stream_ratings(settings, version),
-        producer,
-        Pace(rate=args.rate),
-        feedback_delay=args.feedback_delay,
-        run_id=run,
-        limit=args.limit,
-        on_progress=lambda n: console.print(f"  {n:,} requests sent ({time.monotonic() - t0:.0f} s)"),
+    report, predictions = replay_and_compare(
+        settings, args.rate, args.feedback_delay, args.limit, args.timeout, say=console.print
     )
-    deadline = time.monotonic() + args.timeout
-    while len(rows := joined_rows(log_path, run + "-")) < sent and time.monotonic() < deadline:
-        time.sleep(5)
-    y = np.array([float(r["y_true"]) for r in rows])
-    p = np.array([float(r["y_pred"]) for r in rows])
-    lat = np.array([float(r["latency_ms"]) for r in rows])
-    model_versions = sorted({r["model_version"] for r in rows})
-    offline = {
-        v: registry.client(settings)
-        .get_run(registry.client(settings).get_model_version(names.MODEL_NAME, v).run_id or "")
-        .data.metrics
-        for v in model_versions
+    version = RedisFeatureStore(redis_client(settings.redis)).current_version()
+    stream = read_part(settings, int(version or 0), "stream", ["userId", "movieId", "timestamp", "rating"]).to_pydict()
+    rating = {
+        (u, m, t): r
+        for u, m, t, r in zip(stream["userId"], stream["movieId"], stream["timestamp"], stream["rating"], strict=True)
     }
-    table = Table(title=f"online vs offline, run {run}: rate {args.rate}/s, feedback delay {args.feedback_delay} s")
+    y = np.array([rating[(p.user_id, p.movie_id, p.event_ts)] >= 4.0 for p in predictions], dtype=float)
+    s = np.array([p.score for p in predictions])
+    lat = np.array([(p.scored_at - p.sent_at) * 1000 for p in predictions])
+    table = Table(title=f"online vs offline: rate {args.rate}/s, feedback delay {args.feedback_delay} s")
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("requests sent / joined", f"{sent:,} / {len(rows):,}")
-    table.add_row("model version(s) serving", ", ".join(model_versions))
-    online_auc = roc_auc_score(y, p)
-    table.add_row("online AUC (every joined event)", f"{online_auc:.4f}")
-    table.add_row("online accuracy", f"{np.mean((p >= 0.5) == (y >= 0.5)):.4f}")
-    for v, metrics in offline.items():
+    table.add_row("predictions compared", f"{report.compared:,}")
+    table.add_row("identical (features and score, 1e-9)", f"{report.identical:,} ({report.identical_share:.2%})")
+    table.add_row("stale / ahead / real mismatch", f"{report.stale:,} / {report.ahead:,} / {report.mismatch:,}")
+    online_auc = roc_auc_score(y, s)
+    table.add_row("online AUC (every prediction)", f"{online_auc:.4f}")
+    client = registry.client(settings)
+    for v in sorted({p.model_version for p in predictions}):
+        metrics = client.get_run(client.get_model_version(names.MODEL_NAME, v).run_id or "").data.metrics
         table.add_row(f"offline streaming AUC, v{v}", f"{metrics.get('streaming_auc', float('nan')):.4f}")
-        table.add_row(f"offline streaming accuracy, v{v}", f"{metrics.get('streaming_accuracy', float('nan')):.4f}")
-        table.add_row(f"|online - offline| AUC, v{v}", f"{abs(online_auc - metrics.get('streaming_auc', np.nan)):.4f}")
     table.add_row("latency p50 / p99 ms", f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f}")
     table.add_row("wall time", f"{time.monotonic() - t0:.0f} s")
     console.print(table)
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

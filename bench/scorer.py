@@ -272,7 +272,7 @@ def run_ceiling(cfg: dict[str, Any], results: Any) -> None:
     """Variant (c): the batch code with no Kafka: score + Redis writes, then the whole handler call + its sink."""
     _pin(cfg["cpu"])
     from streamml.stores.features import RedisFeatureStore, redis_client
-    from streamml.streaming.messages import RatingRequest, parse
+    from streamml.streaming.messages import Prediction, RatingRequest, parse
     from streamml.streaming.scorer import ScorerHandler
 
     settings = Settings()
@@ -287,7 +287,7 @@ def run_ceiling(cfg: dict[str, Any], results: Any) -> None:
 
     cpu0, start = _cpu_seconds(), time.perf_counter()
     for i in range(0, len(requests), batch):
-        predictions = handler.score(requests[i : i + batch])
+        predictions = [p for p in handler.score(requests[i : i + batch]) if isinstance(p, Prediction)]
         store.write_predictions([(names.prediction_key(p.request_id), p.encode()) for p in predictions], PREDICTION_TTL)
     out["score_seconds"], out["score_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu0
 

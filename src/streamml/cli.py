@@ -281,6 +281,47 @@ def features_current() -> None:
     console.print(str(version))
 
 
+@features_app.command("get")
+def features_get(
+    kind: Annotated[str, typer.Argument(help="user, movie or globals.")],
+    entity_id: Annotated[int | None, typer.Argument(metavar="ID", help="The user or movie id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    feature_version: Annotated[int | None, typer.Option(help="Feature version (default: active).")] = None,
+) -> None:
+    """Print the online state of a user, a movie or the globals (what the scorer reads), as the feature updater
+    left it; exit 1 when it has none."""
+    import dataclasses
+    import json
+
+    from streamml.features import spec
+    from streamml.stores.features import RedisFeatureStore, redis_client
+
+    unpack = {"user": spec.unpack_user, "movie": spec.unpack_movie, "globals": spec.unpack_globals}.get(kind)
+    if unpack is None or (kind != "globals") != (entity_id is not None):
+        err.print("[red]error:[/red] say `features get user ID`, `features get movie ID` or `features get globals`")
+        raise typer.Exit(2)
+    store = RedisFeatureStore(redis_client(_settings().redis))
+    try:
+        version = feature_version or store.current_version()
+        if version is None:
+            raise StreamMLError("no online feature version yet; run the movielens_training DAG")
+        wanted = [] if entity_id is None else [entity_id]
+        blob = store.get_many(version, wanted if kind == "user" else [], wanted if kind == "movie" else [])[0]
+        if blob is None:
+            raise StreamMLError(f"{kind} {entity_id} has no online state in feature version {version}")
+        state = dataclasses.asdict(unpack(blob))  # type: ignore[call-overload]
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+    state = {"feature_version": version, "kind": kind, "id": entity_id, **state}
+    if as_json:
+        console.print_json(json.dumps(state))
+        return
+    table = Table("field", "value", title=f"{kind} {entity_id if entity_id is not None else ''} (v{version})")
+    for key, value in state.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
 @app.command()
 def score(
     batch_size: Annotated[
@@ -324,8 +365,19 @@ def replay(
     feature_version: Annotated[
         int | None, typer.Option(help="Whose stream period to replay (default: active).")
     ] = None,
+    again: Annotated[
+        bool | None,
+        typer.Option(
+            "--again/--once",
+            help="Replay even if the stream period was fully replayed on this feature version already (its ratings "
+            "are not applied twice); default STREAMML_REPLAY__AGAIN.",
+        ),
+    ] = None,
 ) -> None:
-    """Replay the stream period as live requests (and feedback) in time order, open loop, with a progress bar."""
+    """Replay the stream period as live requests (and feedback) in time order, open loop, with a progress bar.
+
+    A period fully replayed on a feature version is not replayed again unless asked (--again): its feedback would
+    change nothing, and the platform would score requests with features that already saw their ratings."""
     from confluent_kafka import Producer
     from rich.progress import Progress
 
@@ -345,9 +397,18 @@ def replay(
     if feedback_delay is None:
         feedback_delay = settings.replay.feedback_delay
     try:
-        version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
+        store = RedisFeatureStore(redis_client(settings.redis))
+        version = feature_version or store.current_version()
         if version is None:
             raise StreamMLError("no feature version loaded; run the movielens_training DAG first")
+        done = store.replayed(version)
+        if done is not None and not (settings.replay.again if again is None else again):
+            console.print(
+                f"the stream period of feature version {version} was fully replayed already ({done['requests']:,} "
+                f"requests, finished {done['finished']}); not replaying it again. Replay anyway with "
+                "`streamml replay --again` (or STREAMML_REPLAY__AGAIN=true ./run.sh deploy)."
+            )
+            return
         from streamml.features.batch import read_manifest
 
         total = read_manifest(settings, version)["rows"]["stream"]
@@ -376,9 +437,47 @@ def replay(
                 on_progress=report,
             )
             progress.update(task, completed=sent)
+        if sent >= total:
+            from datetime import UTC, datetime
+
+            finished = datetime.now(UTC).isoformat(timespec="seconds")
+            store.mark_replayed(version, {"requests": sent, "finished": finished, "pace": pace})
     except StreamMLError as exc:
         raise _fail(exc) from None
     console.print(f"replayed {sent:,} requests from feature version {version}")
+
+
+@app.command()
+def parity(
+    rate: Annotated[float, typer.Option(help="Requests per second of the replay.")] = 20.0,
+    feedback_delay: Annotated[float, typer.Option(help="Seconds between a request and its true rating.")] = 0.02,
+    limit: Annotated[int | None, typer.Option(help="Replay only the first N ratings of the stream period.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the last predictions.")] = 300.0,
+) -> None:
+    """Per-request parity: reset the active feature version to its snapshot, replay its stream period, and compare
+    every online prediction with the offline point-in-time features and score of its rating row; exit 1 on any real
+    mismatch (stale and ahead predictions are timing, reported apart). Run it on a quiet stack: it resets the online
+    features."""
+    from streamml.verification.parity import replay_and_compare
+
+    settings = _settings()
+    try:
+        report, _ = replay_and_compare(settings, rate, feedback_delay, limit, timeout, say=console.print)
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+    table = Table("what", "value", title=f"per-request parity at {rate:g} requests/s, feedback +{feedback_delay:g} s")
+    table.add_row("predictions compared", f"{report.compared:,}")
+    table.add_row("identical (features and score within 1e-9)", f"{report.identical:,} ({report.identical_share:.2%})")
+    table.add_row("stale (an earlier rating not applied yet)", f"{report.stale:,}")
+    table.add_row("ahead (a later rating applied already)", f"{report.ahead:,}")
+    table.add_row("real mismatches", f"{report.mismatch:,}")
+    table.add_row("without an offline row", f"{report.unmatched:,}")
+    table.add_row("max |score diff|", f"{report.max_score_diff:.2e}")
+    console.print(table)
+    for line in report.examples:
+        err.print(f"[red]mismatch:[/red] {line}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

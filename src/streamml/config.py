@@ -112,9 +112,19 @@ class ScorerSettings(_Section):
     batch_size: int = Field(500, ge=1, description="Messages per micro-batch.")
 
 
+class AggregatorSettings(_Section):
+    metrics_port: int = Field(
+        9465, description="Port of the metrics aggregator's Prometheus endpoint (live quality and freshness gauges)."
+    )
+
+
 class ReplaySettings(_Section):
     rate: float = Field(50.0, gt=0, description="Requests per second of the replay that deploy starts (open loop).")
     feedback_delay: float = Field(1.0, ge=0, description="Seconds between a replayed request and its true rating.")
+    again: bool = Field(
+        False,
+        description="Replay the stream period even when it was fully replayed on the active feature version already.",
+    )
 
 
 class Settings(BaseSettings):
@@ -147,6 +157,9 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="FastAPI service.")
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings, description="Streamlit dashboard.")
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="Scorer processes.")
+    aggregator: AggregatorSettings = Field(
+        default_factory=AggregatorSettings, description="Metrics aggregator."
+    )
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="The replay that deploy starts.")
 
     @model_validator(mode="after")

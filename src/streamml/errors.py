@@ -12,7 +12,14 @@ class ConfigError(StreamMLError):
 
 
 class PoisonMessageError(StreamMLError):
-    """A message can never be processed (bad JSON, wrong fields); it goes to the DLQ."""
+    """A message can never be processed (bad JSON, wrong fields, out of range, unscorable); it goes to the DLQ.
+
+    ``reason`` is its short label (one of ``streaming.messages.POISON_REASONS``).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid_fields") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TransientError(StreamMLError):

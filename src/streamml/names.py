@@ -35,6 +35,11 @@ DAG_BATCH_SCORING = "batch_scoring"
 # Redis keys.
 FEATURE_VERSION_CURRENT = "feat:current"
 METRICS_PREFIX = "metrics:"
+METRICS_LATEST = METRICS_PREFIX + "latest"  # the newest snapshot (JSON)
+METRICS_HISTORY = METRICS_PREFIX + "history"  # the last snapshots (list of JSON)
+METRICS_ERRORS = METRICS_PREFIX + "abs_errors"  # |label - score| of the latest joined predictions (list)
+METRICS_RECENT = METRICS_PREFIX + "recent"  # the latest joined predictions (list of JSON)
+METRICS_APPLIED_LATENCY = METRICS_PREFIX + "applied_latency_ms"  # feedback sent -> applied online (list, ms)
 
 
 def user_features_key(version: int, user_id: int) -> str:
@@ -47,6 +52,16 @@ def movie_features_key(version: int, movie_id: int) -> str:
 
 def globals_features_key(version: int) -> str:
     return f"feat:v{version}:globals"
+
+
+def applied_ratings_key(version: int) -> str:
+    """The set of rating ids applied to feature version ``version`` (reset when the version is materialized)."""
+    return f"feat:v{version}:applied"
+
+
+def replayed_key(version: int) -> str:
+    """Set when the whole stream period of feature version ``version`` was replayed (reset with the version)."""
+    return f"feat:v{version}:replayed"
 
 
 def prediction_key(request_id: str) -> str:

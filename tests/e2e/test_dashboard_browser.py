@@ -17,7 +17,7 @@ import pytest
 
 from streamml import names
 from streamml.config import Settings
-from streamml.streaming.metrics import METRICS_RECENT
+from streamml.names import METRICS_RECENT
 from streamml.verification import browser as b
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]

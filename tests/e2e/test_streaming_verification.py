@@ -24,6 +24,7 @@ def test_verify_streaming_passes(settings: Settings, require: Callable[[str], No
     assert {c.name for c in checks} >= {
         "every request predicted on predictions.v1",
         "every prediction visible in Redis",
-        "malformed events in the DLQ with a reason",
-        "scores equal the offline computation",
+        "malformed and out-of-range events in the DLQ with their reason",
+        "scores equal the registered model (mlflow.pyfunc) on the served features",
+        "served features equal the feature definition on the online state",
     }

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from streamml import names
 from streamml.api import create_app
 from streamml.config import Settings
+from streamml.features import spec
 from streamml.stores.features import RedisFeatureStore, redis_client
-from streamml.streaming.messages import Prediction
-from streamml.verification.streaming import offline_scores
+from streamml.verification.streaming import pyfunc_scores
 
 pytestmark = [pytest.mark.integration, pytest.mark.mlflow, pytest.mark.redis, pytest.mark.airflow]
 
@@ -60,12 +60,20 @@ def test_predict_matches_an_offline_computation_with_the_same_model_and_features
     assert [(p["user_id"], p["movie_id"]) for p in out] == [(i["user_id"], i["movie_id"]) for i in items]
     assert out[-1]["cold_start"] is True and not all(p["cold_start"] for p in out)
     assert {p["feature_version"] for p in out} == {version}
-    preds = [
-        Prediction(**p, event_ts=i.get("event_ts", 0), sent_at=0.0, scored_at=0.0)
-        for p, i in zip(out[:-1], items[:-1], strict=True)
-    ]
-    offline = offline_scores(settings, RedisFeatureStore(redis_client(settings.redis)), version, preds)
-    np.testing.assert_allclose([p.score for p in preds], offline, atol=1e-9)
+    # Offline: the feature definition on the states in Redis (nothing changes them in this test), scored by the
+    # registered model through mlflow.pyfunc.
+    store = RedisFeatureStore(redis_client(settings.redis))
+    blobs = store.get_many(version, [i["user_id"] for i in items[:-1]], [i["movie_id"] for i in items[:-1]])
+    k = len(items) - 1
+    globals_state = spec.unpack_globals(blobs[-1])
+    expected = np.array([
+        spec.features_from_states(
+            spec.unpack_user(u) if u else None, spec.unpack_movie(m) if m else None, globals_state, i["event_ts"]
+        )[0]
+        for u, m, i in zip(blobs[:k], blobs[k : 2 * k], items[:-1], strict=True)
+    ])  # fmt: skip
+    offline = pyfunc_scores(settings, out[0]["model_name"], out[0]["model_version"], expected)
+    np.testing.assert_allclose([p["score"] for p in out[:-1]], offline, atol=1e-9)
     assert all(p["label"] == int(p["score"] >= 0.5) for p in out)
 
 

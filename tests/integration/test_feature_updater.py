@@ -1,34 +1,81 @@
 """The feature updater on a real Redis keeps online features equal to the offline definition, applying each rating
-once even when feedback is redelivered. Uses Redis DB 9 so the platform's feat:current is untouched."""
+once even when feedback is redelivered or the period is replayed with new request ids. Uses a Redis database of the
+test's own, so the platform's feat:current is untouched."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import msgpack
 import pytest
 import redis
 from streaming_fixtures import load_history_snapshot, movielens_split
 
 from streamml import names
 from streamml.features import spec
+from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.updater import FeatureUpdaterHandler
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 
-def test_updates_match_the_incremental_definition_and_redelivery_is_idempotent(redis_db: redis.Redis) -> None:
+class Msg:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def topic(self) -> str:
+        return names.TOPIC_FEEDBACK
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def deliver(handler: FeatureUpdaterHandler, feedback: list[Feedback], batch: int = 250) -> list[Any]:
+    """Run the handler over ``feedback`` in batches as the worker would (its sink after each); return its outputs."""
+    outputs: list[Any] = []
+    for i in range(0, len(feedback), batch):
+        result = handler([Msg(f.encode(), i + k) for k, f in enumerate(feedback[i : i + batch])])
+        if result.sink is not None:
+            result.sink()
+        outputs += result.outputs
+    return outputs
+
+
+def test_updates_match_the_incremental_definition_and_each_rating_applies_once(redis_db: redis.Redis) -> None:
     history, stream, movies = movielens_split()
     offline = load_history_snapshot(redis_db, history, movies)
+    store = RedisFeatureStore(redis_db)
 
     sample = stream.head(3000)
     feedback = [
         Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
-                 event_ts=int(r.timestamp))
+                 event_ts=int(r.timestamp), sent_at=1.0)
         for i, r in enumerate(sample.itertuples())
     ]  # fmt: skip
-    handler = FeatureUpdaterHandler(redis_db)
-    applied = sum(handler.apply(feedback[i : i + 250]) for i in range(0, len(feedback), 250))
-    assert applied == len(feedback)
-    assert handler.apply(feedback[100:900]) == 0  # redelivered: nothing applied twice
+    handler = FeatureUpdaterHandler(store)
+    assert deliver(handler, feedback) == []
+    assert store.applied_count(1) == len(feedback)
+    snapshot = {k: redis_db.get(k) for k in redis_db.scan_iter(match="feat:v1:*") if not k.endswith(b":applied")}
+    deliver(handler, feedback[100:900])  # redelivered
+    replayed = [f.model_copy(update={"request_id": f"second-replay-{i}"}) for i, f in enumerate(feedback)]
+    deliver(handler, replayed, batch=500)  # the same ratings again under new request ids
+    assert store.applied_count(1) == len(feedback)
+    after = {k: redis_db.get(k) for k in redis_db.scan_iter(match="feat:v1:*") if not k.endswith(b":applied")}
+    assert after == snapshot
 
     for f in feedback:
         offline.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
@@ -38,3 +85,48 @@ def test_updates_match_the_incremental_definition_and_redelivery_is_idempotent(r
         online = spec.unpack_movie(redis_db.get(names.movie_features_key(1, movie_id)))
         assert online == offline.movies[movie_id]
     assert spec.unpack_globals(redis_db.get(names.globals_features_key(1))) == offline.globals
+    assert len(redis_db.lrange(names.METRICS_APPLIED_LATENCY, 0, -1)) > 0
+
+    # What an operator sees: `streamml features get user ID --json` prints the same state.
+    user_id = feedback[0].user_id
+    env = {**os.environ, "STREAMML_REDIS__DB": "9"}
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "streamml", "features", "get", "user", str(user_id), "--json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    shown = json.loads(out.stdout)
+    assert (shown["feature_version"], shown["id"]) == (1, user_id)
+    assert shown["count"] == offline.users[user_id].count and shown["total"] == offline.users[user_id].total
+    missing = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "streamml", "features", "get", "user", "999999999"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "has no online state" in missing.stderr
+
+
+def test_a_corrupt_state_refuses_only_its_feedback_and_reloading_resets_the_applied_set(redis_db: redis.Redis) -> None:
+    history, stream, movies = movielens_split()
+    load_history_snapshot(redis_db, history, movies)
+    store = RedisFeatureStore(redis_db)
+    rows = list(stream.head(200).itertuples())
+    victim = int(rows[0].userId)
+    corrupt = msgpack.packb([spec.STATE_FORMAT, 3, float("nan"), 9.0, 1, None, []])  # a NaN sum
+    redis_db.set(names.user_features_key(1, victim), corrupt)
+    feedback = [
+        Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
+                 event_ts=int(r.timestamp))
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    outputs = deliver(FeatureUpdaterHandler(store), feedback)
+    refused = sum(f.user_id == victim for f in feedback)
+    assert len(outputs) == refused and all(o.topic == names.TOPIC_REQUESTS_DLQ for o in outputs)
+    assert store.applied_count(1) == len(feedback) - refused
+
+    # Loading the version again (materialize) replaces its blobs and empties its applied set in one transaction,
+    # and removes the users the snapshot does not hold.
+    redis_db.set(names.user_features_key(1, 10**9), b"stream-only user")
+    snapshot_keys = [(names.user_features_key(1, victim), spec.pack_user(spec.UserState()))]
+    store.load(1, snapshot_keys)
+    assert store.applied_count(1) == 0
+    assert redis_db.get(names.user_features_key(1, 10**9)) is None
+    assert redis_db.keys("feat:v1:*") == [names.user_features_key(1, victim).encode()]

@@ -13,7 +13,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streamml.config import Settings
-from streamml.errors import ModelUnavailableError, NotFoundError, StreamMLError, TransientError
+from streamml.errors import (
+    ModelUnavailableError,
+    NotFoundError,
+    PoisonMessageError,
+    StreamMLError,
+    TransientError,
+)
 from streamml.streaming.serving import ChampionModel
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,8 @@ def _status_of(exc: StreamMLError) -> int:
         return status.HTTP_404_NOT_FOUND
     if isinstance(exc, TransientError | ModelUnavailableError):
         return status.HTTP_503_SERVICE_UNAVAILABLE
+    if isinstance(exc, PoisonMessageError):
+        return status.HTTP_422_UNPROCESSABLE_CONTENT
     return status.HTTP_409_CONFLICT  # the platform's state does not allow it (e.g. no previous champion)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_ID = 2**31 - 1
+from streamml.bounds import MAX_ID, MAX_TIMESTAMP
 
 
 class _Body(BaseModel):
@@ -17,7 +17,7 @@ class Pair(_Body):
     user_id: int = Field(ge=0, le=MAX_ID, description="MovieLens user id.")
     movie_id: int = Field(ge=0, le=MAX_ID, description="MovieLens movie id.")
     event_ts: int | None = Field(
-        None, ge=0, le=2**40, description="Event time (unix seconds) the features are taken at; default now."
+        None, ge=0, le=MAX_TIMESTAMP, description="Event time (unix seconds) the features are taken at; default now."
     )
 
 

@@ -23,7 +23,7 @@ from streamml import names
 from streamml.config import KafkaSettings, Settings
 from streamml.errors import StreamMLError
 from streamml.streaming.clients import admin_config, consumer_config
-from streamml.streaming.metrics import METRICS_ERRORS, METRICS_HISTORY, METRICS_LATEST, METRICS_RECENT, MetricsSnapshot
+from streamml.streaming.metrics import MetricsSnapshot
 
 CLASS_NAMES = ("dislike (< 4)", "like (>= 4)")
 FINISHED_STATES = frozenset({"success", "failed"})
@@ -90,10 +90,10 @@ def read_live(client: Any, history_limit: int = 720, recent_limit: int = 25) -> 
     import redis
 
     pipe = client.pipeline(transaction=False)
-    pipe.get(METRICS_LATEST)
-    pipe.lrange(METRICS_HISTORY, -history_limit, -1)
-    pipe.lrange(METRICS_ERRORS, 0, -1)
-    pipe.lrange(METRICS_RECENT, -recent_limit, -1)
+    pipe.get(names.METRICS_LATEST)
+    pipe.lrange(names.METRICS_HISTORY, -history_limit, -1)
+    pipe.lrange(names.METRICS_ERRORS, 0, -1)
+    pipe.lrange(names.METRICS_RECENT, -recent_limit, -1)
     pipe.get(names.FEATURE_VERSION_CURRENT)
     try:
         latest, history, errors, recent, feature_version = pipe.execute()

@@ -22,7 +22,8 @@ def _rows(settings: Settings, version: int, part: str) -> Iterator[dict[str, Any
 
 
 def materialize(settings: Settings, version: int, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Write every user and movie blob of ``version`` and its globals, then activate it; return counts."""
+    """Replace ``version`` in Redis with its snapshot (every user and movie blob and the globals, atomically, its
+    applied-ratings set emptied), then activate it; return counts."""
     manifest = read_manifest(settings, version)
     store = RedisFeatureStore(redis_client(settings.redis))
 
@@ -41,7 +42,7 @@ def materialize(settings: Settings, version: int, on_progress: Callable[[int], N
         globals_state = spec.globals_from_row(manifest["globals"])
         yield names.globals_features_key(version), spec.pack_globals(globals_state)
 
-    written = store.write(blobs())
+    written = store.load(version, blobs())
     previous = store.activate(version)
     result = {
         "version": version,

@@ -55,6 +55,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_TIMESTAMP
 from streamml.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -396,19 +397,47 @@ def pack_user(state: UserState) -> bytes:
 
 
 def unpack_user(blob: bytes) -> UserState:
-    """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed blob."""
+    """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "user")
     try:
         _, count, total, total_sq, likes, last_ts, genres = payload
         state = UserState(
-            int(count), float(total), float(total_sq), int(likes), None if last_ts is None else int(last_ts)
+            _count(count), _sum(total), _sum(total_sq), _count(likes), None if last_ts is None else _time(last_ts)
         )
         for genre, genre_count, genre_total in genres:
-            state.genre_count[genre] = int(genre_count)
-            state.genre_total[genre] = float(genre_total)
+            index = _genre(genre)
+            state.genre_count[index] = _count(genre_count)
+            state.genre_total[index] = _sum(genre_total)
     except (TypeError, ValueError, IndexError) as exc:
         raise DataValidationError(f"user state blob: malformed ({exc})") from exc
+    if state.likes > state.count:
+        raise DataValidationError("user state blob: more likes than ratings")
     return state
+
+
+# Bounds of the values in a blob: a blob is read from Redis, so it is checked like any other input.
+def _count(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"count {value!r} is not an int in 0..{MAX_COUNT}")
+    return value
+
+
+def _sum(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > MAX_FEATURE_MAGNITUDE:
+        raise ValueError(f"sum {value!r} is not a finite number")
+    return float(value)
+
+
+def _time(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_TIMESTAMP:
+        raise ValueError(f"timestamp {value!r} is not an int in 0..{MAX_TIMESTAMP}")
+    return value
+
+
+def _genre(value: Any) -> int:
+    if type(value) is not int or not 0 <= value < N_GENRES:
+        raise ValueError(f"genre index {value!r} is not in 0..{N_GENRES - 1}")
+    return value
 
 
 def pack_movie(state: MovieState) -> bytes:
@@ -418,21 +447,27 @@ def pack_movie(state: MovieState) -> bytes:
 
 
 def unpack_movie(blob: bytes) -> MovieState:
-    """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed blob."""
+    """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "movie")
     try:
         _, genres, year, count, total, total_sq, likes = payload
         state = MovieState(
-            tuple(int(g) for g in genres),
-            None if year is None else int(year),
-            int(count),
-            float(total),
-            float(total_sq),
-            int(likes),
+            tuple(_genre(g) for g in genres),
+            None if year is None else _year(year),
+            _count(count),
+            _sum(total),
+            _sum(total_sq),
+            _count(likes),
         )
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
     return state
+
+
+def _year(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= 9999:
+        raise ValueError(f"year {value!r} is not in 0..9999")
+    return value
 
 
 def pack_globals(state: GlobalState) -> bytes:
@@ -445,7 +480,7 @@ def unpack_globals(blob: bytes) -> GlobalState:
     payload = _unpack(blob, "globals")
     try:
         _, count, total, likes = payload
-        state = GlobalState(int(count), float(total), int(likes))
+        state = GlobalState(_count(count), _sum(total), _count(likes))
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"globals state blob: malformed ({exc})") from exc
     return state
@@ -454,7 +489,7 @@ def unpack_globals(blob: bytes) -> GlobalState:
 def _unpack(blob: bytes, kind: str) -> list[Any]:
     try:
         payload = msgpack.unpackb(blob, raw=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
         raise DataValidationError(f"{kind} state blob: not msgpack ({exc})") from exc
     if not isinstance(payload, list) or not payload:
         raise DataValidationError(f"{kind} state blob: expected a non-empty list, got {type(payload).__name__}")

@@ -224,7 +224,13 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             env=spark_env,
         ),
         Program("feature-updater", [streamml, "update-features"], service="feature-updater", stage=2),
-        Program("metrics-aggregator", [streamml, "metrics"], service="metrics-aggregator", stage=2),
+        Program(
+            "metrics-aggregator",
+            [streamml, "metrics"],
+            service="metrics-aggregator",
+            stage=2,
+            ports=((settings.aggregator.metrics_port, "STREAMML_AGGREGATOR__METRICS_PORT"),),
+        ),
         Program("api", [streamml, "api"], service="api", stage=2, ports=((settings.api.port, "STREAMML_API__PORT"),)),
         Program(
             "dashboard",

@@ -1,10 +1,13 @@
-"""The online feature store: versioned packed blobs in Redis, switched atomically by ``feat:current``."""
+"""The online feature store: versioned packed blobs in Redis, switched atomically by ``feat:current``, with the set
+of rating ids applied to each version, and the scorer's results ``pred:{request_id}``. Every Redis command of the
+features, applied ids and predictions is here; handlers call these methods."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import cast
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -15,6 +18,7 @@ from streamml.errors import TransientError
 logger = logging.getLogger(__name__)
 
 OLD_VERSION_TTL_SECONDS = 24 * 3600
+APPLIED_LATENCY_WINDOW = 5000
 
 
 def redis_client(settings: RedisSettings) -> redis.Redis:
@@ -45,6 +49,26 @@ class RedisFeatureStore:
             raise TransientError(f"Redis write failed after {n} keys: {exc}") from exc
         return n
 
+    def load(self, version: int, items: Iterable[tuple[str, bytes]], batch: int = 10_000) -> int:
+        """Replace everything of ``version`` with ``items`` in one MULTI/EXEC: every blob, the removal of keys the
+        snapshot does not hold (users and movies first seen in an earlier stream) and of the applied-ratings set and
+        the replay mark. A reader (the scorer, the feature updater) sees the old version or the new one, never a
+        mix, and the ratings of the stream can be applied again. Return how many blobs were written."""
+        prefix = f"feat:v{version}:"
+        written: set[bytes] = set()
+        try:
+            existing = set(self.client.scan_iter(match=prefix + "*", count=10_000))
+            tx = self.client.pipeline(transaction=True)
+            for chunk in _chunks(iter(items), batch):
+                tx.mset(dict(chunk))
+                written.update(key.encode() for key, _ in chunk)
+            for stale in _chunks(iter(existing - written), batch):
+                tx.unlink(*stale)
+            tx.execute()
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis load of feature version {version} failed: {exc}") from exc
+        return len(written)
+
     def activate(self, version: int) -> int | None:
         """Point ``feat:current`` at ``version`` atomically; older versions expire. Return the previous version."""
         try:
@@ -60,7 +84,14 @@ class RedisFeatureStore:
             value = self.client.get(names.FEATURE_VERSION_CURRENT)
         except redis.RedisError as exc:
             raise TransientError(f"Redis read of {names.FEATURE_VERSION_CURRENT} failed: {exc}") from exc
-        return int(value) if value is not None else None
+        if value is None:
+            return None
+        if not value.isdigit():  # not a message's fault: retried (and the process exits) until someone fixes it
+            raise TransientError(
+                f"{names.FEATURE_VERSION_CURRENT} holds {value[:40]!r}, not a version; run `streamml features "
+                "materialize --version N`"
+            )
+        return int(value)
 
     def expire_versions(self, keep: int, ttl: int = OLD_VERSION_TTL_SECONDS) -> int:
         """Give every key of every other version a TTL (readers still on it finish; then it is gone)."""
@@ -84,12 +115,91 @@ class RedisFeatureStore:
         except redis.RedisError as exc:
             raise TransientError(f"Redis write of {len(items)} prediction(s) failed: {exc}") from exc
 
+    def read_for_update(
+        self, version: int, rating_ids: Sequence[str], user_ids: Sequence[int], movie_ids: Sequence[int]
+    ) -> tuple[list[bool], list[bytes | None]]:
+        """Whether each rating id is applied to ``version`` already, and the users' then movies' blobs then the
+        globals blob (as :meth:`get_many`), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smismember(names.applied_ratings_key(version), list(rating_ids))
+        pipe.mget(_state_keys(version, user_ids, movie_ids))
+        try:
+            applied, blobs = pipe.execute()
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis read for a feature update failed: {exc}") from exc
+        return [bool(a) for a in applied], cast(list[bytes | None], blobs)
+
+    def apply_updates(
+        self,
+        version: int,
+        users: Mapping[int, bytes],
+        movies: Mapping[int, bytes],
+        globals_blob: bytes,
+        rating_ids: Sequence[str],
+        applied_latency_ms: Sequence[float] = (),
+    ) -> None:
+        """Write updated blobs and add ``rating_ids`` to the applied set in one MULTI/EXEC (so a rating is applied
+        once: a redelivered or replayed rating finds its id), and record feedback-to-applied latencies."""
+        tx = self.client.pipeline(transaction=True)
+        tx.mset(
+            {
+                **{names.user_features_key(version, u): blob for u, blob in users.items()},
+                **{names.movie_features_key(version, m): blob for m, blob in movies.items()},
+                names.globals_features_key(version): globals_blob,
+            }
+        )
+        tx.sadd(names.applied_ratings_key(version), *rating_ids)
+        if applied_latency_ms:
+            tx.rpush(names.METRICS_APPLIED_LATENCY, *[f"{ms:.1f}" for ms in applied_latency_ms])
+            tx.ltrim(names.METRICS_APPLIED_LATENCY, -APPLIED_LATENCY_WINDOW, -1)
+        try:
+            tx.execute()
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis write of a feature update failed: {exc}") from exc
+
+    def applied_count(self, version: int) -> int:
+        """How many ratings were applied to ``version`` since it was materialized."""
+        return int(self._call("count of applied ratings", self.client.scard, names.applied_ratings_key(version)))
+
+    def mark_replayed(self, version: int, info: Mapping[str, Any]) -> None:
+        """Record that the whole stream period of ``version`` was replayed (``info``: when, how many, at what pace)."""
+        self._call("replay mark", self.client.set, names.replayed_key(version), json.dumps(dict(info)))
+
+    def replayed(self, version: int) -> dict[str, Any] | None:
+        """The replay mark of ``version``, or None when its stream period was not fully replayed since it loaded."""
+        raw = self._call("replay mark", self.client.get, names.replayed_key(version))
+        return cast(dict[str, Any], json.loads(raw)) if raw is not None else None
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis {what} failed: {exc}") from exc
+
     def get_many(self, version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[bytes | None]:
         """Users' then movies' blobs then the globals blob, in one round trip."""
-        keys = [names.user_features_key(version, u) for u in user_ids]
-        keys += [names.movie_features_key(version, m) for m in movie_ids]
-        keys.append(names.globals_features_key(version))
         try:
-            return cast(list[bytes | None], self.client.mget(keys))
+            return cast(list[bytes | None], self.client.mget(_state_keys(version, user_ids, movie_ids)))
         except redis.RedisError as exc:
             raise TransientError(f"Redis read failed: {exc}") from exc
+
+
+def _state_keys(version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[str]:
+    keys = [names.user_features_key(version, u) for u in user_ids]
+    keys += [names.movie_features_key(version, m) for m in movie_ids]
+    keys.append(names.globals_features_key(version))
+    return keys
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -123,10 +124,10 @@ def _model_ready(model: Callable[[], object]) -> Callable[[], object]:
 
 def run_updater(settings: Settings, batch_size: int = 500) -> None:
     """Apply ratings.feedback.v1 to the online features until SIGTERM."""
-    from streamml.stores.features import redis_client
+    from streamml.stores.features import RedisFeatureStore, redis_client
     from streamml.streaming.updater import FeatureUpdaterHandler
 
-    handler = FeatureUpdaterHandler(redis_client(settings.redis))
+    handler = FeatureUpdaterHandler(RedisFeatureStore(redis_client(settings.redis)))
     _worker(settings, names.GROUP_FEATURE_UPDATER, names.TOPIC_FEEDBACK, handler, batch_size).run()
 
 
@@ -142,16 +143,18 @@ def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:
             yield Rating(int(u), int(m), float(r), int(t))
 
 
-def scorer_lag(settings: Settings) -> Callable[[], dict[str, int]]:
-    """Per-partition lag of the scorer's group on the requests topic (end offset minus committed offset)."""
+def consumer_lag(
+    settings: Settings, group: str = names.GROUP_SCORER, topic: str = names.TOPIC_REQUESTS
+) -> Callable[[], dict[str, int]]:
+    """Per-partition lag of ``group`` on ``topic`` (end offset minus committed offset); by default the scorer's."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    probe = Consumer(consumer_config(settings.kafka, names.GROUP_SCORER, client_id="streamml-lag-probe"))
+    probe = Consumer(consumer_config(settings.kafka, group, client_id="streamml-lag-probe"))
 
     def lag() -> dict[str, int]:
         try:
-            meta = probe.list_topics(names.TOPIC_REQUESTS, timeout=5)
-            parts = [TopicPartition(names.TOPIC_REQUESTS, p) for p in meta.topics[names.TOPIC_REQUESTS].partitions]
+            meta = probe.list_topics(topic, timeout=5)
+            parts = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
             committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=5)}
             result = {}
             for tp in parts:
@@ -166,12 +169,40 @@ def scorer_lag(settings: Settings) -> Callable[[], dict[str, int]]:
     return lag
 
 
+def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
+    """Wait until the scorer and the feature updater have consumed everything on their topics (lag 0); raise a
+    :class:`TransientError` naming what is behind at the deadline."""
+    probes = {
+        "scorer": consumer_lag(settings),
+        "feature updater": consumer_lag(settings, names.GROUP_FEATURE_UPDATER, names.TOPIC_FEEDBACK),
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = {name: sum(probe().values()) for name, probe in probes.items()}
+        if not any(behind.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TransientError(f"still behind after {timeout:g} s: {behind} messages; is a replay running?")
+        time.sleep(1.0)
+
+
 def run_metrics(settings: Settings, log_path: Path, batch_size: int = 1000) -> None:
     """Join predictions with feedback and publish live metrics until SIGTERM."""
     from streamml.stores.features import redis_client
+    from streamml.stores.metrics import RedisMetricsStore
     from streamml.streaming.metrics import MetricLog, MetricsHandler
+    from streamml.streaming.telemetry import LiveMetrics, serve_metrics
 
-    handler = MetricsHandler(redis_client(settings.redis), MetricLog(log_path), scorer_lag(settings))
+    gauges = LiveMetrics()
+    serve_metrics(
+        settings.aggregator.metrics_port, metrics_host(settings), variable="STREAMML_AGGREGATOR__METRICS_PORT"
+    )
+    handler = MetricsHandler(
+        RedisMetricsStore(redis_client(settings.redis)),
+        MetricLog(log_path),
+        consumer_lag(settings),
+        on_snapshot=gauges.update,
+    )
     topics = [names.TOPIC_PREDICTIONS, names.TOPIC_FEEDBACK, names.TOPIC_REQUESTS_DLQ]
     worker = _worker(settings, names.GROUP_METRICS, topics, handler, batch_size)
     worker.on_idle = lambda: worker.process([])

@@ -16,22 +16,21 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from streamml import names
-from streamml.errors import PoisonMessageError, TransientError
-from streamml.features.spec import LIKE_THRESHOLD
-from streamml.streaming.messages import Feedback, Message, Prediction
+from streamml.errors import PoisonMessageError
+from streamml.features.spec import FEATURE_NAMES, LIKE_THRESHOLD, NO_PREVIOUS_RATING
+from streamml.stores.metrics import RedisMetricsStore
+from streamml.streaming.messages import Feedback, Message, Prediction, parse
 from streamml.streaming.worker import BatchResult, Output
 
 logger = logging.getLogger(__name__)
 
-METRICS_LATEST = names.METRICS_PREFIX + "latest"
-METRICS_HISTORY = names.METRICS_PREFIX + "history"
-METRICS_ERRORS = names.METRICS_PREFIX + "abs_errors"
-METRICS_RECENT = names.METRICS_PREFIX + "recent"
+SINCE_PREVIOUS = FEATURE_NAMES.index("seconds_since_user_prev_rating")
+STALE_HISTORY = 64  # feedback event times kept per user
 LOG_HEADER = "id,y_true,y_pred,absolute_error,model_version,latency_ms,event_ts\n"
 
 
@@ -50,6 +49,11 @@ class MetricsSnapshot(Message):
     expired_total: int
     lag: dict[str, int]
     model_version: str | None
+    applied_p50_ms: float | None = None
+    applied_p99_ms: float | None = None
+    stale_share: float | None = None
+    stale_mean: float | None = None
+    refused_total: int = 0
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Joined:
     model_version: str
     latency_ms: float
     event_ts: int
+    stale: int = 0
 
     @property
     def absolute_error(self) -> float:
@@ -97,6 +102,10 @@ class MetricsState:
     scored_since_publish: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     model_version: str | None = None
+    refused_total: int = 0
+    # Event times of each user's latest feedback, to count the ratings a prediction was scored without (staleness).
+    user_feedback: OrderedDict[int, deque[int]] = field(default_factory=OrderedDict)
+    max_users: int = 100_000
 
     def add_prediction(self, p: Prediction, now: float) -> Joined | None:
         self.scored_since_publish += 1
@@ -109,11 +118,27 @@ class MetricsState:
         return None
 
     def add_feedback(self, f: Feedback, now: float) -> Joined | None:
+        seen = self.user_feedback.get(f.user_id)
+        if seen is None:
+            seen = self.user_feedback[f.user_id] = deque(maxlen=STALE_HISTORY)
+            if len(self.user_feedback) > self.max_users:
+                self.user_feedback.popitem(last=False)
+        else:
+            self.user_feedback.move_to_end(f.user_id)
+        seen.append(f.event_ts)
         pred = self.predictions.pop(f.request_id, None)
         if pred is not None:
             return self._join(pred[1], f)
         self.feedback[f.request_id] = (now, f)
         return None
+
+    def stale(self, p: Prediction) -> int:
+        """How many of the user's ratings strictly earlier than ``p`` were not applied when ``p`` was scored: those
+        later than the last rating its features saw (the updater applies ratings in event-time order). By the time
+        ``p`` joins its own feedback, every earlier rating of the user has arrived (one partition per user)."""
+        since = p.features[SINCE_PREVIOUS]
+        served_last = p.event_ts - since if since != NO_PREVIOUS_RATING else -1
+        return sum(served_last < ts < p.event_ts for ts in self.user_feedback.get(p.user_id, ()))
 
     def _join(self, p: Prediction, f: Feedback) -> Joined:
         joined = Joined(
@@ -123,6 +148,7 @@ class MetricsState:
             p.model_version,
             (p.scored_at - p.sent_at) * 1000.0,
             p.event_ts,
+            self.stale(p),
         )
         self.recent.append(joined)
         while len(self.recent) > self.window:
@@ -138,15 +164,19 @@ class MetricsState:
                 pending.popitem(last=False)
                 self.expired_total += 1
 
-    def snapshot(self, now: float, elapsed: float, lag: dict[str, int]) -> MetricsSnapshot:
+    def snapshot(
+        self, now: float, elapsed: float, lag: dict[str, int], applied_ms: Sequence[float] = ()
+    ) -> MetricsSnapshot:
         y_true = np.array([j.y_true for j in self.recent], dtype=np.float64)
         y_pred = np.array([j.y_pred for j in self.recent], dtype=np.float64)
+        stale = np.array([j.stale for j in self.recent], dtype=np.float64)
         lat = np.array(self.latencies) if self.latencies else None
+        applied = np.asarray(applied_ms, dtype=np.float64)
         snap = MetricsSnapshot(
             at=now,
             joined_total=self.joined_total,
             window=len(self.recent),
-            **rolling_metrics(y_true, y_pred),
+            **rolling_metrics(y_true, y_pred),  # type: ignore[arg-type]
             throughput_per_s=self.scored_since_publish / elapsed if elapsed > 0 else 0.0,
             latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
             latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
@@ -154,6 +184,11 @@ class MetricsState:
             expired_total=self.expired_total,
             lag=lag,
             model_version=self.model_version,
+            applied_p50_ms=float(np.percentile(applied, 50)) if len(applied) else None,
+            applied_p99_ms=float(np.percentile(applied, 99)) if len(applied) else None,
+            stale_share=float(np.mean(stale > 0)) if len(stale) else None,
+            stale_mean=float(np.mean(stale)) if len(stale) else None,
+            refused_total=self.refused_total,
         )
         self.scored_since_publish = 0
         return snap
@@ -181,11 +216,15 @@ class MetricLog:
 
 
 class MetricsHandler:
-    """Consumes predictions, feedback and the DLQ; publishes a :class:`MetricsSnapshot` every few seconds."""
+    """Consumes predictions, feedback and the DLQ; publishes a :class:`MetricsSnapshot` every few seconds.
+
+    A prediction that cannot be read (it breaks the message bounds: a forged or corrupt record) goes to the DLQ with
+    its reason; unreadable feedback is only counted (``refused_total``), since the feature updater, which consumes the
+    same feedback, dead-letters it already."""
 
     def __init__(
         self,
-        client: Any,
+        store: RedisMetricsStore,
         log: MetricLog,
         lag: Callable[[], dict[str, int]],
         state: MetricsState | None = None,
@@ -194,8 +233,10 @@ class MetricsHandler:
         feedback_topic: str = names.TOPIC_FEEDBACK,
         dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
         clock: Callable[[], float] = time.time,
+        on_snapshot: Callable[[MetricsSnapshot], None] | None = None,
     ) -> None:
-        self.client = client
+        self.on_snapshot = on_snapshot
+        self.store = store
         self.log = log
         self.lag = lag
         self.state = state or MetricsState()
@@ -208,50 +249,48 @@ class MetricsHandler:
 
     def __call__(self, messages: Sequence[Any]) -> BatchResult:
         now = self.clock()
+        result = BatchResult()
         joined: list[Joined] = []
         for msg in messages:
             topic = msg.topic()
+            if topic == self.dlq_topic:
+                self.state.dlq_total += 1
+                continue
             try:
-                if topic == self.dlq_topic:
-                    self.state.dlq_total += 1
-                elif topic == self.feedback_topic:
-                    j = self.state.add_feedback(Feedback.model_validate_json(msg.value() or b""), now)
-                    joined += [j] if j else []
+                if topic == self.feedback_topic:
+                    j = self.state.add_feedback(cast(Feedback, parse(Feedback, msg.value())), now)
                 else:
-                    j = self.state.add_prediction(Prediction.model_validate_json(msg.value() or b""), now)
-                    joined += [j] if j else []
-            except (ValueError, PoisonMessageError) as exc:  # pydantic's ValidationError is a ValueError
-                logger.warning("skipping unreadable message topic=%s offset=%s: %s", topic, msg.offset(), exc)
+                    j = self.state.add_prediction(cast(Prediction, parse(Prediction, msg.value())), now)
+            except PoisonMessageError as exc:
+                self.state.refused_total += 1
+                if topic != self.feedback_topic:
+                    result.refuse(msg, exc, self.dlq_topic)
+                continue
+            if j is not None:
+                joined.append(j)
         self.state.expire(now)
-        outputs: list[Output] = []
-        snap: MetricsSnapshot | None = None
+        snapshot: str | None = None
         if now - self._last_publish >= self.publish_every:
-            snap = self.state.snapshot(now, now - self._last_publish, self.lag())
+            snap = self.state.snapshot(now, now - self._last_publish, self.lag(), self.store.applied_latencies_ms())
             self._last_publish = now
-            outputs.append(Output(self.metrics_topic, b"metrics", snap.encode()))
+            snapshot = snap.model_dump_json()
+            if self.on_snapshot is not None:
+                self.on_snapshot(snap)
+            result.outputs.append(Output(self.metrics_topic, b"metrics", snapshot.encode()))
 
         logged = False
 
         def write() -> None:
-            import redis
-
             nonlocal logged
-            pipe = self.client.pipeline(transaction=False)
-            if joined:
-                pipe.rpush(METRICS_ERRORS, *[f"{j.absolute_error:.6f}" for j in joined])
-                pipe.ltrim(METRICS_ERRORS, -self.state.window, -1)
-                pipe.rpush(METRICS_RECENT, *[json.dumps(j.__dict__) for j in joined[-100:]])
-                pipe.ltrim(METRICS_RECENT, -100, -1)
-            if snap is not None:
-                pipe.set(METRICS_LATEST, snap.model_dump_json())
-                pipe.rpush(METRICS_HISTORY, snap.model_dump_json())
-                pipe.ltrim(METRICS_HISTORY, -2000, -1)
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                raise TransientError(f"Redis write of metrics failed: {exc}") from exc
+            self.store.publish(
+                [j.absolute_error for j in joined],
+                [json.dumps(j.__dict__) for j in joined],
+                self.state.window,
+                snapshot,
+            )
             if not logged:  # a retried write must not log the same rows twice
                 self.log.append(joined)
                 logged = True
 
-        return BatchResult(outputs, sink=write)
+        result.sink = write
+        return result

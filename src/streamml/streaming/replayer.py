@@ -4,6 +4,8 @@ Each request is stamped with its intended send time and sent then, whatever the 
 measured from when the event should have happened, not from when a slow system got round to sending it). The true
 rating follows as feedback ``feedback_delay`` seconds after the last request that shares its event time: ratings with
 the same timestamp do not see each other's feedback, as in the offline features (strictly earlier timestamps only).
+Request ids carry a run prefix (each replay's predictions are new results); feedback carries the rating id, the
+same in every replay, so replaying a period again applies none of its ratings twice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamml import names
-from streamml.streaming.messages import Feedback, RatingRequest
+from streamml.streaming.messages import Feedback, RatingRequest, rating_id
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def replay(
 
     def send_due(now: float) -> None:
         while pending and pending[0][0] <= now:
-            _, _, fb = heapq.heappop(pending)
+            due, _, fb = heapq.heappop(pending)
+            fb = fb.model_copy(update={"sent_at": due})  # freshness: feedback-to-applied latency starts here
             producer.produce(names.TOPIC_FEEDBACK, key=str(fb.user_id), value=fb.encode())
             producer.poll(0)
 
@@ -104,6 +107,7 @@ def replay(
         producer.poll(0)
         feedback = Feedback(
             request_id=request_id,
+            rating_id=rating_id(rating.user_id, rating.movie_id, rating.event_ts),
             user_id=rating.user_id,
             movie_id=rating.movie_id,
             rating=rating.rating,

@@ -14,11 +14,12 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from streamml import names
-from streamml.errors import PoisonMessageError, TransientError
+from streamml.bounds import MAX_FEATURE_MAGNITUDE
+from streamml.errors import DataValidationError, PoisonMessageError, TransientError
 from streamml.features import spec
 from streamml.stores.features import RedisFeatureStore
-from streamml.streaming.messages import DeadLetter, Message, Prediction, RatingRequest, parse, poison_reason
-from streamml.streaming.worker import BatchResult, Output
+from streamml.streaming.messages import Prediction, RatingRequest
+from streamml.streaming.worker import BatchResult, Output, parse_batch
 
 logger = logging.getLogger(__name__)
 
@@ -35,45 +36,15 @@ class ServingModel:
     threshold: float = 0.5
 
 
-def dead_letter(msg: Any, error: Exception, topic: str = names.TOPIC_REQUESTS_DLQ) -> Output:
-    payload = msg.value() or b""
-    record = DeadLetter(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        error_type=type(error).__name__,
-        error=str(error)[:1000],
-        payload=payload[:2048].decode("utf-8", errors="replace"),
-    )
-    return Output(topic, msg.key(), record.encode())
-
-
-M = TypeVar("M", bound=Message)
-
-
-def parse_batch(
-    model: type[M], messages: Sequence[Any], dlq_topic: str, reasons: list[str] | None = None
-) -> tuple[list[M], list[Output]]:
-    """Decode a batch: the valid messages, and a dead letter for each one that can never be processed (whose
-    :func:`~streamml.streaming.messages.poison_reason` is appended to ``reasons`` when given)."""
-    valid: list[M] = []
-    dead: list[Output] = []
-    for msg in messages:
-        try:
-            valid.append(cast(M, parse(model, msg.value())))
-        except PoisonMessageError as exc:
-            dead.append(dead_letter(msg, exc, dlq_topic))
-            if reasons is not None:
-                reasons.append(poison_reason(str(exc)))
-    return valid, dead
-
-
 @dataclass
 class ScoredBatch(BatchResult):
     """A scorer batch's result, with what observers count once it is delivered (never sent anywhere itself)."""
 
     predictions: list[Prediction] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # the poison reason of each dead letter
+
+
+Outcome = Prediction | PoisonMessageError
+"""What scoring one request gives: its prediction, or why it can never be scored."""
 
 
 class ScorerHandler:
@@ -109,53 +80,136 @@ class ScorerHandler:
         return self._version
 
     def __call__(self, messages: Sequence[Any]) -> ScoredBatch:
-        refused: list[str] = []
-        requests, outputs = parse_batch(RatingRequest, messages, self.dlq_topic, refused)
-        if not requests:
-            return ScoredBatch(outputs, refused=refused)
-        predictions = self.score(requests)
-        encoded = [p.encode() for p in predictions]
-        outputs += [
-            Output(self.predictions_topic, str(p.user_id), v) for p, v in zip(predictions, encoded, strict=True)
-        ]
-        results = [(names.prediction_key(p.request_id), v) for p, v in zip(predictions, encoded, strict=True)]
+        result = ScoredBatch()
+        parsed = parse_batch(RatingRequest, messages, result, self.dlq_topic)
+        if not parsed:
+            return result
+        results: list[tuple[str, bytes]] = []
+        for (msg, _), outcome in zip(parsed, self.score([r for _, r in parsed]), strict=True):
+            if isinstance(outcome, PoisonMessageError):
+                result.refuse(msg, outcome, self.dlq_topic)
+                continue
+            encoded = outcome.encode()
+            result.predictions.append(outcome)
+            result.outputs.append(Output(self.predictions_topic, str(outcome.user_id), encoded))
+            results.append((names.prediction_key(outcome.request_id), encoded))
 
         def write_results() -> None:
             self.features.write_predictions(results, self.ttl)
 
-        return ScoredBatch(outputs, sink=write_results, predictions=predictions, refused=refused)
+        result.sink = write_results if results else None
+        return result
 
-    def score(self, requests: Sequence[RatingRequest]) -> list[Prediction]:
+    def score(self, requests: Sequence[RatingRequest]) -> list[Outcome]:
+        """One outcome per request, in order. A request whose user's, movie's or the globals' online state cannot be
+        read, or that the model cannot score, is refused; the others are scored. Only infrastructure faults raise."""
         version = self.feature_version()
         model = self.model()
-        user_ids = [r.user_id for r in requests]
-        movie_ids = [r.movie_id for r in requests]
-        blobs = self.features.get_many(version, user_ids, movie_ids)
         n = len(requests)
-        users = [spec.unpack_user(b) if b is not None else None for b in blobs[:n]]
-        movies = [spec.unpack_movie(b) if b is not None else None for b in blobs[n : 2 * n]]
+        blobs = self.features.get_many(version, [r.user_id for r in requests], [r.movie_id for r in requests])
+        outcomes: list[Outcome | None] = [None] * n
         globals_blob = blobs[2 * n]
-        globals_state = spec.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
-        matrix = spec.feature_matrix(
-            users, movies, globals_state, np.fromiter((r.event_ts for r in requests), np.int64)
-        )
-        scores = model.predict(matrix)
-        cold = spec.cold_start_mask(matrix)
-        scored_at = self.clock()
-        return [
-            Prediction(
-                request_id=r.request_id,
-                user_id=r.user_id,
-                movie_id=r.movie_id,
-                score=float(s),
-                label=int(s >= model.threshold),
-                model_name=model.name,
-                model_version=model.version,
-                feature_version=version,
-                cold_start=bool(c),
-                event_ts=r.event_ts,
-                sent_at=r.sent_at,
-                scored_at=scored_at,
+        try:
+            globals_state = spec.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
+        except DataValidationError as exc:
+            return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n
+        users = _unpack_each(blobs[:n], spec.unpack_user, [f"user {r.user_id}" for r in requests], outcomes)
+        movies = _unpack_each(blobs[n : 2 * n], spec.unpack_movie, [f"movie {r.movie_id}" for r in requests], outcomes)
+        rows = [i for i in range(n) if outcomes[i] is None]
+        if rows:
+            matrix = spec.feature_matrix(
+                [users[i] for i in rows],
+                [movies[i] for i in rows],
+                globals_state,
+                np.fromiter((requests[i].event_ts for i in rows), np.int64, count=len(rows)),
             )
-            for r, s, c in zip(requests, scores, cold, strict=True)
-        ]
+            # A state inside the blob bounds can still give features outside the message bounds (a forged blob):
+            # those rows are refused, not scored.
+            in_bounds = np.all(np.abs(matrix) <= MAX_FEATURE_MAGNITUDE, axis=1) & (
+                abs(globals_state.total) <= MAX_FEATURE_MAGNITUDE
+            )
+            scores = _predict_rows(model.predict, matrix)
+            cold = spec.cold_start_mask(matrix)
+            scored_at = self.clock()
+            served_globals = (globals_state.count, globals_state.total, globals_state.likes)
+            for k, i in enumerate(rows):
+                r, s = requests[i], float(scores[k])
+                if not in_bounds[k]:  # NaN too
+                    outcomes[i] = PoisonMessageError(
+                        f"user {r.user_id} movie {r.movie_id}: the online state gives features outside their bounds "
+                        f"(|value| > {MAX_FEATURE_MAGNITUDE:g} or not finite)",
+                        "bad_feature_blob",
+                    )
+                    continue
+                if not 0.0 <= s <= 1.0:  # NaN too
+                    outcomes[i] = PoisonMessageError(
+                        f"model {model.name} v{model.version} gave score {s!r} for user {r.user_id} movie {r.movie_id}",
+                        "scoring_error",
+                    )
+                    continue
+                outcomes[i] = Prediction(
+                    request_id=r.request_id,
+                    user_id=r.user_id,
+                    movie_id=r.movie_id,
+                    score=s,
+                    label=1 if s >= model.threshold else 0,
+                    model_name=model.name,
+                    model_version=model.version,
+                    feature_version=version,
+                    cold_start=bool(cold[k]),
+                    event_ts=r.event_ts,
+                    sent_at=r.sent_at,
+                    scored_at=scored_at,
+                    features=tuple(matrix[k].tolist()),
+                    globals_used=served_globals,
+                )
+        return cast(list[Outcome], outcomes)
+
+
+S = TypeVar("S")
+
+
+def _unpack_each(
+    blobs: Sequence[bytes | None], unpack: Callable[[bytes], S], whose: Sequence[str], outcomes: list[Outcome | None]
+) -> list[S | None]:
+    """Unpack each blob once (a batch repeats users and movies); a blob that cannot be read refuses its rows."""
+    states: list[S | None] = []
+    cache: dict[bytes, S | DataValidationError] = {}
+    for i, blob in enumerate(blobs):
+        if blob is None:
+            states.append(None)
+            continue
+        state = cache.get(blob)
+        if state is None:
+            try:
+                state = unpack(blob)
+            except DataValidationError as exc:
+                state = exc
+            cache[blob] = state
+        if isinstance(state, DataValidationError):
+            if outcomes[i] is None:
+                outcomes[i] = PoisonMessageError(f"{whose[i]}: {state}", "bad_feature_blob")
+            states.append(None)
+        else:
+            states.append(state)
+    return states
+
+
+def _predict_rows(predict: Predict, matrix: np.ndarray) -> np.ndarray:
+    """Scores of every row; when the model refuses the batch, row by row, NaN for the rows it refuses (a feature
+    vector no model can score is refused, the others are scored). Infrastructure faults propagate."""
+    try:
+        return np.asarray(predict(matrix), dtype=np.float64).reshape(len(matrix))
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - which row? each is retried alone; the failing ones are refused
+        logger.warning("model refused a batch of %d rows (%s); scoring row by row", len(matrix), exc)
+    scores = np.full(len(matrix), np.nan)
+    for k in range(len(matrix)):
+        try:
+            scores[k] = float(np.asarray(predict(matrix[k : k + 1]), dtype=np.float64).reshape(1)[0])
+        except TransientError:
+            raise
+        except Exception:  # noqa: BLE001, S112 - this row is refused as a scoring error
+            continue
+    return scores

@@ -1,4 +1,6 @@
-"""The scorer's Prometheus metrics, served at ``/metrics`` on ``settings.scorer.metrics_port``.
+"""Prometheus metrics: the scorer's, served at ``/metrics`` on ``settings.scorer.metrics_port``, and the metrics
+aggregator's live gauges (:class:`LiveMetrics`, ``streamml_live_*``: rolling AUC, accuracy, MAE, latency p99,
+feedback-to-applied p50/p99, stale-prediction share) on ``settings.aggregator.metrics_port``.
 
 Recorded by the worker (as its :class:`~streamml.streaming.worker.WorkerObserver`, after a batch is delivered and
 committed) and by the champion model's reload hooks; the handler itself stays pure. Counters restart at zero with the
@@ -10,7 +12,7 @@ process, as Prometheus expects.
 | ``streamml_scorer_consumer_errors_total`` | counter | |
 | ``streamml_scorer_predictions_total`` | counter | |
 | ``streamml_scorer_cold_starts_total`` | counter | (predictions for a user or movie without history) |
-| ``streamml_scorer_dlq_records_total`` | counter | ``reason``: empty, too_large, invalid_json, invalid_fields |
+| ``streamml_scorer_dlq_records_total`` | counter | ``reason``: a ``POISON_REASONS`` label |
 | ``streamml_scorer_batch_size`` | histogram | (messages per delivered batch) |
 | ``streamml_scorer_batch_seconds`` | histogram | (handler + Redis write + flush + commit) |
 | ``streamml_scorer_retries_total`` | counter | ``operation``: handler and sink (Redis), delivery and commit (Kafka) |
@@ -22,6 +24,7 @@ process, as Prometheus expects.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
@@ -93,11 +96,11 @@ class ScorerMetrics:
         self.consumed.inc(consumed)
         self.batch_size.observe(consumed)
         self.batch_seconds.observe(seconds)
+        for reason in result.refused:
+            self.dlq.labels(reason=reason).inc()
         if isinstance(result, ScoredBatch):
             self.predictions.inc(len(result.predictions))
             self.cold_starts.inc(sum(p.cold_start for p in result.predictions))
-            for reason in result.refused:
-                self.dlq.labels(reason=reason).inc()
 
     # ChampionModel hooks
     def model_loaded(self, model: ServingModel) -> None:
@@ -109,12 +112,44 @@ class ScorerMetrics:
         self.model_loads.labels(outcome="failure").inc()
 
 
-def serve_metrics(port: int, host: str, registry: CollectorRegistry = REGISTRY) -> None:
+class LiveMetrics:
+    """The metrics aggregator's gauges, set from each :class:`~streamml.streaming.metrics.MetricsSnapshot` it
+    publishes (``streamml_live_*``): rolling quality, freshness and what was refused."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, namespace: str = "streamml_live") -> None:
+        def gauge(suffix: str, text: str) -> Gauge:
+            return Gauge(f"{namespace}_{suffix}", text, registry=registry)
+
+        self.gauges = {
+            "auc": gauge("auc", "Rolling AUC of the latest joined predictions."),
+            "accuracy": gauge("accuracy", "Rolling accuracy of the latest joined predictions."),
+            "mae": gauge("mae", "Rolling mean absolute error of the latest joined predictions."),
+            "latency_p99_ms": gauge("latency_p99_ms", "p99 of intended send time to scored, milliseconds."),
+            "applied_p50_ms": gauge("feedback_applied_p50_ms", "p50 of feedback sent to applied online, ms."),
+            "applied_p99_ms": gauge("feedback_applied_p99_ms", "p99 of feedback sent to applied online, ms."),
+            "stale_share": gauge(
+                "stale_prediction_share", "Share of joined predictions scored without an earlier rating of the user."
+            ),
+            "stale_mean": gauge("stale_ratings_mean", "Mean number of the user's earlier ratings not yet applied."),
+            "joined_total": gauge("joined_total", "Predictions joined with their feedback since the start."),
+            "dlq_total": gauge("dlq_records", "DLQ records seen since the start."),
+            "refused_total": gauge("refused_total", "Unreadable predictions and feedback the aggregator refused."),
+        }
+
+    def update(self, snapshot: Any) -> None:
+        for field_name, g in self.gauges.items():
+            value = getattr(snapshot, field_name)
+            g.set(float("nan") if value is None else float(value))
+
+
+def serve_metrics(
+    port: int, host: str, registry: CollectorRegistry = REGISTRY, variable: str = "STREAMML_SCORER__METRICS_PORT"
+) -> None:
     """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread; fail if the port is taken."""
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve scorer metrics on {host}:{port} ({exc}); set STREAMML_SCORER__METRICS_PORT to a free port"
+            f"cannot serve Prometheus metrics on {host}:{port} ({exc}); set {variable} to a free port"
         ) from exc
     logger.info("serving Prometheus metrics at http://%s:%d/metrics", host, port)

@@ -15,11 +15,13 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
-from streamml.errors import StreamMLError, TransientError
+from streamml import names
+from streamml.errors import PoisonMessageError, StreamMLError, TransientError
+from streamml.streaming.messages import DeadLetter, Message, parse
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,46 @@ class Output:
 
 @dataclass
 class BatchResult:
-    """What a handler wants done for one batch: messages to produce and a sink write to run before the commit."""
+    """What a handler wants done for one batch: messages to produce and a sink write to run before the commit, and
+    the reason label of each dead letter among the outputs (observers count them once the batch is delivered)."""
 
     outputs: list[Output] = field(default_factory=list)
     sink: Callable[[], object] | None = None
+    refused: list[str] = field(default_factory=list)
+
+    def refuse(self, msg: Any, error: PoisonMessageError, topic: str) -> None:
+        """Add a dead letter for ``msg``."""
+        self.outputs.append(dead_letter(msg, error, topic))
+        self.refused.append(error.reason)
+
+
+def dead_letter(msg: Any, error: PoisonMessageError, topic: str = names.TOPIC_REQUESTS_DLQ) -> Output:
+    """The DLQ record of a message that can never be processed: where it came from, why, and its payload."""
+    payload = msg.value() or b""
+    record = DeadLetter(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        reason=error.reason,
+        error_type=type(error).__name__,
+        error=str(error)[:1000],
+        payload=payload[:2048].decode("utf-8", errors="replace"),
+    )
+    return Output(topic, msg.key(), record.encode())
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_batch(model: type[M], messages: Sequence[Any], result: BatchResult, dlq_topic: str) -> list[tuple[Any, M]]:
+    """Decode a batch: each valid message with its Kafka message; a dead letter in ``result`` for every other."""
+    valid: list[tuple[Any, M]] = []
+    for msg in messages:
+        try:
+            valid.append((msg, cast(M, parse(model, msg.value()))))
+        except PoisonMessageError as exc:
+            result.refuse(msg, exc, dlq_topic)
+    return valid
 
 
 class Handler(Protocol):
@@ -98,6 +136,7 @@ class Worker:
         observer: WorkerObserver | None = None,
         retry_attempts: int = 12,
         flush_timeout: float = 10.0,
+        dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -111,6 +150,7 @@ class Worker:
         # restart of Redis or of the broker is ridden out inside max.poll.interval.ms (300 s).
         self.retry_attempts = retry_attempts
         self.flush_timeout = flush_timeout
+        self.dlq_topic = dlq_topic
         self.running = True
         self._delivery_errors: list[str] = []
 
@@ -161,6 +201,40 @@ class Worker:
                 return
             raise TransientError(f"commit failed: {exc}") from exc
 
+    def _handle(self, messages: Sequence[Any]) -> BatchResult:
+        """Run the handler; if it fails for a reason other than an infrastructure fault (a bug a message
+        triggers), find the messages that make it fail by halving the batch, dead-letter them with the reason
+        ``handler_error`` and handle the rest, so that no message can stop the partition or restart the process."""
+        try:
+            return self.handler(messages)
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated below, never swallowed: the culprit goes to the DLQ
+            if len(messages) <= 1:
+                if not messages:
+                    raise
+                msg = messages[0]
+                logger.exception(
+                    "handler failed on one message topic=%s partition=%s offset=%s; dead-lettering it",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                )
+                result = BatchResult()
+                result.refuse(msg, PoisonMessageError(f"{type(exc).__name__}: {exc}", "handler_error"), self.dlq_topic)
+                return result
+            logger.warning("handler failed on a batch of %d (%s); isolating the message", len(messages), exc)
+            # Each half is delivered to its sink before the next half is handled: a handler that reads state in
+            # Redis and writes it in its sink (the feature updater) must see the first half's writes.
+            parts = []
+            for part_messages in (messages[: len(messages) // 2], messages[len(messages) // 2 :]):
+                part = self._handle(part_messages)
+                if part.sink is not None:
+                    self._retry("sink", part.sink)
+                    part.sink = None
+                parts.append(part)
+            return _merge(*parts)
+
     def process(self, messages: Sequence[Any]) -> None:
         """Handle one batch and deliver it; raise :class:`TransientError` if anything was not delivered."""
         started = time.perf_counter()
@@ -170,7 +244,7 @@ class Worker:
                 logger.warning("consumer error topic=%s: %s", m.topic(), m.error())
                 if self.observer is not None:
                     self.observer.consumer_error()
-        result: BatchResult = self._retry("handler", lambda: self.handler(data))
+        result: BatchResult = self._retry("handler", lambda: self._handle(data))
         for out in result.outputs:
             while True:
                 try:
@@ -206,6 +280,15 @@ class Worker:
         finally:
             self.producer.flush(10)
             self.consumer.close()
+
+
+def _merge(first: BatchResult, second: BatchResult) -> BatchResult:
+    """Both results as one (their sinks already ran), of the more specific of their two types."""
+    target = type(first) if isinstance(first, type(second)) else type(second)
+    values = {
+        f.name: getattr(first, f.name, []) + getattr(second, f.name, []) for f in fields(target) if f.name != "sink"
+    }
+    return target(**values)  # type: ignore[arg-type]
 
 
 class _Undeliverable(StreamMLError):

@@ -1,8 +1,12 @@
-"""End-to-end proof against a running stack: fresh requests get predictions on the topic and in Redis, equal to an
-offline computation with the same model version and feature values; malformed events land in the DLQ with a reason.
+"""End-to-end proof against a running stack, also while a replay is in flight: fresh requests get predictions on the
+topic and in Redis; each prediction's score is what the registered model (loaded through ``mlflow.pyfunc``, not the
+scorer's fast path) gives for the feature vector it served, and that vector is what the feature definition gives for
+the online states (read by this check, with the globals the prediction records); malformed and hostile events land in
+the DLQ with their reason, and scoring goes on.
 
-Run it while no replay is in flight: the feature updater changes online features as feedback arrives, and the
-offline check recomputes features from what Redis holds when it checks.
+A replay's feedback changes the online state of the users and movies it touches while this runs: the feature check
+compares the predictions whose user and movie state was the same before the requests were sent and after their
+predictions arrived, and counts the others apart.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +28,19 @@ from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
 
 logger = logging.getLogger(__name__)
 
-MALFORMED: tuple[bytes, ...] = (b"{not json", b'{"request_id": "only-an-id"}', b'{"user_id": "seven"}', b"[]")
+MALFORMED: tuple[tuple[bytes, str], ...] = (
+    (b"{not json", "invalid_json"),
+    (b'{"request_id": "only-an-id"}', "invalid_fields"),
+    (b'{"user_id": "seven"}', "invalid_fields"),
+    (b"[]", "invalid_fields"),
+    # Valid-looking requests out of bounds: an event time past int64, a NaN send time.
+    (
+        b'{"schema_version":1,"request_id":"x","user_id":1,"movie_id":1,"event_ts":9223372036854775808,"sent_at":1}',
+        "out_of_range",
+    ),
+    (b'{"schema_version":1,"request_id":"x","user_id":1,"movie_id":1,"event_ts":1,"sent_at":NaN}', "out_of_range"),
+)
+"""Events the scorer must refuse, each with the reason it must give."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +50,7 @@ class Check:
     detail: str
 
 
-def _tail_consumer(settings: Settings, topic: str) -> object:
+def tail_consumer(settings: Settings, topic: str) -> Any:
     """A consumer positioned at the current end of ``topic`` (so it sees only what we produce next)."""
     from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
@@ -42,6 +59,7 @@ def _tail_consumer(settings: Settings, topic: str) -> object:
     consumer = Consumer(consumer_config(settings.kafka, f"streamml-verify-{uuid.uuid4().hex[:8]}"))
     meta = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in meta.topics[topic].partitions])
+    consumer.consume(1, 1.0)  # resolve the end offsets now, before anything we wait for is produced
     return consumer
 
 
@@ -74,16 +92,17 @@ def run(
         )
         for i, k in enumerate(picks)
     ]
-    predictions_tail = _tail_consumer(settings, names.TOPIC_PREDICTIONS)
-    dlq_tail = _tail_consumer(settings, names.TOPIC_REQUESTS_DLQ)
+    predictions_tail = tail_consumer(settings, names.TOPIC_PREDICTIONS)
+    dlq_tail = tail_consumer(settings, names.TOPIC_REQUESTS_DLQ)
     producer = Producer(producer_config(settings.kafka, client_id="streamml-verify"))
-    say(f"producing {len(requests)} requests and {len(MALFORMED)} malformed events")
+    before = _states(store, version, requests)
+    say(f"producing {len(requests)} requests and {len(MALFORMED)} malformed or out-of-range events")
     for request in requests:
         request = request.model_copy(update={"sent_at": time.time()})
         producer.produce(names.TOPIC_REQUESTS, key=str(request.user_id), value=request.encode())
         producer.poll(0)
     marker = f"verify-{run_id}".encode()
-    for payload in MALFORMED:
+    for payload, _ in MALFORMED:
         producer.produce(names.TOPIC_REQUESTS, key=marker, value=payload)
     producer.flush(30)
 
@@ -93,12 +112,12 @@ def run(
     dead: list[DeadLetter] = []
     deadline = time.monotonic() + timeout
     while (len(seen) < len(wanted) or len(dead) < len(MALFORMED)) and time.monotonic() < deadline:
-        for msg in predictions_tail.consume(500, 0.2):  # type: ignore[attr-defined]
+        for msg in predictions_tail.consume(500, 0.2):
             if msg.error() is None:
                 p = Prediction.model_validate_json(msg.value())
                 if p.request_id in wanted:
                     seen[p.request_id] = p
-        for msg in dlq_tail.consume(100, 0.05):  # type: ignore[attr-defined]
+        for msg in dlq_tail.consume(100, 0.05):
             if msg.error() is None and msg.key() == marker:
                 dead.append(DeadLetter.model_validate_json(msg.value()))
         pending = [rid for rid in seen if rid not in visible_at]
@@ -107,8 +126,9 @@ def run(
             for rid, value in zip(pending, client.mget([names.prediction_key(r) for r in pending]), strict=True):
                 if value is not None:
                     visible_at[rid] = now
-    predictions_tail.close()  # type: ignore[attr-defined]
-    dlq_tail.close()  # type: ignore[attr-defined]
+    predictions_tail.close()
+    dlq_tail.close()
+    after = _states(store, version, requests)
 
     checks.append(
         Check("every request predicted on predictions.v1", len(seen) == len(wanted), f"{len(seen)}/{len(wanted)}")
@@ -116,11 +136,20 @@ def run(
     checks.append(
         Check("every prediction visible in Redis", len(visible_at) == len(wanted), f"{len(visible_at)}/{len(wanted)}")
     )
-    dlq_ok = len(dead) == len(MALFORMED) and all(d.error for d in dead)
-    checks.append(Check("malformed events in the DLQ with a reason", dlq_ok, f"{len(dead)}/{len(MALFORMED)}"))
+    reasons = sorted(d.reason for d in dead)
+    expected = sorted(reason for _, reason in MALFORMED)
+    checks.append(
+        Check(
+            "malformed and out-of-range events in the DLQ with their reason",
+            reasons == expected,
+            f"{len(dead)}/{len(MALFORMED)}: {', '.join(reasons) or 'none'}",
+        )
+    )
     if seen:
-        checks.append(_check_values(settings, store, version, list(seen.values())))
-        latency = np.array([(p.scored_at - p.sent_at) * 1000 for p in seen.values()])
+        predictions = list(seen.values())
+        checks.append(check_scores(settings, predictions))
+        checks.append(check_features(predictions, before, after))
+        latency = np.array([(p.scored_at - p.sent_at) * 1000 for p in predictions])
         visible = np.array([(visible_at[r] - seen[r].sent_at) * 1000 for r in visible_at]) if visible_at else latency
         checks.append(
             Check(
@@ -133,33 +162,70 @@ def run(
     return checks
 
 
-def offline_scores(
-    settings: Settings, store: RedisFeatureStore, version: int, predictions: list[Prediction]
-) -> np.ndarray:
-    """Each prediction's score recomputed offline: the same model version loaded from the registry, the features
-    rebuilt from the same Redis blobs of feature version ``version``."""
-    from streamml.models.pyfunc import load_scorer
-
-    out = np.empty(len(predictions))
-    by_version: dict[str, list[int]] = {}
-    for i, p in enumerate(predictions):
-        by_version.setdefault(p.model_version, []).append(i)
-    for model_version, rows in by_version.items():
-        preds = [predictions[i] for i in rows]
-        predict = load_scorer(f"models:/{preds[0].model_name}/{model_version}", settings.mlflow.tracking_uri)
-        blobs = store.get_many(version, [p.user_id for p in preds], [p.movie_id for p in preds])
-        k = len(preds)
-        users = [spec.unpack_user(b) if b else None for b in blobs[:k]]
-        movies = [spec.unpack_movie(b) if b else None for b in blobs[k : 2 * k]]
-        globals_state = spec.unpack_globals(blobs[-1]) if blobs[-1] else spec.GlobalState()
-        matrix = spec.feature_matrix(users, movies, globals_state, np.array([p.event_ts for p in preds]))
-        out[rows] = predict(matrix)
-    return out
+States = dict[tuple[str, int], bytes | None]
 
 
-def _check_values(settings: Settings, store: RedisFeatureStore, version: int, predictions: list[Prediction]) -> Check:
-    """Recompute each score offline and compare."""
-    offline = offline_scores(settings, store, version, predictions)
-    worst = float(np.max(np.abs(offline - np.array([p.score for p in predictions])))) if predictions else 0.0
-    versions = ", ".join(sorted({p.model_version for p in predictions}))
-    return Check("scores equal the offline computation", worst <= 1e-6, f"max |diff| {worst:.2e}, model v{versions}")
+def _states(store: RedisFeatureStore, version: int, requests: Sequence[RatingRequest]) -> States:
+    """The user and movie blobs of ``requests`` as they are now, in one read."""
+    users = sorted({r.user_id for r in requests})
+    movies = sorted({r.movie_id for r in requests})
+    blobs = store.get_many(version, users, movies)
+    return {**{("user", u): b for u, b in zip(users, blobs, strict=False)},
+            **{("movie", m): b for m, b in zip(movies, blobs[len(users) :], strict=False)}}  # fmt: skip
+
+
+def pyfunc_scores(settings: Settings, model_name: str, model_version: str, features: np.ndarray) -> np.ndarray:
+    """Scores of ``features`` by the registered model version, loaded and called the way any MLflow user does."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{model_version}")
+    out = model.predict(pd.DataFrame(features, columns=list(spec.FEATURE_NAMES)))
+    return np.asarray(out, dtype=np.float64).reshape(len(features))
+
+
+def check_scores(settings: Settings, predictions: Sequence[Prediction]) -> Check:
+    """Each served vector scored again by the registered model through ``mlflow.pyfunc``."""
+    worst = 0.0
+    by_version: dict[tuple[str, str], list[Prediction]] = {}
+    for p in predictions:
+        by_version.setdefault((p.model_name, p.model_version), []).append(p)
+    for (name, version), preds in by_version.items():
+        offline = pyfunc_scores(settings, name, version, np.array([p.features for p in preds]))
+        worst = max(worst, float(np.max(np.abs(offline - np.array([p.score for p in preds])))))
+    versions = ", ".join(sorted(v for _, v in by_version))
+    return Check(
+        "scores equal the registered model (mlflow.pyfunc) on the served features",
+        worst <= 1e-9,
+        f"max |diff| {worst:.2e}, model v{versions}",
+    )
+
+
+def check_features(predictions: Sequence[Prediction], before: States, after: States) -> Check:
+    """Each served vector against the feature definition on the user's and movie's state (unchanged while this ran)
+    and the globals the prediction records; predictions whose state feedback changed meanwhile are counted apart."""
+    compared = changed = mismatched = 0
+    worst = 0.0
+    for p in predictions:
+        user, movie = ("user", p.user_id), ("movie", p.movie_id)
+        if before[user] != after[user] or before[movie] != after[movie]:
+            changed += 1
+            continue
+        user_blob, movie_blob = after[user], after[movie]
+        expected, _ = spec.features_from_states(
+            spec.unpack_user(user_blob) if user_blob is not None else None,
+            spec.unpack_movie(movie_blob) if movie_blob is not None else None,
+            spec.GlobalState(*p.globals_used),
+            p.event_ts,
+        )
+        diff = float(np.max(np.abs(np.array(expected) - np.array(p.features))))
+        worst = max(worst, diff)
+        compared += 1
+        mismatched += diff > 1e-9
+    return Check(
+        "served features equal the feature definition on the online state",
+        mismatched == 0 and compared > 0,
+        f"{compared} compared, {mismatched} differ (max |diff| {worst:.2e}); {changed} skipped: their user or movie "
+        "changed by feedback while this ran",
+    )

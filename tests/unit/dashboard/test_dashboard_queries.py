@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamml import names
 from streamml.dashboard import queries
 from streamml.dashboard.queries import ApiClient, ApiError, ServiceDown
-from streamml.streaming.metrics import METRICS_ERRORS, METRICS_HISTORY, METRICS_LATEST, METRICS_RECENT
+from streamml.names import METRICS_ERRORS, METRICS_HISTORY, METRICS_LATEST, METRICS_RECENT
 
 # ------------------------------------------------------------------------------------------------------------------
 # fakes

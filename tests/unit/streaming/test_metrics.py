@@ -6,19 +6,43 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from streamml.features.spec import FEATURE_NAMES, N_FEATURES, NO_PREVIOUS_RATING
+from streamml.stores.metrics import RedisMetricsStore
 from streamml.streaming.messages import Feedback, Prediction
 from streamml.streaming.metrics import LOG_HEADER, MetricLog, MetricsState, rolling_metrics
 
+SINCE = FEATURE_NAMES.index("seconds_since_user_prev_rating")
 
-def pred(i: int, score: float) -> Prediction:
+
+def pred(i: int, score: float, event_ts: int = 10, since: float = NO_PREVIOUS_RATING) -> Prediction:
+    features = [0.0] * N_FEATURES
+    features[SINCE] = since
     return Prediction(
         request_id=f"r{i}", user_id=1, movie_id=2, score=score, label=int(score >= 0.5), model_name="m",
-        model_version="3", feature_version=1, cold_start=False, event_ts=10, sent_at=100.0, scored_at=100.02,
+        model_version="3", feature_version=1, cold_start=False, event_ts=event_ts, sent_at=100.0, scored_at=100.02,
+        features=tuple(features), globals_used=(0, 0.0, 0),
     )  # fmt: skip
 
 
-def fb(i: int, rating: float) -> Feedback:
-    return Feedback(request_id=f"r{i}", user_id=1, movie_id=2, rating=rating, event_ts=10)
+def fb(i: int, rating: float, event_ts: int = 10, movie_id: int = 2) -> Feedback:
+    return Feedback(request_id=f"r{i}", user_id=1, movie_id=movie_id, rating=rating, event_ts=event_ts)
+
+
+def test_staleness_counts_the_earlier_ratings_a_prediction_was_scored_without() -> None:
+    state = MetricsState()
+    for k, ts in enumerate((100, 200, 300)):  # three earlier ratings of user 1, on other movies
+        state.add_feedback(fb(100 + k, 4.0, event_ts=ts, movie_id=50 + k), now=0)
+    # Scored at t=400 having seen the rating at 100 only (last rating 300 s before): 200 and 300 were not applied.
+    state.add_prediction(pred(1, 0.5, event_ts=400, since=300.0), now=0)
+    joined = state.add_feedback(fb(1, 4.0, event_ts=400), now=0)
+    assert joined is not None and joined.stale == 2
+    # Scored having seen every earlier rating: none missing; the snapshot reports the share of stale predictions.
+    state.add_prediction(pred(2, 0.5, event_ts=500, since=100.0), now=0)
+    joined = state.add_feedback(fb(2, 4.0, event_ts=500), now=0)
+    assert joined is not None and joined.stale == 0
+    snap = state.snapshot(now=1, elapsed=1, lag={}, applied_ms=[10.0, 20.0, 30.0])
+    assert snap.stale_share == 0.5 and snap.stale_mean == 1.0
+    assert snap.applied_p50_ms == 20.0
 
 
 def test_joins_in_either_order_and_computes_absolute_error() -> None:
@@ -84,6 +108,12 @@ class Msg:
     def offset(self) -> int:
         return 0
 
+    def partition(self) -> int:
+        return 0
+
+    def key(self) -> bytes:
+        return b"1"
+
 
 class FakePipeline:
     def __init__(self, store: dict[str, list[str] | str]) -> None:
@@ -109,14 +139,18 @@ class FakeRedis:
     def pipeline(self, transaction: bool) -> FakePipeline:
         return FakePipeline(self.store)
 
+    def lrange(self, key: str, *_: object) -> list[str]:
+        return list(self.store.get(key, []))
+
 
 def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) -> None:
-    from streamml.streaming.metrics import METRICS_ERRORS, METRICS_LATEST, MetricsHandler, MetricsSnapshot
+    from streamml.names import METRICS_ERRORS, METRICS_LATEST
+    from streamml.streaming.metrics import MetricsHandler, MetricsSnapshot
 
     clock = iter([0.0, 5.0])
     redis_fake = FakeRedis()
     handler = MetricsHandler(
-        redis_fake, MetricLog(tmp_path / "log.csv"), lambda: {"0": 0}, publish_every=1.0,
+        RedisMetricsStore(redis_fake), MetricLog(tmp_path / "log.csv"), lambda: {"0": 0}, publish_every=1.0,  # type: ignore[arg-type]
         metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: next(clock),
     )  # fmt: skip
     result = handler([Msg("preds", pred(1, 0.8).encode()), Msg("fb", fb(1, 5.0).encode()), Msg("dlq", b"{}")])
@@ -128,3 +162,17 @@ def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) 
     assert redis_fake.store[METRICS_ERRORS] == ["0.200000"]
     assert METRICS_LATEST in redis_fake.store
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 2
+
+
+def test_a_forged_prediction_is_dead_lettered_and_bad_feedback_only_counted(tmp_path: Path) -> None:
+    from streamml.streaming.metrics import MetricsHandler
+
+    handler = MetricsHandler(
+        RedisMetricsStore(FakeRedis()), MetricLog(tmp_path / "log.csv"), lambda: {}, publish_every=60.0,  # type: ignore[arg-type]
+        metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: 0.0,
+    )  # fmt: skip
+    nan_score = pred(1, 0.5).encode().replace(b'"score":0.5', b'"score":NaN')
+    result = handler([Msg("preds", nan_score), Msg("fb", b'{"rating": Infinity}'), Msg("preds", pred(2, 0.4).encode())])
+    assert [o.topic for o in result.outputs] == ["dlq"]
+    assert result.refused == ["out_of_range"]
+    assert handler.state.refused_total == 2 and len(handler.state.predictions) == 1

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 
 from streamml.api.deps import Deps
 from streamml.api.schemas import PredictionOut, PredictRequest, PredictResponse, Problem
-from streamml.streaming.messages import RatingRequest
+from streamml.errors import PoisonMessageError
+from streamml.streaming.messages import Prediction, RatingRequest
 
 router = APIRouter(tags=["predict"])
 
@@ -17,7 +18,10 @@ router = APIRouter(tags=["predict"])
 @router.post(
     "/predict",
     summary="Score one or many (user, movie) pairs with @champion",
-    responses={503: {"model": Problem, "description": "no champion or no online features yet, or Redis is down"}},
+    responses={
+        422: {"model": Problem, "description": "a pair cannot be scored (its online state is unreadable)"},
+        503: {"model": Problem, "description": "no champion or no online features yet, or Redis is down"},
+    },
 )
 def predict(body: PredictRequest, deps: Deps) -> PredictResponse:
     now = time.time()
@@ -32,7 +36,13 @@ def predict(body: PredictRequest, deps: Deps) -> PredictResponse:
         for item in body.items
     ]
     with deps.model_lock:  # one model (re)load at a time; scoring itself is fast
-        predictions = deps.scorer.score(requests)
+        outcomes = deps.scorer.score(requests)
+    refused = [(item, o) for item, o in zip(body.items, outcomes, strict=True) if isinstance(o, PoisonMessageError)]
+    if refused:
+        item, error = refused[0]
+        raise PoisonMessageError(
+            f"cannot score user {item.user_id} movie {item.movie_id} ({error.reason}): {error}", error.reason
+        )
     return PredictResponse(
-        predictions=[PredictionOut.model_validate(p.model_dump()) for p in predictions]
+        predictions=[PredictionOut.model_validate(o.model_dump()) for o in outcomes if isinstance(o, Prediction)]
     )

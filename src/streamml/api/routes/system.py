@@ -15,6 +15,7 @@ from streamml.runtime import health
 
 router = APIRouter(tags=["system"])
 
+
 @router.get("/health", summary="The API process is alive")
 def alive() -> dict[str, str]:
     return {"status": "ok"}

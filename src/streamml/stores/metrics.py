@@ -1,0 +1,54 @@
+"""The live metrics in Redis (``metrics:*``): what the metrics aggregator publishes and the dashboard reads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from streamml import names
+from streamml.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+RECENT_LIMIT = 100
+HISTORY_LIMIT = 2000
+
+
+class RedisMetricsStore:
+    """``metrics:latest``, ``metrics:history``, ``metrics:abs_errors``, ``metrics:recent``, and the feature updater's
+    ``metrics:applied_latency_ms``."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def publish(
+        self, errors: Sequence[float], recent: Sequence[str], error_window: int, snapshot: str | None = None
+    ) -> None:
+        """Append joined events' absolute errors and JSON rows (trimmed), and the snapshot when given, in one round
+        trip."""
+        pipe = self.client.pipeline(transaction=False)
+        if errors:
+            pipe.rpush(names.METRICS_ERRORS, *[f"{e:.6f}" for e in errors])
+            pipe.ltrim(names.METRICS_ERRORS, -error_window, -1)
+        if recent:
+            pipe.rpush(names.METRICS_RECENT, *recent[-RECENT_LIMIT:])
+            pipe.ltrim(names.METRICS_RECENT, -RECENT_LIMIT, -1)
+        if snapshot is not None:
+            pipe.set(names.METRICS_LATEST, snapshot)
+            pipe.rpush(names.METRICS_HISTORY, snapshot)
+            pipe.ltrim(names.METRICS_HISTORY, -HISTORY_LIMIT, -1)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis write of metrics failed: {exc}") from exc
+
+    def applied_latencies_ms(self) -> list[float]:
+        """The feature updater's latest feedback-to-applied latencies, in milliseconds."""
+        try:
+            raw: list[Any] = self.client.lrange(names.METRICS_APPLIED_LATENCY, 0, -1)
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis read of {names.METRICS_APPLIED_LATENCY} failed: {exc}") from exc
+        return [float(v) for v in raw]
