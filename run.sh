@@ -252,6 +252,11 @@ wait_scorer_serving() { # the scorer picks up a new champion within seconds; rep
 }
 
 start_replay() {
+  if [ "${STREAMML_REPLAY__AGAIN:-false}" != true ] && streamml features replayed >/dev/null 2>&1; then
+    say "$(streamml features replayed); not replaying it again (each rating would be applied once anyway)."
+    say "  replay it anyway: STREAMML_REPLAY__AGAIN=true ./run.sh deploy, or streamml replay --again"
+    return
+  fi
   wait_scorer_serving
   say "starting a replay of the stream period at ${STREAMML_REPLAY__RATE:-50} requests/s (log: $(streamml stack log-path replayer))"
   streamml stack start replayer

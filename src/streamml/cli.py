@@ -281,6 +281,27 @@ def features_current() -> None:
     console.print(str(version))
 
 
+@features_app.command("replayed")
+def features_replayed() -> None:
+    """Say whether the stream period of the active feature version was fully replayed since it was loaded; exit 0
+    when it was, 1 when not (``./run.sh deploy`` then starts a replay)."""
+    from streamml.stores.features import RedisFeatureStore, redis_client
+
+    store = RedisFeatureStore(redis_client(_settings().redis))
+    try:
+        version = store.current_version()
+        done = store.replayed(version) if version is not None else None
+    except StreamMLError as exc:
+        raise _fail(exc) from None
+    if done is None:
+        console.print(f"the stream period of feature version {version} was not fully replayed yet")
+        raise typer.Exit(1)
+    console.print(
+        f"the stream period of feature version {version} was fully replayed: {done['requests']:,} requests at "
+        f"{done['pace']}, finished {done['finished']}"
+    )
+
+
 @features_app.command("get")
 def features_get(
     kind: Annotated[str, typer.Argument(help="user, movie or globals.")],

@@ -89,14 +89,12 @@ def read_live(client: Any, history_limit: int = 720, recent_limit: int = 25) -> 
     trip."""
     import redis
 
-    pipe = client.pipeline(transaction=False)
-    pipe.get(names.METRICS_LATEST)
-    pipe.lrange(names.METRICS_HISTORY, -history_limit, -1)
-    pipe.lrange(names.METRICS_ERRORS, 0, -1)
-    pipe.lrange(names.METRICS_RECENT, -recent_limit, -1)
-    pipe.get(names.FEATURE_VERSION_CURRENT)
+    from streamml.stores.metrics import RedisMetricsStore
+
     try:
-        latest, history, errors, recent, feature_version = pipe.execute()
+        latest, history, errors, recent, feature_version = RedisMetricsStore(client).read_live(
+            history_limit, recent_limit
+        )
     except redis.RedisError as exc:
         raise ServiceDown("Redis", str(exc) or type(exc).__name__) from exc
     return LiveView(

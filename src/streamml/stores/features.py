@@ -115,6 +115,11 @@ class RedisFeatureStore:
         except redis.RedisError as exc:
             raise TransientError(f"Redis write of {len(items)} prediction(s) failed: {exc}") from exc
 
+    def read_predictions(self, request_ids: Sequence[str]) -> list[bytes | None]:
+        """The stored ``pred:{id}`` of each request id (None where there is none, or it expired)."""
+        keys = [names.prediction_key(r) for r in request_ids]
+        return cast(list[bytes | None], self._call("read of predictions", self.client.mget, keys))
+
     def read_for_update(
         self, version: int, rating_ids: Sequence[str], user_ids: Sequence[int], movie_ids: Sequence[int]
     ) -> tuple[list[bool], list[bytes | None]]:

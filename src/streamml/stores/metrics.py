@@ -45,6 +45,18 @@ class RedisMetricsStore:
         except redis.RedisError as exc:
             raise TransientError(f"Redis write of metrics failed: {exc}") from exc
 
+    def read_live(self, history_limit: int, recent_limit: int) -> tuple[Any, list[Any], list[Any], list[Any], Any]:
+        """``metrics:latest``, the last ``history_limit`` snapshots, the error window, the last ``recent_limit``
+        joined rows and ``feat:current``, in one round trip (raw values)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(names.METRICS_LATEST)
+        pipe.lrange(names.METRICS_HISTORY, -history_limit, -1)
+        pipe.lrange(names.METRICS_ERRORS, 0, -1)
+        pipe.lrange(names.METRICS_RECENT, -recent_limit, -1)
+        pipe.get(names.FEATURE_VERSION_CURRENT)
+        latest, history, errors, recent, feature_version = pipe.execute()
+        return latest, history, errors, recent, feature_version
+
     def applied_latencies_ms(self) -> list[float]:
         """The feature updater's latest feedback-to-applied latencies, in milliseconds."""
         try:

@@ -6,6 +6,10 @@ flush, the commit) is retried with backoff, so a restart of Redis or of the brok
 skipping a message. If it lasts longer than the retries, nothing is committed and the process exits non-zero, so the
 batch is consumed again after the supervisor restarts it (at least once; result keys derive from request ids, so a
 replayed batch overwrites rather than duplicates).
+
+Anything else a handler raises is a message's fault, not the infrastructure's: the worker halves the batch until it
+finds the message, dead-letters it (reason ``handler_error``) and delivers the rest, so no message can make a consumer
+exit, let alone twice for the same offset.
 """
 
 from __future__ import annotations

@@ -72,8 +72,7 @@ def run(
     from streamml.streaming.clients import ensure_topics, producer_config
 
     checks: list[Check] = []
-    client = redis_client(settings.redis)
-    store = RedisFeatureStore(client)
+    store = RedisFeatureStore(redis_client(settings.redis))
     version = store.current_version()
     if version is None:
         return [Check("feature version", False, "no feat:current; run movielens_training")]
@@ -123,7 +122,7 @@ def run(
         pending = [rid for rid in seen if rid not in visible_at]
         if pending:
             now = time.time()
-            for rid, value in zip(pending, client.mget([names.prediction_key(r) for r in pending]), strict=True):
+            for rid, value in zip(pending, store.read_predictions(pending), strict=True):
                 if value is not None:
                     visible_at[rid] = now
     predictions_tail.close()

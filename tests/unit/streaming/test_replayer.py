@@ -76,3 +76,17 @@ def test_limit_stops_early_and_still_sends_the_feedback_of_what_was_sent() -> No
     out = run([Rating(1, m, 4.0, 100 + m) for m in range(10)], Pace(rate=100), delay=0.0, limit=4)
     assert sum(1 for _, topic, _ in out if topic == names.TOPIC_REQUESTS) == 4
     assert sum(1 for _, topic, _ in out if topic == names.TOPIC_FEEDBACK) == 4
+
+
+def test_a_second_replay_has_new_request_ids_and_the_same_rating_ids() -> None:
+    ratings = [Rating(7, m, 3.5, 100 + m) for m in range(5)]
+    clock = FakeClock()
+    first, second = Recorder(clock), Recorder(clock)
+    replay(ratings, first, Pace(rate=10), feedback_delay=0.05, run_id="a", clock=clock, sleep=clock.sleep)
+    replay(ratings, second, Pace(rate=10), feedback_delay=0.05, run_id="b", clock=clock, sleep=clock.sleep)
+    fb_a = [m for _, topic, m in first.sent if topic == names.TOPIC_FEEDBACK]
+    fb_b = [m for _, topic, m in second.sent if topic == names.TOPIC_FEEDBACK]
+    assert [f.rating_id for f in fb_a] == [f.rating_id for f in fb_b] == [f"7:{m}:{100 + m}" for m in range(5)]
+    assert not {f.request_id for f in fb_a} & {f.request_id for f in fb_b}
+    # Each feedback carries when it was (meant to be) sent, the start of its feedback-to-applied latency.
+    assert all(f.sent_at is not None and f.sent_at >= 1000.0 for f in fb_a + fb_b)
