@@ -72,23 +72,23 @@ def live_panel(settings: Settings) -> None:
     row[4].metric("Online feature version", f"v{view.feature_version}" if view.feature_version else "—")
     row = st.columns(5)
     row[0].metric(
-        "Feedback applied p50",
+        "Feedback lag p50",
         fmt(snap.applied_p50_ms if snap else None, ",.0f", " ms"),
         help="From when the true rating was sent to when the feature updater applied it to the online features.",
     )
-    row[1].metric("Feedback applied p99", fmt(snap.applied_p99_ms if snap else None, ",.0f", " ms"))
+    row[1].metric("Feedback lag p99", fmt(snap.applied_p99_ms if snap else None, ",.0f", " ms"))
     row[2].metric(
         "Stale predictions",
         fmt(snap.stale_share * 100 if snap and snap.stale_share is not None else None, ".1f", " %"),
         help="Share of joined predictions scored while an earlier rating of the same user was not applied yet.",
     )
     row[3].metric(
-        "Ratings missing per prediction",
+        "Missing ratings",
         fmt(snap.stale_mean if snap else None, ".2f"),
         help="Mean number of the user's earlier ratings not yet applied when a prediction was scored.",
     )
     row[4].metric(
-        "Refused by the aggregator",
+        "Refused",
         fmt(snap.refused_total if snap else None, ","),
         help="Unreadable predictions (dead-lettered) and feedback (counted) on the aggregator's topics.",
     )
