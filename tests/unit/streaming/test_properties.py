@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka_fakes import Msg
 
 from streamml import names
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_ID, MAX_TIMESTAMP
@@ -52,32 +53,6 @@ HALF_STARS = tuple(k / 2 for k in range(1, 11))
 
 
 # Kafka, Redis and model stand-ins.
-
-
-@dataclass
-class Msg:
-    payload: bytes | None
-    offset_: int
-    partition_: int = 0
-    topic_: str = names.TOPIC_REQUESTS
-
-    def value(self) -> bytes | None:
-        return self.payload
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def topic(self) -> str:
-        return self.topic_
-
-    def partition(self) -> int:
-        return self.partition_
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def error(self) -> None:
-        return None
 
 
 def batch(payloads: Sequence[bytes | None], topics: Sequence[str] | None = None) -> list[Msg]:
@@ -605,7 +580,7 @@ def test_scorer_refuses_a_forged_user_whose_mean_leaves_the_feature_bounds() -> 
     handler = ScorerHandler(store, refusing_model)  # type: ignore[arg-type]
     good = RatingRequest(request_id="ok", user_id=2, movie_id=10, event_ts=5, sent_at=1.0)
     bad = RatingRequest(request_id="forged", user_id=1, movie_id=10, event_ts=5, sent_at=1.0)
-    result = handler([Msg(bad.encode(), 0), Msg(good.encode(), 1)])
+    result = handler([Msg(bad.encode(), offset_=0), Msg(good.encode(), offset_=1)])
     letters = dead_letters(result.outputs)
     assert letters[0].reason == "bad_feature_blob"
     assert [Prediction.model_validate_json(o.value).request_id for o in result.outputs if o.topic != DLQ] == ["ok"]

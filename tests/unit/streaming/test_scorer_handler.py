@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from kafka_fakes import Msg
 
 from streamml import names
 from streamml.errors import TransientError
@@ -15,32 +16,6 @@ from streamml.features import spec
 from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
 from streamml.streaming.scorer import ScorerHandler, ServingModel
 from streamml.streaming.worker import BatchResult, Output, Worker
-
-
-@dataclass
-class Msg:
-    payload: bytes | None
-    partition_: int = 0
-    offset_: int = 0
-    topic_: str = names.TOPIC_REQUESTS
-
-    def value(self) -> bytes | None:
-        return self.payload
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def topic(self) -> str:
-        return self.topic_
-
-    def partition(self) -> int:
-        return self.partition_
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def error(self) -> None:
-        return None
 
 
 @dataclass
