@@ -23,6 +23,8 @@ Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP, description="Unix seconds.")]
 Instant = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False, description="Unix seconds.")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
 def _half_star(value: float) -> float:
     # Exactly a multiple of 0.5 (pydantic's multiple_of has a tolerance): rating sums stay exact in float64.
     if value * 2 != int(value * 2):

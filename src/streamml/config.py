@@ -157,9 +157,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="FastAPI service.")
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings, description="Streamlit dashboard.")
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="Scorer processes.")
-    aggregator: AggregatorSettings = Field(
-        default_factory=AggregatorSettings, description="Metrics aggregator."
-    )
+    aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings, description="Metrics aggregator.")
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="The replay that deploy starts.")
 
     @model_validator(mode="after")

@@ -416,28 +416,28 @@ def unpack_user(blob: bytes) -> UserState:
 
 
 # Bounds of the values in a blob: a blob is read from Redis, so it is checked like any other input.
-def _count(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_COUNT:
-        raise ValueError(f"count {value!r} is not an int in 0..{MAX_COUNT}")
+def _int_in(value: Any, low: int, high: int, what: str) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{what} {value!r} is not an int in {low}..{high}")
     return value
+
+
+def _count(value: Any) -> int:
+    return _int_in(value, 0, MAX_COUNT, "count")
+
+
+def _time(value: Any) -> int:
+    return _int_in(value, 0, MAX_TIMESTAMP, "timestamp")
+
+
+def _genre(value: Any) -> int:
+    return _int_in(value, 0, N_GENRES - 1, "genre index")
 
 
 def _sum(value: Any) -> float:
     if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > MAX_FEATURE_MAGNITUDE:
-        raise ValueError(f"sum {value!r} is not a finite number")
+        raise ValueError(f"sum {value!r} is not a finite number within +-{MAX_FEATURE_MAGNITUDE:g}")
     return float(value)
-
-
-def _time(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_TIMESTAMP:
-        raise ValueError(f"timestamp {value!r} is not an int in 0..{MAX_TIMESTAMP}")
-    return value
-
-
-def _genre(value: Any) -> int:
-    if type(value) is not int or not 0 <= value < N_GENRES:
-        raise ValueError(f"genre index {value!r} is not in 0..{N_GENRES - 1}")
-    return value
 
 
 def pack_movie(state: MovieState) -> bytes:
@@ -453,7 +453,7 @@ def unpack_movie(blob: bytes) -> MovieState:
         _, genres, year, count, total, total_sq, likes = payload
         state = MovieState(
             tuple(_genre(g) for g in genres),
-            None if year is None else _year(year),
+            None if year is None else _int_in(year, 0, 9999, "year"),
             _count(count),
             _sum(total),
             _sum(total_sq),
@@ -462,12 +462,6 @@ def unpack_movie(blob: bytes) -> MovieState:
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
     return state
-
-
-def _year(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= 9999:
-        raise ValueError(f"year {value!r} is not in 0..9999")
-    return value
 
 
 def pack_globals(state: GlobalState) -> bytes:

@@ -128,10 +128,7 @@ class RedisFeatureStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.smismember(names.applied_ratings_key(version), list(rating_ids))
         pipe.mget(_state_keys(version, user_ids, movie_ids))
-        try:
-            applied, blobs = pipe.execute()
-        except redis.RedisError as exc:
-            raise TransientError(f"Redis read for a feature update failed: {exc}") from exc
+        applied, blobs = self._call("read for a feature update", pipe.execute)
         return [bool(a) for a in applied], cast(list[bytes | None], blobs)
 
     def apply_updates(
@@ -157,10 +154,7 @@ class RedisFeatureStore:
         if applied_latency_ms:
             tx.rpush(names.METRICS_APPLIED_LATENCY, *[f"{ms:.1f}" for ms in applied_latency_ms])
             tx.ltrim(names.METRICS_APPLIED_LATENCY, -APPLIED_LATENCY_WINDOW, -1)
-        try:
-            tx.execute()
-        except redis.RedisError as exc:
-            raise TransientError(f"Redis write of a feature update failed: {exc}") from exc
+        self._call("write of a feature update", tx.execute)
 
     def applied_count(self, version: int) -> int:
         """How many ratings were applied to ``version`` since it was materialized."""
@@ -183,10 +177,8 @@ class RedisFeatureStore:
 
     def get_many(self, version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[bytes | None]:
         """Users' then movies' blobs then the globals blob, in one round trip."""
-        try:
-            return cast(list[bytes | None], self.client.mget(_state_keys(version, user_ids, movie_ids)))
-        except redis.RedisError as exc:
-            raise TransientError(f"Redis read failed: {exc}") from exc
+        keys = _state_keys(version, user_ids, movie_ids)
+        return cast(list[bytes | None], self._call("read of feature states", self.client.mget, keys))
 
 
 def _state_keys(version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[str]:

@@ -113,8 +113,8 @@ class ScorerHandler:
             globals_state = spec.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
         except DataValidationError as exc:
             return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n
-        users = _unpack_each(blobs[:n], spec.unpack_user, [f"user {r.user_id}" for r in requests], outcomes)
-        movies = _unpack_each(blobs[n : 2 * n], spec.unpack_movie, [f"movie {r.movie_id}" for r in requests], outcomes)
+        users = _unpack_each(blobs[:n], spec.unpack_user, "user", [r.user_id for r in requests], outcomes)
+        movies = _unpack_each(blobs[n : 2 * n], spec.unpack_movie, "movie", [r.movie_id for r in requests], outcomes)
         rows = [i for i in range(n) if outcomes[i] is None]
         if rows:
             matrix = spec.feature_matrix(
@@ -170,7 +170,11 @@ S = TypeVar("S")
 
 
 def _unpack_each(
-    blobs: Sequence[bytes | None], unpack: Callable[[bytes], S], whose: Sequence[str], outcomes: list[Outcome | None]
+    blobs: Sequence[bytes | None],
+    unpack: Callable[[bytes], S],
+    kind: str,
+    ids: Sequence[int],
+    outcomes: list[Outcome | None],
 ) -> list[S | None]:
     """Unpack each blob once (a batch repeats users and movies); a blob that cannot be read refuses its rows."""
     states: list[S | None] = []
@@ -188,7 +192,7 @@ def _unpack_each(
             cache[blob] = state
         if isinstance(state, DataValidationError):
             if outcomes[i] is None:
-                outcomes[i] = PoisonMessageError(f"{whose[i]}: {state}", "bad_feature_blob")
+                outcomes[i] = PoisonMessageError(f"{kind} {ids[i]}: {state}", "bad_feature_blob")
             states.append(None)
         else:
             states.append(state)

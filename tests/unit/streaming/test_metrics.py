@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from streaming_fakes import FakeRedis, Msg
 
 from streamml.features.spec import FEATURE_NAMES, N_FEATURES, NO_PREVIOUS_RATING
 from streamml.stores.metrics import RedisMetricsStore
@@ -95,54 +96,6 @@ def test_metric_log_continues_after_a_restart(tmp_path: Path) -> None:
     assert lines[1].startswith("r1,1,0.900000,0.100000,3,")
 
 
-class Msg:
-    def __init__(self, topic: str, value: bytes) -> None:
-        self._topic, self._value = topic, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes:
-        return self._value
-
-    def offset(self) -> int:
-        return 0
-
-    def partition(self) -> int:
-        return 0
-
-    def key(self) -> bytes:
-        return b"1"
-
-
-class FakePipeline:
-    def __init__(self, store: dict[str, list[str] | str]) -> None:
-        self.store = store
-
-    def rpush(self, key: str, *values: str) -> None:
-        self.store.setdefault(key, []).extend(values)  # type: ignore[union-attr]
-
-    def ltrim(self, *_: object) -> None:
-        pass
-
-    def set(self, key: str, value: str) -> None:
-        self.store[key] = value
-
-    def execute(self) -> None:
-        pass
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.store: dict[str, list[str] | str] = {}
-
-    def pipeline(self, transaction: bool) -> FakePipeline:
-        return FakePipeline(self.store)
-
-    def lrange(self, key: str, *_: object) -> list[str]:
-        return list(self.store.get(key, []))
-
-
 def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) -> None:
     from streamml.names import METRICS_ERRORS, METRICS_LATEST
     from streamml.streaming.metrics import MetricsHandler, MetricsSnapshot
@@ -153,7 +106,9 @@ def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) 
         RedisMetricsStore(redis_fake), MetricLog(tmp_path / "log.csv"), lambda: {"0": 0}, publish_every=1.0,  # type: ignore[arg-type]
         metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: next(clock),
     )  # fmt: skip
-    result = handler([Msg("preds", pred(1, 0.8).encode()), Msg("fb", fb(1, 5.0).encode()), Msg("dlq", b"{}")])
+    result = handler(
+        [Msg(pred(1, 0.8).encode(), topic_="preds"), Msg(fb(1, 5.0).encode(), topic_="fb"), Msg(b"{}", topic_="dlq")]
+    )
     assert result.sink is not None
     result.sink()
     snap = MetricsSnapshot.model_validate_json(result.outputs[0].value)
@@ -172,7 +127,13 @@ def test_a_forged_prediction_is_dead_lettered_and_bad_feedback_only_counted(tmp_
         metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: 0.0,
     )  # fmt: skip
     nan_score = pred(1, 0.5).encode().replace(b'"score":0.5', b'"score":NaN')
-    result = handler([Msg("preds", nan_score), Msg("fb", b'{"rating": Infinity}'), Msg("preds", pred(2, 0.4).encode())])
+    result = handler(
+        [
+            Msg(nan_score, topic_="preds"),
+            Msg(b'{"rating": Infinity}', topic_="fb"),
+            Msg(pred(2, 0.4).encode(), topic_="preds"),
+        ]
+    )
     assert [o.topic for o in result.outputs] == ["dlq"]
     assert result.refused == ["out_of_range"]
     assert handler.state.refused_total == 2 and len(handler.state.predictions) == 1

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka_fakes import Msg
+from streaming_fakes import FakeRedis, Msg
 
 from streamml import names
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_ID, MAX_TIMESTAMP
@@ -129,34 +129,6 @@ def state_keys(version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) 
     keys = [names.user_features_key(version, u) for u in user_ids]
     keys += [names.movie_features_key(version, m) for m in movie_ids]
     return [*keys, names.globals_features_key(version)]
-
-
-class FakePipeline:
-    def __init__(self, store: dict[str, Any]) -> None:
-        self.store = store
-
-    def rpush(self, key: str, *values: str) -> None:
-        self.store.setdefault(key, []).extend(values)
-
-    def ltrim(self, *_: object) -> None:
-        pass
-
-    def set(self, key: str, value: str) -> None:
-        self.store[key] = value
-
-    def execute(self) -> None:
-        pass
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.store: dict[str, Any] = {}
-
-    def pipeline(self, transaction: bool) -> FakePipeline:
-        return FakePipeline(self.store)
-
-    def lrange(self, key: str, *_: object) -> list[str]:
-        return list(self.store.get(key, []))
 
 
 def refusing_model(version: str = "7") -> ServingModel:

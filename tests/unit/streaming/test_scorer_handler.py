@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kafka_fakes import Msg
+from streaming_fakes import Msg
 
 from streamml import names
 from streamml.errors import TransientError
