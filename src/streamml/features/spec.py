@@ -461,6 +461,10 @@ def unpack_movie(blob: bytes) -> MovieState:
         )
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
+    if list(state.genres) != sorted(set(state.genres)):
+        # pack_movie writes each genre once, in order; a repeated genre would count twice in the scalar definition
+        # and once in the vectorised one.
+        raise DataValidationError(f"movie state blob: genres {list(state.genres)} are not distinct and sorted")
     return state
 
 

@@ -418,6 +418,8 @@ def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
         *(movie_payload(genres=[g]) for g in BAD_GENRES),
         *(movie_payload(year=v) for v in (-1, 10_000, 2**64 - 1, 1999.0, "1999")),
         movie_payload(genres=3),
+        movie_payload(genres=[3, 3]),  # a genre twice: the scalar and vectorised definitions would disagree
+        movie_payload(genres=[7, 3]),
         movie_payload()[:-1],
     ],
 )

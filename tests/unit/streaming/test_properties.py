@@ -482,7 +482,7 @@ def extreme_user_blobs(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def extreme_movie_blobs(draw: st.DrawFn) -> bytes:
-    genres = draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4))
+    genres = sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True)))
     payload = [spec.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
     payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
     return bytes(msgpack.packb(payload, use_bin_type=True))
