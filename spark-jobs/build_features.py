@@ -12,7 +12,7 @@ import sys
 from streamml.config import get_settings
 from streamml.features.batch import build
 from streamml.logging import configure_logging
-from streamml.spark import create_session
+from streamml.spark_session import create_session
 
 
 def main() -> int:

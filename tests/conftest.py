@@ -63,7 +63,7 @@ def training_run(settings: Settings, require: Callable[[str], None], movielens_d
     import redis
 
     from streamml.features.batch import read_manifest
-    from streamml.pipelines import trigger_and_wait
+    from streamml.airflow_client import trigger_and_wait
 
     for service in ("airflow", "minio", "redis", "mlflow"):
         require(service)

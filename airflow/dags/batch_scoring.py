@@ -1,4 +1,4 @@
-"""The batch_scoring DAG (configuration only; the step is a call into streamml.training)."""
+"""The batch_scoring DAG (configuration only; the step is a call into streamml.tasks)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ def batch_scoring() -> None:
 
     @task
     def score_stream_period() -> dict[str, Any]:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
-        return training.batch_score(get_settings())
+        return tasks.batch_score(get_settings())
 
     score_stream_period()
 

@@ -1,4 +1,4 @@
-"""The movielens_training DAG (configuration only; every step is a call into streamml.training)."""
+"""The movielens_training DAG (configuration only; every step is a call into streamml.tasks)."""
 
 from __future__ import annotations
 
@@ -44,47 +44,47 @@ def movielens_training() -> None:
     def ingest(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pathlib import Path
 
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
         directory = (params or {}).get("movielens_dir")
-        return training.ingest(get_settings(), Path(directory) if directory else None)
+        return tasks.ingest(get_settings(), Path(directory) if directory else None)
 
     @task
     def validate(snapshot: dict[str, Any]) -> str:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
-        return str(training.validate(get_settings(), snapshot["snapshot"])["snapshot"])
+        return str(tasks.validate(get_settings(), snapshot["snapshot"])["snapshot"])
 
     @task
     def split_and_features(snapshot: str, params: dict[str, Any] | None = None) -> int:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
         quantile = float((params or {}).get("quantile", 0.8))
-        return int(training.build_features(get_settings(), snapshot, quantile)["version"])
+        return int(tasks.build_features(get_settings(), snapshot, quantile)["version"])
 
     @task
     def materialize(version: int) -> dict[str, Any]:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
-        return training.materialize(get_settings(), version)
+        return tasks.materialize(get_settings(), version)
 
     @task
     def train_and_evaluate(version: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
-        return training.train(get_settings(), version, (params or {}).get("model") or {})
+        return tasks.train(get_settings(), version, (params or {}).get("model") or {})
 
     @task
     def promote(trained: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from streamml import training
+        from streamml import tasks
         from streamml.config import get_settings
 
-        return training.promote(get_settings(), int(trained["version"]), (params or {}).get("promotion_margin"))
+        return tasks.promote(get_settings(), int(trained["version"]), (params or {}).get("promotion_margin"))
 
     version = split_and_features(validate(ingest()))
     trained = train_and_evaluate(version)

@@ -171,11 +171,11 @@ def data_ingest(
     ] = None,
 ) -> None:
     """Validate MovieLens and upload it to MinIO raw/movielens/<snapshot>/ (all or nothing, idempotent)."""
-    from streamml import training
+    from streamml import tasks
 
     try:
         with console.status("validating and uploading"):
-            _print_json(training.ingest(_settings(), directory))
+            _print_json(tasks.ingest(_settings(), directory))
     except StreamMLError as exc:
         raise _fail(exc) from None
 
@@ -209,11 +209,11 @@ def features_build(
     quantile: Annotated[float, typer.Option(min=0.5, max=0.95, help="Time split quantile.")] = 0.8,
 ) -> None:
     """Run the Spark split + feature job (spark-submit on STREAMML_SPARK__MASTER) into s3a://features/v<n>/."""
-    from streamml import training
+    from streamml import tasks
 
     try:
         with console.status("spark-submit spark-jobs/build_features.py"):
-            _print_json(training.build_features(_settings(), snapshot, quantile))
+            _print_json(tasks.build_features(_settings(), snapshot, quantile))
     except StreamMLError as exc:
         raise _fail(exc) from None
 
@@ -221,11 +221,11 @@ def features_build(
 @features_app.command("materialize")
 def features_materialize(version: Annotated[int, typer.Option(help="Feature version to load into Redis.")]) -> None:
     """Load a feature version's online snapshot into Redis and switch feat:current to it."""
-    from streamml import training
+    from streamml import tasks
 
     try:
         with console.status(f"writing feature version {version} to Redis"):
-            _print_json(training.materialize(_settings(), version))
+            _print_json(tasks.materialize(_settings(), version))
     except StreamMLError as exc:
         raise _fail(exc) from None
 
@@ -240,7 +240,7 @@ def pipelines_trigger(
     """Trigger a DAG run through Airflow's REST API v2; with --wait show task progress and exit 1 on failure."""
     import json
 
-    from streamml.pipelines import AirflowClient, RunStatus
+    from streamml.airflow_client import AirflowClient, RunStatus
 
     try:
         run_conf = json.loads(conf)
@@ -350,7 +350,7 @@ def score(
     ] = None,
 ) -> None:
     """Run the scorer: ratings.requests.v1 -> predictions.v1 + Redis pred:{id}, with @champion (hot reload)."""
-    from streamml.streaming.app import run_scorer
+    from streamml.streaming.runners import run_scorer
 
     configure_logging("INFO")
     settings = _settings()
@@ -363,7 +363,7 @@ def score(
 @app.command("update-features")
 def update_features(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 500) -> None:
     """Run the feature updater: ratings.feedback.v1 -> incremental online features in Redis."""
-    from streamml.streaming.app import run_updater
+    from streamml.streaming.runners import run_updater
 
     configure_logging("INFO")
     try:
@@ -404,7 +404,7 @@ def replay(
 
     from streamml import names as n
     from streamml.stores.features import RedisFeatureStore, redis_client
-    from streamml.streaming.app import stream_ratings
+    from streamml.streaming.runners import stream_ratings
     from streamml.streaming.clients import ensure_topics, producer_config
     from streamml.streaming.replayer import Pace
     from streamml.streaming.replayer import replay as run_replay
@@ -505,7 +505,7 @@ def parity(
 def metrics(batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 1000) -> None:
     """Run the metrics aggregator: predictions + feedback -> metrics.v1, Redis metrics:*, the metric log."""
     from streamml.runtime.programs import StackPaths
-    from streamml.streaming.app import run_metrics
+    from streamml.streaming.runners import run_metrics
 
     configure_logging("INFO")
     settings = _settings()
@@ -532,8 +532,10 @@ def dashboard() -> None:
     """Run the Streamlit dashboard (STREAMML_DASHBOARD__HOST:STREAMML_DASHBOARD__PORT)."""
     import os
 
+    from streamml.paths import DASHBOARD_ENTRY, repo_root
+
     settings = _settings()
-    entry = Path(__file__).resolve().parents[2] / "services" / "dashboard" / "app.py"
+    entry = repo_root() / DASHBOARD_ENTRY
     if not entry.exists():
         err.print(f"[red]error:[/red] dashboard entry {entry} not found (run from a checkout of streamml)")
         raise typer.Exit(1)
@@ -584,7 +586,7 @@ def train(
     """
     import json
 
-    from streamml import training
+    from streamml import tasks
     from streamml.stores.features import RedisFeatureStore, redis_client
 
     params: dict[str, object] = {}
@@ -603,10 +605,10 @@ def train(
         if version is None:
             raise StreamMLError("no feature version loaded; run the movielens_training DAG first")
         with console.status(f"training {model_type} on feature version {version}"):
-            result = training.train(settings, version, {"model_type": model_type, model_type: params})
+            result = tasks.train(settings, version, {"model_type": model_type, model_type: params})
         _print_json(result)
         if promote:
-            _print_json(training.promote(settings, int(result["version"])))
+            _print_json(tasks.promote(settings, int(result["version"])))
     except ValidationError as exc:
         err.print(f"[red]error:[/red] invalid model config: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None

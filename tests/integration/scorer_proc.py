@@ -15,7 +15,7 @@ import numpy as np
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.logging import configure_logging
-from streamml.streaming.app import ScorerTopics, run_scorer
+from streamml.streaming.runners import ScorerTopics, run_scorer
 from streamml.streaming.scorer import ServingModel
 
 WEIGHTS = np.linspace(-0.5, 0.5, spec.N_FEATURES)

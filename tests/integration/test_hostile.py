@@ -36,7 +36,7 @@ from streamml.features.batch import read_part
 from streamml.features.materialize import materialize
 from streamml.runtime.stack import LocalStack
 from streamml.stores.features import RedisFeatureStore, redis_client
-from streamml.streaming.app import wait_until_caught_up
+from streamml.streaming.runners import wait_until_caught_up
 from streamml.streaming.clients import consumer_config, producer_config
 from streamml.streaming.messages import DeadLetter, Feedback, Prediction, RatingRequest
 

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from streamml.config import Settings
-from streamml.spark import create_session
+from streamml.spark_session import create_session
 from streamml.stores.objects import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.minio]

@@ -15,7 +15,7 @@ from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
 from streamml.features.batch import read_manifest, read_part, s3_filesystem
-from streamml.pipelines import trigger_and_wait
+from streamml.airflow_client import trigger_and_wait
 from streamml.stores.objects import ObjectStore
 
 pytestmark = [

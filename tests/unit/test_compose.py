@@ -21,12 +21,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-import streamml.cli
-from streamml import names, training
+from streamml import names, paths
 from streamml.config import Settings
 from streamml.runtime.launch import kafka_paths, render_kafka_config
 from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs
-from streamml.spark import driver_address
+from streamml.spark_session import driver_address
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -486,16 +485,16 @@ def test_images_are_laid_out_like_the_checkout_the_programs_expect(raw: dict[str
     install = next(line for line in dockerfile_lines(BASE_DOCKERFILE) if "pip install --no-deps -e ." in line)
     checkout = Path(workdir)
     assert install and str(checkout / "src") in copies, "the editable install must come from <WORKDIR>/src"
-    # In this checkout, cli.py's entry lookup lands in the repository root, as it does in the image's.
-    entry = Path(streamml.cli.__file__).resolve().parents[2] / "services" / "dashboard" / "app.py"
+    # In this checkout, the package's root lookup lands in the repository root, as it does in the image's.
+    entry = paths.repo_root() / paths.DASHBOARD_ENTRY
     assert entry.parent == ROOT / "services" / "dashboard"
     _, dashboard_copies = image_layout(ROOT / "services" / "dashboard" / "Dockerfile")
     assert str(checkout / "services" / "dashboard") in dashboard_copies
-    # Airflow tasks inherit the scheduler's working directory, where training looks for the Spark entry script.
+    # The Airflow image is the base image: its tasks find the Spark entry script under the same checkout.
     airflow_workdir, airflow_copies = image_layout(ROOT / "airflow" / "Dockerfile")
-    script_dir = Path(airflow_workdir) / training.BUILD_FEATURES_SCRIPT.parent
+    script_dir = Path(airflow_workdir) / paths.BUILD_FEATURES_SCRIPT.parent
     assert str(script_dir) in airflow_copies, f"{script_dir} is missing from the Airflow image"
-    assert (ROOT / training.BUILD_FEATURES_SCRIPT).exists()
+    assert (ROOT / paths.BUILD_FEATURES_SCRIPT).exists()
     # The metric log (StackPaths state, .local under the working directory) lives on a named volume.
     mounts = raw["services"]["metrics-aggregator"]["volumes"]
     assert any(m.split(":")[1].startswith(str(checkout / ".local")) for m in mounts if not m.startswith("./"))

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from streamml.config import Settings
-from streamml.pipelines import AirflowClient
+from streamml.airflow_client import AirflowClient
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.scorer import ScorerHandler
 from streamml.streaming.serving import ChampionModel

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.config import Settings
+from streamml.paths import DAGS_DIR, repo_root
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class StackPaths:
 
     @classmethod
     def from_settings(cls, settings: Settings, root: Path | None = None) -> StackPaths:
-        root = (root or Path.cwd()).resolve()
+        root = (root or repo_root()).resolve()
         state = settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
         return cls(root=root, state=state, cache=settings.cache_dir.expanduser().resolve())
 
@@ -90,7 +91,7 @@ def airflow_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
     home = paths.airflow_home
     return {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.root / "airflow" / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.root / DAGS_DIR),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from streamml.errors import StreamMLError
+from streamml.paths import DASHBOARD_ENTRY, repo_root
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DASHBOARD_ENTRY = REPO_ROOT / "services" / "dashboard" / "app.py"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 PAGES: dict[str, str] = {
@@ -272,13 +271,13 @@ def streamlit_server(
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
-        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_ENTRY), "--server.headless", "true",
+        sys.executable, "-m", "streamlit", "run", str(repo_root() / DASHBOARD_ENTRY), "--server.headless", "true",
         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
     log = tempfile.NamedTemporaryFile(prefix="streamml-dashboard-", suffix=".log", delete=False)
     proc = subprocess.Popen(  # noqa: S603
-        args, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        args, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + timeout
@@ -337,7 +336,7 @@ def capture_pages(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Screenshot every dashboard page with headless Chromium.")
     parser.add_argument("--url", help="A running dashboard (default: start one on a free port).")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "img", help="Directory for the PNGs.")
+    parser.add_argument("--out", type=Path, default=repo_root() / "docs" / "img", help="Directory for the PNGs.")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--timeout", type=float, default=60.0, help="Seconds each page may take.")
     args = parser.parse_args(argv)

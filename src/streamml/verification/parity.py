@@ -126,7 +126,7 @@ def replay_and_compare(
 
     from streamml.features.materialize import materialize
     from streamml.stores.features import RedisFeatureStore, redis_client
-    from streamml.streaming.app import stream_ratings, wait_until_caught_up
+    from streamml.streaming.runners import stream_ratings, wait_until_caught_up
     from streamml.streaming.clients import producer_config
     from streamml.streaming.replayer import Pace, replay
     from streamml.verification.streaming import tail_consumer

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from streamml.config import Settings
-from streamml.runtime.programs import StackPaths
+from streamml.paths import BUILD_FEATURES_SCRIPT, repo_root
 
 logger = logging.getLogger(__name__)
-
-BUILD_FEATURES_SCRIPT = Path("spark-jobs") / "build_features.py"
 
 
 def ingest(settings: Settings, directory: Path | None = None) -> dict[str, Any]:
@@ -35,10 +33,10 @@ def validate(settings: Settings, snapshot: str) -> dict[str, Any]:
 def build_features(settings: Settings, snapshot: str, quantile: float = 0.8) -> dict[str, Any]:
     """Split and build features with spark-submit on the configured master; return the manifest."""
     from streamml.features.batch import allocate_version, read_manifest
-    from streamml.spark import run_submit
+    from streamml.spark_session import run_submit
 
     version = allocate_version(settings, snapshot, quantile)
-    script = StackPaths.from_settings(settings).root / BUILD_FEATURES_SCRIPT
+    script = repo_root() / BUILD_FEATURES_SCRIPT
     run_submit(settings, script, "--snapshot", snapshot, "--version", str(version), "--quantile", str(quantile))
     return read_manifest(settings, version)
 
