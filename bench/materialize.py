@@ -26,7 +26,8 @@ from bench.harness import Row, console, print_table, stopwatch
 from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 
 TARGET_KEYS_PER_SECOND = 200_000
 PROGRESS_EVERY = 50_000

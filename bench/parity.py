@@ -24,7 +24,8 @@ from streamml import names
 from streamml.config import Settings
 from streamml.features.batch import read_part
 from streamml.models import registry
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 from streamml.verification.parity import replay_and_compare
 
 

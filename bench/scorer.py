@@ -134,7 +134,8 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
     _pin(cfg["cpu"])
     from confluent_kafka import Consumer, Producer
 
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import consumer_config, producer_config
     from streamml.streaming.scorer import ScorerHandler
 
@@ -187,7 +188,7 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
 
     from streamml.features import spec
     from streamml.models.pyfunc import like_column
-    from streamml.stores.features import redis_client
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import consumer_config, producer_config
 
     # The estimator was fitted on arrays; a DataFrame makes sklearn warn on every call. The check still runs.
@@ -271,7 +272,8 @@ class _Message:
 def run_ceiling(cfg: dict[str, Any], results: Any) -> None:
     """Variant (c): the batch code with no Kafka: score + Redis writes, then the whole handler call + its sink."""
     _pin(cfg["cpu"])
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.messages import Prediction, RatingRequest, parse
     from streamml.streaming.scorer import ScorerHandler
 
@@ -348,7 +350,7 @@ def run_collector(cfg: dict[str, Any], start_at: Any, ready: Any, results: Any) 
     _pin(cfg["cpu"])
     from confluent_kafka import Consumer
 
-    from streamml.stores.features import redis_client
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import consumer_config
 
     settings = Settings()
@@ -400,7 +402,7 @@ def copy_features(settings: Settings, source_db: int) -> tuple[int, int]:
     """Copy the current feature version's blobs from ``source_db`` (read only) into the bench database."""
     import redis
 
-    from streamml.stores.features import redis_client
+    from streamml.stores.redis_client import redis_client
 
     source = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=source_db)
     target = redis_client(settings.redis)
@@ -522,7 +524,7 @@ def main() -> int:
 
     from confluent_kafka.admin import AdminClient
 
-    from streamml.stores.features import redis_client
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import admin_config
 
     run = f"bench.{uuid.uuid4().hex[:12]}"

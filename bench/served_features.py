@@ -26,7 +26,8 @@ from bench.harness import console
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.features.batch import read_part
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 from streamml.streaming.messages import Message, Prediction
 
 # The prediction as it was before the served-feature log: the same fields and bounds, without features and globals.

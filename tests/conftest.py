@@ -62,8 +62,8 @@ def training_run(settings: Settings, require: Callable[[str], None], movielens_d
     features or its champion: {"status", "manifest"}."""
     import redis
 
-    from streamml.features.batch import read_manifest
     from streamml.airflow_client import trigger_and_wait
+    from streamml.features.batch import read_manifest
 
     for service in ("airflow", "minio", "redis", "mlflow"):
         require(service)

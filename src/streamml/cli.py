@@ -272,7 +272,8 @@ def pipelines_trigger(
 @features_app.command("current")
 def features_current() -> None:
     """Print the active online feature version (feat:current); exit 1 when none is loaded."""
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
 
     version = RedisFeatureStore(redis_client(_settings().redis)).current_version()
     if version is None:
@@ -285,7 +286,8 @@ def features_current() -> None:
 def features_replayed() -> None:
     """Say whether the stream period of the active feature version was fully replayed since it was loaded; exit 0
     when it was, 1 when not (``./run.sh deploy`` then starts a replay)."""
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
 
     store = RedisFeatureStore(redis_client(_settings().redis))
     try:
@@ -315,7 +317,8 @@ def features_get(
     import json
 
     from streamml.features import spec
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
 
     unpack = {"user": spec.unpack_user, "movie": spec.unpack_movie, "globals": spec.unpack_globals}.get(kind)
     if unpack is None or (kind != "globals") != (entity_id is not None):
@@ -403,11 +406,12 @@ def replay(
     from rich.progress import Progress
 
     from streamml import names as n
-    from streamml.stores.features import RedisFeatureStore, redis_client
-    from streamml.streaming.runners import stream_ratings
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import ensure_topics, producer_config
     from streamml.streaming.replayer import Pace
     from streamml.streaming.replayer import replay as run_replay
+    from streamml.streaming.runners import stream_ratings
 
     if rate is not None and speedup is not None:
         err.print("[red]error:[/red] give one of --rate N or --speedup X, not both")
@@ -587,7 +591,8 @@ def train(
     import json
 
     from streamml import tasks
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
 
     params: dict[str, object] = {}
     for item in param or []:

@@ -28,6 +28,16 @@ MODEL_NAME = "movielens-like"
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 
+# Model metrics: the summary of a registered version (its tags, the dashboard's and API's tables), and the classes.
+SUMMARY_METRICS = (
+    "streaming_auc",
+    "streaming_log_loss",
+    "frozen_auc",
+    "frozen_log_loss",
+    "streaming_baseline_user_auc",
+)
+CLASS_NAMES = ("dislike", "like")  # label 0 (rating < 4.0) and 1 (rating >= 4.0)
+
 # Airflow DAGs.
 DAG_TRAINING = "movielens_training"
 DAG_BATCH_SCORING = "batch_scoring"

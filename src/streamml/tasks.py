@@ -79,7 +79,8 @@ def batch_score(settings: Settings, feature_version: int | None = None) -> dict[
     from streamml.features.batch import read_part, s3_filesystem
     from streamml.models.pyfunc import load_scorer
     from streamml.models.registry import champion_version
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
 
     version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
     model_version = champion_version(settings)

@@ -41,9 +41,9 @@ def replayed(settings: Settings, require: Callable[[str], None]) -> str:
     from confluent_kafka import Producer
 
     from streamml.dashboard import queries
-    from streamml.streaming.runners import stream_ratings
     from streamml.streaming.clients import producer_config
     from streamml.streaming.replayer import Pace, replay
+    from streamml.streaming.runners import stream_ratings
 
     for service in ("kafka", "redis", "minio", "mlflow"):
         require(service)

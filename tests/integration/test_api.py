@@ -15,7 +15,8 @@ from streamml import names
 from streamml.api import create_app
 from streamml.config import Settings
 from streamml.features import spec
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 from streamml.verification.streaming import pyfunc_scores
 
 pytestmark = [pytest.mark.integration, pytest.mark.mlflow, pytest.mark.redis, pytest.mark.airflow]

@@ -35,10 +35,11 @@ from streamml.features import spec
 from streamml.features.batch import read_part
 from streamml.features.materialize import materialize
 from streamml.runtime.stack import LocalStack
-from streamml.stores.features import RedisFeatureStore, redis_client
-from streamml.streaming.runners import wait_until_caught_up
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 from streamml.streaming.clients import consumer_config, producer_config
 from streamml.streaming.messages import DeadLetter, Feedback, Prediction, RatingRequest
+from streamml.streaming.runners import wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 

@@ -11,11 +11,11 @@ import redis
 from mlflow.tracking import MlflowClient
 
 from streamml import names
+from streamml.airflow_client import trigger_and_wait
 from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
 from streamml.features.batch import read_manifest, read_part, s3_filesystem
-from streamml.airflow_client import trigger_and_wait
 from streamml.stores.objects import ObjectStore
 
 pytestmark = [

@@ -40,10 +40,11 @@ def _status_of(exc: StreamMLError) -> int:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    from streamml.airflow_client import AirflowClient
     from streamml.api.deps import Services
     from streamml.api.routes import catalog, models, pipelines, predict, system
-    from streamml.airflow_client import AirflowClient
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.scorer import ScorerHandler
 
     @asynccontextmanager

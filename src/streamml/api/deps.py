@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from streamml.config import Settings
 from streamml.airflow_client import AirflowClient
+from streamml.config import Settings
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.scorer import ScorerHandler
 from streamml.streaming.serving import ChampionModel

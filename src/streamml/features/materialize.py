@@ -10,7 +10,8 @@ from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.features.batch import read_manifest, read_part
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 

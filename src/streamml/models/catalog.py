@@ -12,7 +12,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.errors import NotFoundError, StreamMLError
 from streamml.models import evaluate as ev
-from streamml.models.registry import SUMMARY_METRICS, client, mlflow_errors
+from streamml.models.registry import client, mlflow_errors
 
 
 def _iso(millis: int | None) -> str | None:
@@ -45,7 +45,7 @@ def list_versions(settings: Settings, model_name: str = names.MODEL_NAME) -> dic
                     "created": _iso(mv.creation_timestamp),
                     "model_type": (run.data.tags.get("model_type") if run else None) or "unknown",
                     "feature_version": run.data.params.get("feature_version") if run else None,
-                    "metrics": {key: metrics[key] for key in SUMMARY_METRICS if key in metrics},
+                    "metrics": {key: metrics[key] for key in names.SUMMARY_METRICS if key in metrics},
                 }
             )
     return {"name": model_name, "aliases": aliases, "versions": rows}
@@ -126,5 +126,5 @@ def report(settings: Settings, version: int, model_name: str = names.MODEL_NAME)
         ],
         "classification_report": classification,
         "confusion_matrix": confusion.get("matrices", {}),
-        "class_names": list(confusion.get("labels", ev.CLASS_NAMES)),
+        "class_names": list(confusion.get("labels", names.CLASS_NAMES)),
     }

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamml import names
 from streamml.features import spec
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ BASELINE_MOVIE = "baseline_movie"
 BASELINE_USER = "baseline_user"
 BASELINES: tuple[str, ...] = (BASELINE_GLOBAL, BASELINE_MOVIE, BASELINE_USER)
 METRICS: tuple[str, ...] = ("auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
-CLASS_NAMES = ("dislike", "like")
 _PROBABILITY_FLOOR = 1e-15
 _USER_LIKE_RATE = spec.FEATURE_NAMES.index("user_like_rate")
 _MOVIE_LIKE_RATE = spec.FEATURE_NAMES.index("movie_like_rate")
@@ -258,7 +258,7 @@ def write_artifacts(evaluation: Evaluation, directory: Path, title: str = "model
     confusions = {mode: _confusion(y, evaluation.predictions[mode], threshold) for mode in MODES}
     dump(
         "confusion_matrix.json",
-        {"labels": list(CLASS_NAMES), "threshold": threshold, "rows_are": "true class", "matrices": confusions},
+        {"labels": list(names.CLASS_NAMES), "threshold": threshold, "rows_are": "true class", "matrices": confusions},
     )
     figure, axes = _figure(4.5, 4.0, ncols=len(MODES))
     for ax, mode in zip(axes, MODES, strict=True):
@@ -267,7 +267,7 @@ def write_artifacts(evaluation: Evaluation, directory: Path, title: str = "model
         for (i, j), value in np.ndenumerate(matrix):
             color = "white" if value > matrix.max() / 2 else "black"
             ax.text(j, i, f"{value}", ha="center", va="center", color=color)
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names.CLASS_NAMES, yticklabels=names.CLASS_NAMES)
         ax.set(xlabel="predicted", ylabel="true", title=f"{title}: {mode} (threshold {threshold:g})")
     written.append(_save(figure, directory / "confusion_matrix.png"))
 
@@ -276,7 +276,7 @@ def write_artifacts(evaluation: Evaluation, directory: Path, title: str = "model
             y,
             (evaluation.predictions[mode] >= threshold).astype(int),
             labels=[0, 1],
-            target_names=CLASS_NAMES,
+            target_names=names.CLASS_NAMES,
             output_dict=True,
             zero_division=0,
         )
@@ -290,7 +290,7 @@ def write_artifacts(evaluation: Evaluation, directory: Path, title: str = "model
                 y,
                 (evaluation.predictions[mode] >= threshold).astype(int),
                 labels=[0, 1],
-                target_names=CLASS_NAMES,
+                target_names=names.CLASS_NAMES,
                 digits=4,
                 zero_division=0,
             )

@@ -29,13 +29,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MARGIN = 0.002
 """How much higher the challenger's streaming AUC must be than the champion's."""
 GATE_METRIC = "streaming_auc"
-SUMMARY_METRICS = (
-    "streaming_auc",
-    "streaming_log_loss",
-    "frozen_auc",
-    "frozen_log_loss",
-    "streaming_baseline_user_auc",
-)
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
@@ -105,7 +98,7 @@ class VersionInfo:
         return self.metrics.get(GATE_METRIC)
 
     def summary(self) -> dict[str, float]:
-        return {key: self.metrics[key] for key in SUMMARY_METRICS if key in self.metrics}
+        return {key: self.metrics[key] for key in names.SUMMARY_METRICS if key in self.metrics}
 
 
 def _info(mlflow_client: MlflowClient, model_version: ModelVersion) -> VersionInfo:

@@ -370,7 +370,7 @@ def run_training(
         "version": version,
         "feature_version": feature_version,
         "model_type": config.model_type,
-        "metrics": {key: metrics[key] for key in registry.SUMMARY_METRICS if key in metrics},
+        "metrics": {key: metrics[key] for key in names.SUMMARY_METRICS if key in metrics},
     }
 
 

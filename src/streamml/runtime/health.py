@@ -35,9 +35,9 @@ def check_kafka(settings: Settings, timeout: float) -> str:
 
 
 def check_redis(settings: Settings, timeout: float) -> str:
-    import redis
+    from streamml.stores.redis_client import redis_client
 
-    client = redis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis_client(settings.redis, timeout)
     try:
         client.ping()
         info = client.info("server")

@@ -12,17 +12,12 @@ from typing import Any, TypeVar, cast
 import redis
 
 from streamml import names
-from streamml.config import RedisSettings
-from streamml.errors import TransientError
+from streamml.errors import StreamMLError, TransientError
 
 logger = logging.getLogger(__name__)
 
 OLD_VERSION_TTL_SECONDS = 24 * 3600
 APPLIED_LATENCY_WINDOW = 5000
-
-
-def redis_client(settings: RedisSettings) -> redis.Redis:
-    return redis.Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5)
 
 
 class RedisFeatureStore:
@@ -92,6 +87,13 @@ class RedisFeatureStore:
                 "materialize --version N`"
             )
         return int(value)
+
+    def active_version(self, version: int | None = None) -> int:
+        """``version`` when given, else the active one; raise naming the fix when no version is loaded yet."""
+        version = version or self.current_version()
+        if version is None:
+            raise StreamMLError("no online feature version yet; run the movielens_training DAG first")
+        return version
 
     def expire_versions(self, keep: int, ttl: int = OLD_VERSION_TTL_SECONDS) -> int:
         """Give every key of every other version a TTL (readers still on it finish; then it is gone)."""

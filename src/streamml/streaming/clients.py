@@ -41,6 +41,13 @@ def consumer_config(kafka: KafkaSettings, group_id: str, client_id: str = "strea
     }
 
 
+def partition_lag(low: int, high: int, committed: int | None) -> int:
+    """Messages of a partition a group has yet to consume: the end offset minus its committed offset, or the whole
+    retained log (``high - low``) when it has committed nothing (``None`` or librdkafka's negative sentinel)."""
+    done = committed if committed is not None and committed >= 0 else low
+    return max(0, high - done)
+
+
 def ensure_topics(
     kafka: KafkaSettings, topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
 ) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import ModelUnavailableError, TransientError
-from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
+from streamml.streaming.clients import consumer_config, ensure_topics, partition_lag, producer_config
 from streamml.streaming.replayer import Rating
 from streamml.streaming.scorer import ServingModel
 from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
@@ -71,7 +71,8 @@ def run_scorer(
     """
     from confluent_kafka import Consumer
 
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.scorer import ScorerHandler
     from streamml.streaming.serving import ChampionModel
     from streamml.streaming.telemetry import ScorerMetrics, serve_metrics
@@ -124,7 +125,8 @@ def _model_ready(model: Callable[[], object]) -> Callable[[], object]:
 
 def run_updater(settings: Settings, batch_size: int = 500) -> None:
     """Apply ratings.feedback.v1 to the online features until SIGTERM."""
-    from streamml.stores.features import RedisFeatureStore, redis_client
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.updater import FeatureUpdaterHandler
 
     handler = FeatureUpdaterHandler(RedisFeatureStore(redis_client(settings.redis)))
@@ -156,12 +158,12 @@ def consumer_lag(
             meta = probe.list_topics(topic, timeout=5)
             parts = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
             committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=5)}
-            result = {}
-            for tp in parts:
-                low, high = probe.get_watermark_offsets(tp, timeout=5)
-                done = committed.get(tp.partition, -1)
-                result[str(tp.partition)] = high - (done if done >= 0 else low)
-            return result
+            return {
+                str(tp.partition): partition_lag(
+                    *probe.get_watermark_offsets(tp, timeout=5), committed.get(tp.partition)
+                )
+                for tp in parts
+            }
         except KafkaException as exc:
             logger.warning("lag probe failed: %s", exc)
             return {}
@@ -188,8 +190,8 @@ def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
 
 def run_metrics(settings: Settings, log_path: Path, batch_size: int = 1000) -> None:
     """Join predictions with feedback and publish live metrics until SIGTERM."""
-    from streamml.stores.features import redis_client
     from streamml.stores.metrics import RedisMetricsStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.metrics import MetricLog, MetricsHandler
     from streamml.streaming.telemetry import LiveMetrics, serve_metrics
 

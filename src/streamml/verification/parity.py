@@ -125,10 +125,11 @@ def replay_and_compare(
     from confluent_kafka import Producer
 
     from streamml.features.materialize import materialize
-    from streamml.stores.features import RedisFeatureStore, redis_client
-    from streamml.streaming.runners import stream_ratings, wait_until_caught_up
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import producer_config
     from streamml.streaming.replayer import Pace, replay
+    from streamml.streaming.runners import stream_ratings, wait_until_caught_up
     from streamml.verification.streaming import tail_consumer
 
     version = RedisFeatureStore(redis_client(settings.redis)).current_version()

@@ -23,7 +23,8 @@ import numpy as np
 from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
-from streamml.stores.features import RedisFeatureStore, redis_client
+from streamml.stores.features import RedisFeatureStore
+from streamml.stores.redis_client import redis_client
 from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
 
 logger = logging.getLogger(__name__)
