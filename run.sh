@@ -105,7 +105,7 @@ pick_mode() { # pick_mode [--local|--docker]: prints local or docker
   case "${1:-}" in
     --local) echo local ;;
     --docker) echo docker ;;
-    "") if docker_available; then echo docker; else echo local; fi ;;
+    "") echo local ;; # Compose is opt-in: it is checked statically only (no engine where streamml is built)
     *) die "unknown option $1 (use --local or --docker)" ;;
   esac
 }
@@ -219,7 +219,7 @@ cmd_help() {
 ## setup: install what is missing (venv, redis-server, Kafka and Spark jars, MinIO); cached and idempotent
 cmd_setup() { setup_all; }
 
-## deploy: setup, start every service, train once on first deploy, start a replay, print the URLs [--local|--docker, default: docker if an engine answers]
+## deploy: setup, start every service, train once on first deploy, start a replay, print the URLs [--local (default)|--docker]
 cmd_deploy() {
   local mode; mode="$(pick_mode "${1:-}")"
   if [ "$mode" = docker ]; then

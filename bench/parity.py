@@ -23,8 +23,8 @@ from bench.harness import console
 from streamml import names
 from streamml.config import Settings
 from streamml.features.batch import read_part
-from streamml.models import registry
 from streamml.stores.features import RedisFeatureStore
+from streamml.stores.mlflow_client import client as mlflow_client
 from streamml.stores.redis_client import redis_client
 from streamml.verification.parity import replay_and_compare
 
@@ -59,7 +59,7 @@ def main() -> int:
     table.add_row("stale / ahead / real mismatch", f"{report.stale:,} / {report.ahead:,} / {report.mismatch:,}")
     online_auc = roc_auc_score(y, s)
     table.add_row("online AUC (every prediction)", f"{online_auc:.4f}")
-    client = registry.client(settings)
+    client = mlflow_client(settings.mlflow)
     for v in sorted({p.model_version for p in predictions}):
         metrics = client.get_run(client.get_model_version(names.MODEL_NAME, v).run_id or "").data.metrics
         table.add_row(f"offline streaming AUC, v{v}", f"{metrics.get('streaming_auc', float('nan')):.4f}")

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from streamml import names
 from streamml.config import get_settings
 from streamml.features.batch import build
 from streamml.logging import configure_logging
@@ -19,7 +20,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshot", required=True, help="raw snapshot id under s3a://raw/movielens/")
     parser.add_argument("--version", required=True, type=int, help="feature version to (re)write")
-    parser.add_argument("--quantile", type=float, default=0.8, help="time split: history before this quantile")
+    parser.add_argument(
+        "--quantile", type=float, default=names.SPLIT_QUANTILE, help="time split: history before this quantile"
+    )
     args = parser.parse_args()
     configure_logging()
     settings = get_settings()

@@ -6,12 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
+
+from streamml import names
 
 
 @dag(
-    dag_id="batch_scoring",
-    schedule=None,
+    dag_id=names.DAG_BATCH_SCORING,
+    schedule=[Asset(names.ASSET_CHAMPION)],  # after every movielens_training run (its promote task); or by hand
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
@@ -20,7 +22,8 @@ from airflow.sdk import dag, task
 )
 def batch_scoring() -> None:
     """Offline batch inference: score every rating of the stream period with the registry's @champion and write
-    the scores as parquet next to the active feature version in MinIO; returns the counts."""
+    the scores as parquet next to the active feature version in MinIO; returns the counts. Runs after each
+    movielens_training run (the `movielens_like_champion` asset) and when triggered."""
 
     @task
     def score_stream_period() -> dict[str, Any]:

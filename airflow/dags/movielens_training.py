@@ -6,17 +6,25 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
+
+from streamml import names
 
 
 @dag(
-    dag_id="movielens_training",
+    dag_id=names.DAG_TRAINING,
     schedule=None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
     params={
-        "quantile": Param(0.8, type="number", minimum=0.5, maximum=0.95, description="time split quantile"),
+        "quantile": Param(
+            names.SPLIT_QUANTILE,
+            type="number",
+            minimum=names.SPLIT_QUANTILE_RANGE[0],
+            maximum=names.SPLIT_QUANTILE_RANGE[1],
+            description="time split quantile",
+        ),
         "model": Param(
             {}, type="object", description='model config, e.g. {"model_type": "logreg", "logreg": {"C": 0.5}}'
         ),
@@ -37,7 +45,8 @@ def movielens_training() -> None:
 
     Trigger from the UI or with `streamml pipelines trigger movielens_training --wait`. Param `quantile` sets the time
     split (history = ratings before that quantile of timestamps). Every task is idempotent: a rerun on the same data
-    overwrites the same snapshot and feature version.
+    overwrites the same snapshot and feature version. When `promote` ends, the `movielens_like_champion` asset is
+    updated, which starts `batch_scoring`.
     """
 
     @task
@@ -62,7 +71,7 @@ def movielens_training() -> None:
         from streamml import tasks
         from streamml.config import get_settings
 
-        quantile = float((params or {}).get("quantile", 0.8))
+        quantile = float((params or {}).get("quantile", names.SPLIT_QUANTILE))
         return int(tasks.build_features(get_settings(), snapshot, quantile)["version"])
 
     @task
@@ -79,7 +88,7 @@ def movielens_training() -> None:
 
         return tasks.train(get_settings(), version, (params or {}).get("model") or {})
 
-    @task
+    @task(outlets=[Asset(names.ASSET_CHAMPION)])  # batch_scoring runs on it: the lineage shows in the Assets view
     def promote(trained: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         from streamml import tasks
         from streamml.config import get_settings

@@ -1,4 +1,5 @@
-"""Every name shared between processes: topics, Redis keys, buckets, model name and aliases."""
+"""Every name shared between processes (topics, Redis keys, buckets, model name and aliases, DAG ids) and the few
+defaults that several of them must agree on (the split quantile, the decision threshold)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,15 @@ SUMMARY_METRICS = (
 )
 CLASS_NAMES = ("dislike", "like")  # label 0 (rating < 4.0) and 1 (rating >= 4.0)
 
+# Shared defaults.
+SPLIT_QUANTILE = 0.8  # the history is every rating before this quantile of time; the stream is the rest
+SPLIT_QUANTILE_RANGE = (0.5, 0.95)  # what the DAG param and the CLI accept
+DECISION_THRESHOLD = 0.5  # P(like) at or above which a prediction counts as a like
+
 # Airflow DAGs.
 DAG_TRAINING = "movielens_training"
 DAG_BATCH_SCORING = "batch_scoring"
+ASSET_CHAMPION = "movielens_like_champion"  # the Airflow Asset the training DAG updates and batch scoring follows
 
 # Redis keys.
 FEATURE_VERSION_CURRENT = "feat:current"

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from streamml import names
 from streamml.config import Settings
 from streamml.paths import BUILD_FEATURES_SCRIPT, repo_root
 
@@ -30,7 +31,7 @@ def validate(settings: Settings, snapshot: str) -> dict[str, Any]:
     return asdict(verify(settings, snapshot))
 
 
-def build_features(settings: Settings, snapshot: str, quantile: float = 0.8) -> dict[str, Any]:
+def build_features(settings: Settings, snapshot: str, quantile: float = names.SPLIT_QUANTILE) -> dict[str, Any]:
     """Split and build features with spark-submit on the configured master; return the manifest."""
     from streamml.features.batch import allocate_version, read_manifest
     from streamml.spark_session import run_submit
@@ -105,7 +106,7 @@ def batch_score(settings: Settings, feature_version: int | None = None) -> dict[
         "feature_version": version,
         "model_version": model_version,
         "rows": out.num_rows,
-        "predicted_likes": int((scores >= 0.5).sum()),
+        "predicted_likes": int((scores >= names.DECISION_THRESHOLD).sum()),
         "actual_likes": int(np.asarray(table.column("label")).sum()),
         "output": f"s3://{names.BUCKET_FEATURES}/{key}",
     }

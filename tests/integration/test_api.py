@@ -130,9 +130,9 @@ def test_mutations_need_the_api_key_then_promote_and_roll_back(
 
     # A second version of the platform's model from the champion's own artifact, so the test does not depend on
     # how many versions earlier tests registered; rollback below restores the champion.
-    from streamml.models import registry
+    from streamml.stores.mlflow_client import client
 
-    mlflow_client = registry.client(settings)
+    mlflow_client = client(settings.mlflow)
     current = mlflow_client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION)
     champion = str(current.version)
     other = str(

@@ -21,9 +21,10 @@ from streamml import names
 from streamml.config import Settings
 from streamml.errors import StreamMLError
 from streamml.models import registry
+from streamml.models.dataset import load_dataset
 from streamml.models.events import ModelEvent
 from streamml.models.pyfunc import load_scorer
-from streamml.models.train import KNNParams, ModelConfig, load_dataset, run_training
+from streamml.models.train import KNNParams, ModelConfig, run_training
 from streamml.stores.objects import s3_client
 from streamml.streaming.clients import consumer_config
 

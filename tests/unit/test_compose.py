@@ -737,11 +737,28 @@ def test_run_sh_docker_mode_matches_the_file(
     deploy = shell_function("deploy_docker")
     jobs = [n for n, s in raw["services"].items() if is_on_demand(s)]
     assert all(f"up -d --no-deps {job}" in deploy for job in jobs), "deploy --docker must start the jobs"
-    assert "pipelines trigger movielens_training --wait" in deploy
-    assert 'dag_id="movielens_training"' in (ROOT / "airflow" / "dags" / "movielens_training.py").read_text()
+    assert f"pipelines trigger {names.DAG_TRAINING} --wait" in deploy
+    assert "dag_id=names.DAG_TRAINING" in (ROOT / "airflow" / "dags" / "movielens_training.py").read_text()
     # Every published host port is in the URLs it prints, through its variable when it has one.
     urls = shell_function("print_docker_urls") + shell_function("print_service_urls")
     for name, svc in raw["services"].items():
         for (_, host, _), (_, port, _) in zip(published(svc), published(resolved["services"][name]), strict=True):
             shown = f"${{{host[2:-1]}}}" if host.startswith("${") else port
             assert f"127.0.0.1:{shown}" in urls, f"{name}: 127.0.0.1:{shown} not in the URLs deploy --docker prints"
+
+
+@pytest.mark.parametrize(("argument", "mode"), [("", "local"), ("--local", "local"), ("--docker", "docker")])
+def test_deploy_runs_the_local_stack_unless_compose_is_asked_for(tmp_path: Path, argument: str, mode: str) -> None:
+    """Even where a Docker engine answers, Compose (checked statically only) is opt-in."""
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nexit 0\n")  # `docker info` succeeds: an engine seems to answer
+    fake.chmod(0o755)
+    script = f'die() {{ echo "$*" >&2; exit 2; }}\n{shell_function("pick_mode")}\n'
+    done = subprocess.run(
+        ["bash", "-c", f'{script}pick_mode "$1"', "bash", argument],
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, mode)

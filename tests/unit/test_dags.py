@@ -39,3 +39,12 @@ def test_training_dag_runs_the_batch_steps_in_order(dagbag) -> None:  # type: ig
     order = ["ingest", "validate", "split_and_features", "materialize", "train_and_evaluate", "promote"]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+def test_batch_scoring_follows_the_champion_asset_the_training_dag_updates(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from streamml import names
+
+    promote = dagbag.dags[names.DAG_TRAINING].get_task("promote")
+    assert [outlet.name for outlet in promote.outlets] == [names.ASSET_CHAMPION]
+    scoring = dagbag.dags[names.DAG_BATCH_SCORING]
+    assert [asset.name for asset in scoring.timetable.asset_condition.objects] == [names.ASSET_CHAMPION]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamml import names
 from streamml.errors import DataValidationError
 from streamml.features.spec import GENRES
 
@@ -180,7 +181,7 @@ def cutoff_index(n_rows: int, quantile: float) -> int:
     return min(int(quantile * n_rows), n_rows - 1)
 
 
-def time_split(ratings: pd.DataFrame, quantile: float = 0.8) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def time_split(ratings: pd.DataFrame, quantile: float = names.SPLIT_QUANTILE) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Split ratings in time: ``(history, stream, cutoff_ts)``.
 
     ``cutoff_ts`` is the timestamp at position :func:`cutoff_index` of the sorted timestamps (the lower

@@ -20,6 +20,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
+from streamml import names
 from streamml.data.movielens import cutoff_index
 from streamml.features.spec import (
     DEFAULT_MOVIE_YEAR,
@@ -264,7 +265,7 @@ def globals_snapshot(history: DataFrame) -> DataFrame:
     )
 
 
-def cutoff_timestamp(ratings: DataFrame, quantile: float = 0.8) -> int:
+def cutoff_timestamp(ratings: DataFrame, quantile: float = names.SPLIT_QUANTILE) -> int:
     """The split cutoff, identical to :func:`streamml.data.movielens.time_split`'s."""
     index = cutoff_index(ratings.count(), quantile)
     row = ratings.select(F.col("timestamp").cast("long").alias("ts")).orderBy("ts").offset(index).limit(1).first()
@@ -273,7 +274,7 @@ def cutoff_timestamp(ratings: DataFrame, quantile: float = 0.8) -> int:
     return int(row["ts"])
 
 
-def time_split(ratings: DataFrame, quantile: float = 0.8) -> tuple[DataFrame, DataFrame, int]:
+def time_split(ratings: DataFrame, quantile: float = names.SPLIT_QUANTILE) -> tuple[DataFrame, DataFrame, int]:
     """``(history, stream, cutoff_ts)``: ``timestamp < cutoff_ts`` and ``timestamp >= cutoff_ts``."""
     cutoff = cutoff_timestamp(ratings, quantile)
     logger.info("time split quantile=%s cutoff_ts=%d", quantile, cutoff)

@@ -12,7 +12,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.errors import NotFoundError, StreamMLError
 from streamml.models import evaluate as ev
-from streamml.models.registry import client, mlflow_errors
+from streamml.stores.mlflow_client import client, mlflow_errors
 
 
 def _iso(millis: int | None) -> str | None:
@@ -24,7 +24,7 @@ def list_versions(settings: Settings, model_name: str = names.MODEL_NAME) -> dic
     from mlflow.exceptions import RestException
 
     with mlflow_errors(f"list the versions of {model_name}"):
-        mlflow_client = client(settings)
+        mlflow_client = client(settings.mlflow)
         try:
             model = mlflow_client.get_registered_model(model_name)
         except RestException as exc:
@@ -54,7 +54,7 @@ def list_versions(settings: Settings, model_name: str = names.MODEL_NAME) -> dic
 def list_runs(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
     """The newest training runs of the experiment with their params and metrics."""
     with mlflow_errors("search the training runs"):
-        mlflow_client = client(settings)
+        mlflow_client = client(settings.mlflow)
         experiment = mlflow_client.get_experiment_by_name(settings.mlflow.experiment)
         if experiment is None:
             return []
@@ -92,7 +92,7 @@ def report(settings: Settings, version: int, model_name: str = names.MODEL_NAME)
     from mlflow.exceptions import RestException
 
     with mlflow_errors(f"read {model_name} version {version}"):
-        mlflow_client = client(settings)
+        mlflow_client = client(settings.mlflow)
         try:
             mv = mlflow_client.get_model_version(model_name, str(version))
         except RestException as exc:

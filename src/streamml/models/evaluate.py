@@ -8,30 +8,21 @@ what a platform serves whose features never learn from the stream. The model is 
 Baselines, scored in both modes like the model: ``baseline_global`` (the history like-rate, a constant),
 ``baseline_movie`` (the ``movie_like_rate`` feature) and ``baseline_user`` (the ``user_like_rate`` feature).
 
-Run ``python -m streamml.models.evaluate --feature-version 1`` to train every model type with its default config
-and print the comparison table in markdown (nothing is registered; ``--mlflow`` logs the runs to a separate
-experiment).
+The run's artifacts (figures, reports, the comparison table) are written by :mod:`.report`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from streamml import names
 from streamml.features import spec
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +59,9 @@ class StreamSet:
                 raise ValueError(f"{mode} features have shape {self.features[mode].shape}, labels {len(self.labels)}")
 
 
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def classification_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float = names.DECISION_THRESHOLD
+) -> dict[str, float]:
     """AUC and log loss / Brier of the probabilities; accuracy, precision, recall, F1 of ``scores >= threshold``.
 
     AUC is NaN when the labels hold a single class; precision is 0 when nothing is predicted positive.
@@ -165,7 +158,7 @@ def score_table(
     labels: np.ndarray,
     predictions: Mapping[str, np.ndarray],
     baselines: Mapping[str, Mapping[str, np.ndarray]],
-    threshold: float = 0.5,
+    threshold: float = names.DECISION_THRESHOLD,
 ) -> Table:
     """Metrics of the model's predictions and of every baseline, per mode."""
     table: Table = {}
@@ -179,7 +172,7 @@ def score_table(
 def evaluate(
     predict: Callable[[np.ndarray], np.ndarray],
     stream: StreamSet,
-    threshold: float = 0.5,
+    threshold: float = names.DECISION_THRESHOLD,
 ) -> Evaluation:
     """Score the stream in both modes with ``predict`` (features -> P(like)) and with the baselines."""
     predictions = {mode: np.asarray(predict(stream.features[mode]), dtype=np.float64) for mode in MODES}
@@ -217,183 +210,3 @@ def permutation_importances(
     stats = zip(spec.FEATURE_NAMES, result.importances_mean, result.importances_std, strict=True)
     ranked = sorted(stats, key=lambda item: -float(item[1]))
     return [{"feature": name, "mean": float(mean), "std": float(std)} for name, mean, std in ranked]
-
-
-# Artifacts.
-
-
-def _confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> list[list[int]]:
-    from sklearn.metrics import confusion_matrix
-
-    return [[int(v) for v in row] for row in confusion_matrix(labels, (scores >= threshold).astype(int), labels=[0, 1])]
-
-
-def _figure(width: float = 6.0, height: float = 4.5, ncols: int = 1) -> tuple[Figure, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width * ncols, height), layout="constrained")
-    FigureCanvasAgg(figure)  # the Agg canvas: no display, no pyplot global state
-    return figure, figure.subplots(1, ncols, squeeze=False)[0]
-
-
-def write_artifacts(evaluation: Evaluation, directory: Path, title: str = "model") -> list[Path]:
-    """Write the evaluation's artifacts into ``directory``; return their paths.
-
-    confusion_matrix.json/.png, classification_report.json/.txt, roc_curve.png, calibration.png,
-    evaluation.json/.md (the metric table), permutation_importance.json/.png when importance was computed.
-    """
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import classification_report, roc_curve
-
-    directory.mkdir(parents=True, exist_ok=True)
-    y, threshold = evaluation.labels, evaluation.threshold
-    written: list[Path] = []
-
-    def dump(name: str, payload: Any) -> None:
-        path = directory / name
-        path.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=True) + "\n")
-        written.append(path)
-
-    confusions = {mode: _confusion(y, evaluation.predictions[mode], threshold) for mode in MODES}
-    dump(
-        "confusion_matrix.json",
-        {"labels": list(names.CLASS_NAMES), "threshold": threshold, "rows_are": "true class", "matrices": confusions},
-    )
-    figure, axes = _figure(4.5, 4.0, ncols=len(MODES))
-    for ax, mode in zip(axes, MODES, strict=True):
-        matrix = np.array(confusions[mode])
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix):
-            color = "white" if value > matrix.max() / 2 else "black"
-            ax.text(j, i, f"{value}", ha="center", va="center", color=color)
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names.CLASS_NAMES, yticklabels=names.CLASS_NAMES)
-        ax.set(xlabel="predicted", ylabel="true", title=f"{title}: {mode} (threshold {threshold:g})")
-    written.append(_save(figure, directory / "confusion_matrix.png"))
-
-    reports = {
-        mode: classification_report(
-            y,
-            (evaluation.predictions[mode] >= threshold).astype(int),
-            labels=[0, 1],
-            target_names=names.CLASS_NAMES,
-            output_dict=True,
-            zero_division=0,
-        )
-        for mode in MODES
-    }
-    dump("classification_report.json", reports)
-    text = "\n".join(
-        f"== {mode} ==\n"
-        + str(
-            classification_report(
-                y,
-                (evaluation.predictions[mode] >= threshold).astype(int),
-                labels=[0, 1],
-                target_names=names.CLASS_NAMES,
-                digits=4,
-                zero_division=0,
-            )
-        )
-        for mode in MODES
-    )
-    (directory / "classification_report.txt").write_text(text)
-    written.append(directory / "classification_report.txt")
-
-    figure, (ax,) = _figure()
-    for mode in MODES:
-        fpr, tpr, _ = roc_curve(y, evaluation.predictions[mode])
-        ax.plot(fpr, tpr, label=f"{title} {mode} (AUC {evaluation.table[mode][MODEL]['auc']:.3f})")
-    for name in (BASELINE_USER, BASELINE_MOVIE):
-        fpr, tpr, _ = roc_curve(y, evaluation.baselines[STREAMING][name])
-        auc = evaluation.table[STREAMING][name]["auc"]
-        ax.plot(fpr, tpr, linestyle="--", label=f"{name} streaming (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the stream")
-    ax.legend(loc="lower right", fontsize="small")
-    written.append(_save(figure, directory / "roc_curve.png"))
-
-    figure, (ax,) = _figure()
-    for mode in MODES:
-        observed, predicted = calibration_curve(y, evaluation.predictions[mode], n_bins=10, strategy="quantile")
-        ax.plot(predicted, observed, marker="o", label=f"{title} {mode}")
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfectly calibrated")
-    ax.set(xlabel="mean predicted P(like)", ylabel="observed like-rate", title="Calibration on the stream (deciles)")
-    ax.legend(loc="upper left", fontsize="small")
-    written.append(_save(figure, directory / "calibration.png"))
-
-    dump("evaluation.json", evaluation.table)
-    (directory / "evaluation.md").write_text(markdown_table(table_rows(evaluation.table, title)) + "\n")
-    written.append(directory / "evaluation.md")
-
-    if evaluation.importance:
-        dump("permutation_importance.json", {**evaluation.importance_meta, "features": evaluation.importance})
-        shown = evaluation.importance[::-1]
-        figure, (ax,) = _figure(7.0, 8.0)
-        ax.barh(
-            [str(item["feature"]) for item in shown],
-            [float(item["mean"]) for item in shown],
-            xerr=[float(item["std"]) for item in shown],
-        )
-        ax.set(xlabel="drop in ROC AUC when permuted", title=f"{title}: permutation importance (streaming)")
-        ax.tick_params(axis="y", labelsize="small")
-        written.append(_save(figure, directory / "permutation_importance.png"))
-    return written
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=100)
-    return path
-
-
-# The comparison table.
-
-
-def table_rows(table: Table, model_label: str) -> list[dict[str, Any]]:
-    """Rows (one per scorer) with AUC and log loss in both modes, the model first."""
-    scorers = [MODEL, *BASELINES]
-    return [
-        {
-            "name": model_label if scorer == MODEL else scorer,
-            **{f"{mode}_{metric}": table[mode][scorer][metric] for mode in MODES for metric in ("auc", "log_loss")},
-        }
-        for scorer in scorers
-    ]
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table of :func:`table_rows`-shaped rows."""
-    header = "| model | streaming AUC | streaming log loss | frozen AUC | frozen log loss |"
-    lines = [header, "|---|---:|---:|---:|---:|"]
-    for row in rows:
-        cells = [f"{row[f'{mode}_{metric}']:.4f}" for mode in MODES for metric in ("auc", "log_loss")]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamml.models.evaluate``: train every model type, print the comparison table."""
-    from streamml.config import get_settings
-    from streamml.logging import configure_logging
-    from streamml.models.train import MODEL_TYPES, compare
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--feature-version", type=int, required=True, help="feature version to train and evaluate on")
-    parser.add_argument("--models", default=",".join(MODEL_TYPES), help="comma-separated model types")
-    parser.add_argument("--mlflow", action="store_true", help="also log each run (never registered) to MLflow")
-    parser.add_argument("--experiment", default="movielens-like-comparison", help="experiment for --mlflow")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    rows = compare(
-        get_settings(),
-        args.feature_version,
-        [name.strip() for name in args.models.split(",") if name.strip()],
-        experiment=args.experiment if args.mlflow else None,
-    )
-    sys.stdout.write(markdown_table(rows) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamml import names
 from streamml.config import Settings
-from streamml.errors import ModelUnavailableError, NotFoundError, StreamMLError, TransientError
+from streamml.errors import ModelUnavailableError, StreamMLError
+from streamml.stores.mlflow_client import alias_version, client, mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,7 +29,6 @@ DEFAULT_MARGIN = 0.002
 """How much higher the challenger's streaming AUC must be than the champion's."""
 GATE_METRIC = "streaming_auc"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
-_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
@@ -60,27 +58,6 @@ def decide(candidate_auc: float, champion_auc: float | None, margin: float = DEF
         return GateDecision(True, reason, candidate_auc, champion_auc, margin)
     reason = f"streaming AUC {candidate_auc:.4f} <= champion {champion_auc:.4f} + margin {margin:g}"
     return GateDecision(False, reason, candidate_auc, champion_auc, margin)
-
-
-@contextmanager
-def mlflow_errors(what: str) -> Iterator[None]:
-    from mlflow.exceptions import MlflowException, RestException
-
-    try:
-        yield
-    except RestException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise NotFoundError(f"MLflow cannot {what}: it does not exist") from exc
-        raise StreamMLError(f"MLflow refused to {what}: {exc}") from exc
-    except MlflowException as exc:  # no answer from the server: a retry may fix it
-        raise TransientError(f"MLflow could not {what}: {exc}") from exc
-
-
-def client(settings: Settings) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    uri = settings.mlflow.tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 @dataclass(frozen=True)
@@ -115,17 +92,6 @@ def _info(mlflow_client: MlflowClient, model_version: ModelVersion) -> VersionIn
     )
 
 
-def _alias(mlflow_client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    from mlflow.exceptions import RestException
-
-    try:
-        return mlflow_client.get_model_version_by_alias(model_name, alias)
-    except RestException as exc:
-        if exc.error_code in _MISSING:
-            return None
-        raise
-
-
 def register(
     settings: Settings, run_id: str, model_uri: str, model_name: str, feature_version: int, model_type: str
 ) -> int:
@@ -137,7 +103,7 @@ def register(
         mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
         mlflow.set_registry_uri(settings.mlflow.tracking_uri)
         model_version = mlflow.register_model(model_uri, model_name, tags=tags)
-        client(settings).set_registered_model_alias(model_name, names.ALIAS_CHALLENGER, model_version.version)
+        client(settings.mlflow).set_registered_model_alias(model_name, names.ALIAS_CHALLENGER, model_version.version)
     logger.info("registered model=%s version=%s run_id=%s", model_name, model_version.version, run_id)
     return int(model_version.version)
 
@@ -145,7 +111,7 @@ def register(
 def champion_version(settings: Settings, model_name: str = names.MODEL_NAME) -> int | None:
     """The version the ``champion`` alias points to, or None."""
     with mlflow_errors(f"read the champion of {model_name}"):
-        current = _alias(client(settings), model_name, names.ALIAS_CHAMPION)
+        current = alias_version(client(settings.mlflow), model_name, names.ALIAS_CHAMPION)
     return None if current is None else int(current.version)
 
 
@@ -156,9 +122,9 @@ def _champion_auc(settings: Settings, model_name: str, champion: VersionInfo, ca
         return champion.streaming_auc
     if candidate.feature_version is None:
         return champion.streaming_auc
+    from streamml.models.dataset import load_dataset
     from streamml.models.evaluate import STREAMING, classification_metrics
     from streamml.models.pyfunc import load_scorer
-    from streamml.models.train import load_dataset
 
     logger.info(
         "re-scoring champion version=%d (feature version %s) on feature version %d",
@@ -191,9 +157,9 @@ def promote_if_better(
     "champion_auc", "margin"}``. Rerunning after the candidate became champion re-sends its event.
     """
     with mlflow_errors(f"read versions of {model_name}"):
-        mlflow_client = client(settings)
+        mlflow_client = client(settings.mlflow)
         candidate = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(version)))
-        current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
+        current = alias_version(mlflow_client, model_name, names.ALIAS_CHAMPION)
         champion = None if current is None else _info(mlflow_client, current)
     if candidate.streaming_auc is None:
         raise StreamMLError(f"{model_name} version {version} has no {GATE_METRIC} on its run {candidate.run_id}")
@@ -242,9 +208,9 @@ def promote(
     from streamml.models.events import ModelEvent, finite_metrics, publish
 
     with mlflow_errors(f"promote {model_name} version {version}"):
-        mlflow_client = client(settings)
+        mlflow_client = client(settings.mlflow)
         target = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(version)))
-        current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
+        current = alias_version(mlflow_client, model_name, names.ALIAS_CHAMPION)
         replaced = None if current is None or int(current.version) == version else int(current.version)
         if replaced is not None:
             mlflow_client.set_model_version_tag(model_name, str(version), PREVIOUS_CHAMPION_TAG, str(replaced))
@@ -272,8 +238,8 @@ def rollback(
     from streamml.models.events import ModelEvent, finite_metrics, publish
 
     with mlflow_errors(f"roll back {model_name}"):
-        mlflow_client = client(settings)
-        current = _alias(mlflow_client, model_name, names.ALIAS_CHAMPION)
+        mlflow_client = client(settings.mlflow)
+        current = alias_version(mlflow_client, model_name, names.ALIAS_CHAMPION)
         if current is None:
             raise StreamMLError(f"{model_name} has no champion to roll back")
         previous = _int_tag(dict(current.tags or {}), PREVIOUS_CHAMPION_TAG)

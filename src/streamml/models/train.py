@@ -1,7 +1,8 @@
 """Training: a typed config, the four estimators, the data of a feature version, and one MLflow run per model.
 
 Training rows are the history (every rating before the cutoff) with their point-in-time features; the stream is
-only ever used for evaluation (see :mod:`.evaluate`). Every estimator has a fixed ``random_state``.
+only ever used for evaluation (see :mod:`.evaluate`); the data is read by :mod:`.dataset`. Every estimator has a
+fixed ``random_state``.
 
 KNN keeps a random subsample of ``knn.max_train_rows`` history rows (default 20,000 of about 80,000): prediction
 cost grows with the training set, and the evaluation scores about 20,000 stream rows twice plus the permutation
@@ -15,7 +16,6 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,12 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamml import names
 from streamml.config import Settings
-from streamml.errors import DataValidationError, StreamMLError
+from streamml.errors import StreamMLError
 from streamml.features import spec
 from streamml.models import evaluate as ev
+from streamml.models import report
+from streamml.models.dataset import Dataset, load_dataset
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,6 @@ MODEL_TYPES: tuple[ModelType, ...] = ("hgb", "logreg", "rf", "knn")
 MODEL_ARTIFACT = "model"
 PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "cloudpickle", "mlflow")
 """Pinned at their installed versions in the logged model's requirements (the pickled model needs the same)."""
-_SORT = [("timestamp", "ascending"), ("userId", "ascending"), ("movieId", "ascending")]
 
 
 class _Params(BaseModel):
@@ -72,7 +73,9 @@ class ModelConfig(_Params):
 
     model_type: ModelType = Field("hgb", description="Estimator family.")
     random_state: int = Field(42, description="Seed of every random choice (estimator, subsamples, permutations).")
-    threshold: float = Field(0.5, gt=0, lt=1, description="P(like) at or above which a row is predicted a like.")
+    threshold: float = Field(
+        names.DECISION_THRESHOLD, gt=0, lt=1, description="P(like) at or above which a row is predicted a like."
+    )
     importance_rows: int = Field(2000, ge=0, description="Stream rows sampled for permutation importance; 0: skip.")
     importance_repeats: int = Field(3, ge=1, description="Permutations per feature.")
     logreg: LogRegParams = Field(default_factory=LogRegParams, description="Logistic regression (standardised).")
@@ -136,98 +139,6 @@ def fit(config: ModelConfig, features: np.ndarray, labels: np.ndarray) -> Any:
     estimator.fit(features, labels)
     logger.info("fitted model_type=%s rows=%d", config.model_type, len(labels))
     return estimator
-
-
-# Data.
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """History features/labels to train on and the stream set to evaluate on."""
-
-    train_features: np.ndarray
-    train_labels: np.ndarray
-    stream: ev.StreamSet
-    feature_version: int | None = None
-
-
-def _matrix(table: Any, part: str) -> np.ndarray:
-    missing = [name for name in spec.FEATURE_NAMES if name not in table.column_names]
-    if missing:
-        raise DataValidationError(f"features part {part}: missing column(s) {', '.join(missing)}")
-    columns = [table.column(name).to_numpy(zero_copy_only=False) for name in spec.FEATURE_NAMES]
-    matrix = np.column_stack(columns).astype(np.float64) if columns else np.empty((table.num_rows, 0))
-    if np.isnan(matrix).any():
-        row, column = np.argwhere(np.isnan(matrix))[0]
-        raise DataValidationError(f"features part {part}: row {row}: {spec.FEATURE_NAMES[column]} is null")
-    return matrix
-
-
-def load_dataset(settings: Settings, version: int) -> Dataset:
-    """The training and evaluation data of a feature version in MinIO (both modes of the stream)."""
-    from streamml.features.batch import read_manifest, read_part
-
-    manifest = read_manifest(settings, version)
-    if tuple(manifest.get("feature_names", ())) != spec.FEATURE_NAMES:
-        raise DataValidationError(f"feature version {version} was built by another feature definition")
-    history = read_part(settings, version, "history").sort_by(_SORT)
-    stream = read_part(settings, version, "stream").sort_by(_SORT)
-    users, movies, globals_ = ev.snapshot_states(
-        read_part(settings, version, "users").to_pylist(),
-        read_part(settings, version, "movies").to_pylist(),
-        manifest["globals"],
-    )
-    frozen = ev.frozen_features(
-        users,
-        movies,
-        globals_,
-        stream.column("userId").to_numpy(),
-        stream.column("movieId").to_numpy(),
-        stream.column("timestamp").to_numpy(),
-    )
-    train_labels = history.column(spec.LABEL).to_numpy().astype(np.int64)
-    stream_labels = stream.column(spec.LABEL).to_numpy().astype(np.int64)
-    logger.info("loaded feature version=%d history=%d stream=%d", version, len(train_labels), len(stream_labels))
-    return Dataset(
-        train_features=_matrix(history, "history"),
-        train_labels=train_labels,
-        stream=ev.StreamSet(
-            labels=stream_labels,
-            features={ev.STREAMING: _matrix(stream, "stream"), ev.FROZEN: frozen},
-            history_like_rate=float(train_labels.mean()),
-        ),
-        feature_version=version,
-    )
-
-
-def dataset_from_ratings(ratings: pd.DataFrame, movies: pd.DataFrame, quantile: float = 0.8) -> Dataset:
-    """The same data computed in-process from MovieLens frames (spec replay, no Spark, no MinIO)."""
-    from streamml.data.movielens import time_split
-
-    history, stream, _ = time_split(ratings, quantile)
-    state = spec.FeatureState.from_movies(movies)
-    train_features = spec.replay(state, history)
-    # The state now is the snapshot at the cutoff: freeze the stream's features before replaying it.
-    frozen = ev.frozen_features(
-        state.users,
-        state.movies,
-        state.globals,
-        stream["userId"].to_numpy(),
-        stream["movieId"].to_numpy(),
-        stream["timestamp"].to_numpy(),
-    )
-    streaming = spec.replay(state, stream)
-    train_labels = (history["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
-    stream_labels = (stream["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
-    return Dataset(
-        train_features=train_features,
-        train_labels=train_labels,
-        stream=ev.StreamSet(
-            labels=stream_labels,
-            features={ev.STREAMING: streaming, ev.FROZEN: frozen},
-            history_like_rate=float(train_labels.mean()),
-        ),
-    )
 
 
 # Training runs.
@@ -321,7 +232,7 @@ def log_run(
         ):
             mlflow.log_params(params)
             mlflow.log_metrics({key: value for key, value in evaluation.metrics().items() if np.isfinite(value)})
-            ev.write_artifacts(evaluation, Path(tmp), title=config.model_type)
+            report.write_artifacts(evaluation, Path(tmp), title=config.model_type)
             mlflow.log_artifacts(tmp)
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
@@ -382,7 +293,7 @@ def compare(
     experiment: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every model type with its default config and every baseline, both modes: rows for
-    :func:`~streamml.models.evaluate.markdown_table`. Nothing is registered; runs are logged to ``experiment``
+    :func:`~streamml.models.report.markdown_table`. Nothing is registered; runs are logged to ``experiment``
     only when it is given (permutation importance is computed only then)."""
     dataset = load_dataset(settings, feature_version)
     rows: list[dict[str, Any]] = []
@@ -392,7 +303,7 @@ def compare(
             {"model_type": model_type, "importance_rows": ModelConfig().importance_rows if experiment else 0}
         )
         estimator, evaluation = train_and_evaluate(dataset, config)
-        model_rows = ev.table_rows(evaluation.table, model_type)
+        model_rows = report.table_rows(evaluation.table, model_type)
         rows.append(model_rows[0])
         baselines = model_rows[1:]
         if experiment:

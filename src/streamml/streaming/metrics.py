@@ -80,7 +80,7 @@ def rolling_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float |
     both = len(np.unique(y_true)) == 2
     return {
         "auc": float(roc_auc_score(y_true, y_pred)) if both else None,
-        "accuracy": float(np.mean((y_pred >= 0.5) == (y_true == 1))),
+        "accuracy": float(np.mean((y_pred >= names.DECISION_THRESHOLD) == (y_true == 1))),
         "log_loss": float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
     }

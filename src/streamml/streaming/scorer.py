@@ -33,7 +33,7 @@ class ServingModel:
     name: str
     version: str
     predict: Predict
-    threshold: float = 0.5
+    threshold: float = names.DECISION_THRESHOLD
 
 
 @dataclass

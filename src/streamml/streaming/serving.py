@@ -53,14 +53,15 @@ class ChampionModel:
 
     def _champion_version(self) -> str:
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+
+        from streamml.stores.mlflow_client import alias_version, mlflow_client
 
         try:
-            mv = MlflowClient(tracking_uri=self.tracking_uri).get_model_version_by_alias(
-                self.model_name, names.ALIAS_CHAMPION
-            )
+            mv = alias_version(mlflow_client(self.tracking_uri), self.model_name, names.ALIAS_CHAMPION)
         except MlflowException as exc:
             raise ModelUnavailableError(f"no @{names.ALIAS_CHAMPION} of {self.model_name}: {exc}") from exc
+        if mv is None:
+            raise ModelUnavailableError(f"no @{names.ALIAS_CHAMPION} of {self.model_name} yet")
         return str(mv.version)
 
     def _load(self, version: str) -> ServingModel:

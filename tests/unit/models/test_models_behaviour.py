@@ -12,7 +12,8 @@ import pytest
 
 from streamml.data.movielens import load
 from streamml.models import evaluate as ev
-from streamml.models.train import ModelConfig, dataset_from_ratings, train_and_evaluate
+from streamml.models.dataset import dataset_from_ratings
+from streamml.models.train import ModelConfig, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from streamml.data.movielens import synthesize, time_split
 from streamml.features import spec
 from streamml.features.spec import FEATURE_NAMES, FeatureState, GlobalState, MovieState, UserState
 from streamml.models import evaluate as ev
-from streamml.models.train import dataset_from_ratings
+from streamml.models.dataset import dataset_from_ratings
 
 GENRE_ACTION = spec.GENRE_INDEX["Action"]
 GENRE_DRAMA = spec.GENRE_INDEX["Drama"]

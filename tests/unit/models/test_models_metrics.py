@@ -9,6 +9,7 @@ import pytest
 
 from streamml.features.spec import FEATURE_NAMES, N_FEATURES
 from streamml.models import evaluate as ev
+from streamml.models import report
 
 Y = np.array([0, 0, 1, 1])
 P = np.array([0.1, 0.4, 0.35, 0.8])
@@ -85,7 +86,7 @@ def test_evaluate_scores_model_and_baselines_in_both_modes_with_prefixed_names()
     assert metrics["streaming_baseline_movie_auc"] == pytest.approx(0.5)
     assert metrics["frozen_baseline_global_log_loss"] == pytest.approx(math.log(2))
     assert len(metrics) == len(ev.MODES) * (1 + len(ev.BASELINES)) * len(ev.METRICS)
-    table = ev.markdown_table(ev.table_rows(evaluation.table, "hgb"))
+    table = report.markdown_table(report.table_rows(evaluation.table, "hgb"))
     assert table.splitlines()[2] == "| hgb | 1.0000 | " + f"{metrics['streaming_log_loss']:.4f} | 0.0000 | " + (
         f"{metrics['frozen_log_loss']:.4f} |"
     )

@@ -14,13 +14,13 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from streamml.data.movielens import synthesize
 from streamml.models import evaluate as ev
+from streamml.models import report
+from streamml.models.dataset import Dataset, dataset_from_ratings
 from streamml.models.train import (
-    Dataset,
     HGBParams,
     KNNParams,
     ModelConfig,
     build_estimator,
-    dataset_from_ratings,
     pip_requirements,
     train_and_evaluate,
     training_rows,
@@ -98,7 +98,7 @@ def test_train_evaluate_and_write_every_artifact(small: Dataset, tmp_path: Path)
     means = [float(item["mean"]) for item in evaluation.importance]
     assert means == sorted(means, reverse=True) and len(means) == 33
 
-    written = {path.name for path in ev.write_artifacts(evaluation, tmp_path, "hgb")}
+    written = {path.name for path in report.write_artifacts(evaluation, tmp_path, "hgb")}
     assert written == {
         "confusion_matrix.json",
         "confusion_matrix.png",
@@ -119,8 +119,8 @@ def test_train_evaluate_and_write_every_artifact(small: Dataset, tmp_path: Path)
         assert sum(map(sum, confusion["matrices"][mode])) == len(small.stream.labels)
     positives = int(small.stream.labels.sum())
     assert sum(confusion["matrices"][ev.STREAMING][1]) == positives  # row 1 holds the true likes
-    report = json.loads((tmp_path / "classification_report.json").read_text())
-    assert report[ev.STREAMING]["accuracy"] == pytest.approx(metrics["streaming_accuracy"])
+    classification = json.loads((tmp_path / "classification_report.json").read_text())
+    assert classification[ev.STREAMING]["accuracy"] == pytest.approx(metrics["streaming_accuracy"])
     importance = json.loads((tmp_path / "permutation_importance.json").read_text())
     assert importance["rows"] == 300 and importance["scoring"] == "roc_auc"
     assert "| hgb |" in (tmp_path / "evaluation.md").read_text()
