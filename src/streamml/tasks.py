@@ -1,4 +1,5 @@
-"""The steps of the ``movielens_training`` pipeline, each one call with a small JSON-able result.
+"""What the DAG tasks call: each step of ``movielens_training`` and ``batch_scoring``, one call with a small JSON-able
+result.
 
 The Airflow DAG and the CLI both call these; each is idempotent (a rerun overwrites the same snapshot/version).
 """
@@ -68,45 +69,7 @@ def promote(settings: Settings, version: int, margin: float | None = None) -> di
 
 
 def batch_score(settings: Settings, feature_version: int | None = None) -> dict[str, Any]:
-    """Score the whole stream period with @champion (offline batch inference) into
-    ``s3://features/v<n>/scores/<model>-v<version>.parquet``; return counts."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Score the whole stream period with @champion (offline batch inference) into MinIO; return counts."""
+    from streamml.models.batch_scoring import score_stream_period
 
-    from streamml import names
-    from streamml.errors import StreamMLError
-    from streamml.features import spec
-    from streamml.features.batch import read_part, s3_filesystem
-    from streamml.models.pyfunc import load_scorer
-    from streamml.models.registry import champion_version
-    from streamml.stores.features import RedisFeatureStore
-    from streamml.stores.redis_client import redis_client
-
-    version = feature_version or RedisFeatureStore(redis_client(settings.redis)).current_version()
-    model_version = champion_version(settings)
-    if version is None or model_version is None:
-        raise StreamMLError("batch scoring needs a feature version and a @champion; run movielens_training first")
-    columns = ["userId", "movieId", "timestamp", "label", *spec.FEATURE_NAMES]
-    table = read_part(settings, version, "stream", columns=columns)
-    matrix = np.column_stack([table.column(name).to_numpy() for name in spec.FEATURE_NAMES]).astype(np.float64)
-    scores = load_scorer(f"models:/{names.MODEL_NAME}/{model_version}", settings.mlflow.tracking_uri)(matrix)
-    out = pa.table(
-        {
-            "userId": table.column("userId"),
-            "movieId": table.column("movieId"),
-            "timestamp": table.column("timestamp"),
-            "label": table.column("label"),
-            "score": pa.array(scores),
-        }
-    )
-    key = f"v{version}/scores/{names.MODEL_NAME}-v{model_version}.parquet"
-    pq.write_table(out, f"{names.BUCKET_FEATURES}/{key}", filesystem=s3_filesystem(settings))
-    return {
-        "feature_version": version,
-        "model_version": model_version,
-        "rows": out.num_rows,
-        "predicted_likes": int((scores >= names.DECISION_THRESHOLD).sum()),
-        "actual_likes": int(np.asarray(table.column("label")).sum()),
-        "output": f"s3://{names.BUCKET_FEATURES}/{key}",
-    }
+    return score_stream_period(settings, feature_version)

@@ -38,7 +38,7 @@ def movielens_split() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def load_history_snapshot(client: redis.Redis, history: pd.DataFrame, movies: pd.DataFrame) -> spec.FeatureState:
     """Replay history, write its snapshot as version 1, activate it; return the offline state."""
     state = spec.FeatureState.from_movies(movies)
-    spec.replay(state, history)
+    spec.point_in_time_features(state, history)
     users, movie_blobs, globals_state = spec.snapshot(state)
     store = RedisFeatureStore(client)
     items = [(names.user_features_key(1, u), b) for u, b in users.items()]

@@ -209,8 +209,8 @@ def test_hostile_traffic_never_stops_or_corrupts_the_platform(
     assert count_results(client, request_ids) == len(request_ids)
 
     offline = spec.FeatureState.from_movies(movies)
-    spec.replay(offline, history)
-    spec.replay(offline, stream)
+    spec.point_in_time_features(offline, history)
+    spec.point_in_time_features(offline, stream)
     assert store.applied_count(version) == len(stream)
     users, movie_ids = sorted(offline.users), sorted(offline.movies)
     blobs = store.get_many(version, users, movie_ids)

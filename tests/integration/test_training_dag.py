@@ -15,8 +15,8 @@ from streamml.airflow_client import trigger_and_wait
 from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import spec
-from streamml.features.batch import read_manifest, read_part, s3_filesystem
-from streamml.stores.objects import ObjectStore
+from streamml.features.batch import read_manifest, read_part
+from streamml.stores.objects import ObjectStore, s3_filesystem
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,7 +47,7 @@ def test_redis_snapshot_matches_an_independent_replay(
     ratings, movies = movielens.load(movielens_dir)
     history, _, _ = movielens.time_split(ratings, manifest["quantile"])
     state = spec.FeatureState.from_movies(movies)
-    spec.replay(state, history)
+    spec.point_in_time_features(state, history)
     client = redis.Redis.from_url(settings.redis.url)
     rng = np.random.default_rng(7)
     users = rng.choice(history["userId"].unique(), size=25, replace=False)
@@ -104,7 +104,7 @@ def test_batch_scoring_scores_the_whole_stream_period_with_the_champion(settings
         names.MODEL_NAME, names.ALIAS_CHAMPION
     )
     key = f"v{version}/scores/{names.MODEL_NAME}-v{champion.version}.parquet"
-    table = pq.read_table(f"{names.BUCKET_FEATURES}/{key}", filesystem=s3_filesystem(settings))
+    table = pq.read_table(f"{names.BUCKET_FEATURES}/{key}", filesystem=s3_filesystem(settings.minio))
     assert table.num_rows == training_run["manifest"]["rows"]["stream"]
     scores = table.column("score").to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()

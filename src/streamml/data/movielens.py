@@ -181,6 +181,20 @@ def cutoff_index(n_rows: int, quantile: float) -> int:
     return min(int(quantile * n_rows), n_rows - 1)
 
 
+def write_synthetic(
+    out: Path, n_ratings: int, n_users: int | None = None, n_movies: int | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`synthesize` into ``out/ratings.csv`` and ``out/movies.csv``; by default ``n_ratings / 150`` users and
+    ``n_ratings / 50`` movies (at least 10 and 100)."""
+    frame, catalog = synthesize(
+        n_ratings, n_users or max(10, n_ratings // 150), n_movies or max(100, n_ratings // 50), seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "ratings.csv", index=False)
+    catalog.to_csv(out / "movies.csv", index=False)
+    return frame, catalog
+
+
 def time_split(ratings: pd.DataFrame, quantile: float = names.SPLIT_QUANTILE) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Split ratings in time: ``(history, stream, cutoff_ts)``.
 

@@ -16,7 +16,7 @@ from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
 from streamml.features import spec
-from streamml.stores.objects import ObjectStore
+from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -63,20 +63,6 @@ def read_manifest(settings: Settings, version: int) -> dict[str, Any]:
     return dict(store.get_json(manifest_key(version)))
 
 
-def s3_filesystem(settings: Settings) -> Any:
-    """A pyarrow filesystem on MinIO, for reading feature parquet without Spark."""
-    from pyarrow import fs
-
-    m = settings.minio
-    return fs.S3FileSystem(
-        access_key=m.access_key,
-        secret_key=m.secret_key.get_secret_value(),
-        endpoint_override=m.endpoint_url,
-        region=m.region,
-        scheme="http",
-    )
-
-
 def read_part(settings: Settings, version: int, part: str, columns: list[str] | None = None) -> Any:
     """One part (history, stream, users, movies) of a feature version as a pyarrow Table."""
     import pyarrow.parquet as pq
@@ -84,7 +70,7 @@ def read_part(settings: Settings, version: int, part: str, columns: list[str] | 
     if part not in PARTS:
         raise StreamMLError(f"unknown feature part {part!r}; parts: {', '.join(PARTS)}")
     path = f"{names.BUCKET_FEATURES}/v{version}/{part}"
-    return pq.read_table(path, filesystem=s3_filesystem(settings), columns=columns)
+    return pq.read_table(path, filesystem=s3_filesystem(settings.minio), columns=columns)
 
 
 def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:

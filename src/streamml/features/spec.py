@@ -4,7 +4,7 @@ Spark (:mod:`streamml.features.spark`), the streaming feature updater, the score
 through this module's definitions; parity tests prove the Spark transforms agree with it row by row.
 
 Point in time. The features of a rating at time ``t`` use only ratings with a timestamp strictly earlier than
-``t``. Ratings sharing a timestamp do not see each other. :meth:`FeatureState.replay` honours this by computing
+``t``. Ratings sharing a timestamp do not see each other. :meth:`FeatureState.point_in_time` honours this by computing
 the features of a whole group of equal timestamps before applying any of them. The streaming updater applies one
 feedback rating at a time (:meth:`FeatureState.apply`), so a request scored online can see a rating that shares
 its timestamp; that is the only place online and offline may differ, besides updater lag.
@@ -571,7 +571,7 @@ class FeatureState:
         return features_from_states(self.users.get(user_id), self.movies.get(movie_id), self.globals, ts)[0]
 
     def apply(self, user_id: int, movie_id: int, rating: float, ts: int) -> None:
-        """Add one rating. Ties are the caller's business: see :meth:`replay`."""
+        """Add one rating. Ties are the caller's business: see :meth:`point_in_time`."""
         rating = float(rating)
         movie = self.movies.get(movie_id)
         if movie is None:
@@ -584,7 +584,7 @@ class FeatureState:
         movie.apply(rating)
         self.globals.apply(rating)
 
-    def replay(
+    def point_in_time(
         self,
         user_ids: Sequence[int],
         movie_ids: Sequence[int],
@@ -617,10 +617,10 @@ class FeatureState:
         return out
 
 
-def replay(state: FeatureState, ratings: Any) -> np.ndarray:
-    """:meth:`FeatureState.replay` over a ratings frame sorted by timestamp (columns ``userId``, ``movieId``,
+def point_in_time_features(state: FeatureState, ratings: Any) -> np.ndarray:
+    """:meth:`FeatureState.point_in_time` over a ratings frame sorted by timestamp (columns ``userId``, ``movieId``,
     ``rating``, ``timestamp``); returns the feature rows in frame order."""
-    return state.replay(
+    return state.point_in_time(
         ratings["userId"].tolist(),
         ratings["movieId"].tolist(),
         ratings["rating"].tolist(),

@@ -90,7 +90,7 @@ def dataset_from_ratings(
 
     history, stream, _ = time_split(ratings, quantile)
     state = spec.FeatureState.from_movies(movies)
-    train_features = spec.replay(state, history)
+    train_features = spec.point_in_time_features(state, history)
     # The state now is the snapshot at the cutoff: freeze the stream's features before replaying it.
     frozen = ev.frozen_features(
         state.users,
@@ -100,7 +100,7 @@ def dataset_from_ratings(
         stream["movieId"].to_numpy(),
         stream["timestamp"].to_numpy(),
     )
-    streaming = spec.replay(state, stream)
+    streaming = spec.point_in_time_features(state, stream)
     train_labels = (history["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
     stream_labels = (stream["rating"].to_numpy() >= spec.LIKE_THRESHOLD).astype(np.int64)
     return Dataset(

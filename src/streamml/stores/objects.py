@@ -34,6 +34,19 @@ def s3_client(minio: MinioSettings, timeout: float = 10.0) -> Any:
     )
 
 
+def s3_filesystem(minio: MinioSettings) -> Any:
+    """A pyarrow filesystem on MinIO, for reading and writing parquet without Spark."""
+    from pyarrow import fs
+
+    return fs.S3FileSystem(
+        access_key=minio.access_key,
+        secret_key=minio.secret_key.get_secret_value(),
+        endpoint_override=minio.endpoint_url,
+        region=minio.region,
+        scheme="http",
+    )
+
+
 class ObjectStore:
     """The few object operations the platform needs, on one bucket."""
 

@@ -47,7 +47,7 @@ class Pace:
         return 0.0
 
 
-def replay(
+def send_ratings(
     ratings: Iterable[Rating],
     producer: Any,
     pace: Pace,

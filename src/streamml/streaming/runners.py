@@ -1,4 +1,5 @@
-"""Process runners for the streaming programs (each started by the CLI, supervised in the local stack)."""
+"""Process runners of the streaming programs (scorer, feature updater, metrics aggregator, replayer; each started by
+the CLI, supervised in the local stack) and the consumer-lag probes that tell when they caught up."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import ModelUnavailableError, TransientError
 from streamml.streaming.clients import consumer_config, ensure_topics, partition_lag, producer_config
-from streamml.streaming.replayer import Rating
+from streamml.streaming.replayer import Pace, Rating, send_ratings
 from streamml.streaming.scorer import ServingModel
 from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
 
@@ -145,6 +148,83 @@ def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:
             yield Rating(int(u), int(m), float(r), int(t))
 
 
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a replay will do: ``goal`` requests of feature version ``version`` at ``pace``; ``skipped`` holds the
+    mark of an earlier full replay when this one will not run."""
+
+    version: int
+    goal: int
+    total: int
+    pace: Pace
+    feedback_delay: float
+    skipped: dict[str, Any] | None = None
+
+    @property
+    def pace_text(self) -> str:
+        return f"{self.pace.rate:g} requests/s" if self.pace.rate else f"{self.pace.speedup:g}x event time"
+
+
+def plan_replay(
+    settings: Settings,
+    *,
+    rate: float | None = None,
+    speedup: float | None = None,
+    limit: int | None = None,
+    feedback_delay: float | None = None,
+    feature_version: int | None = None,
+    again: bool | None = None,
+) -> ReplayPlan:
+    """The replay of a feature version's stream period (default: the active one) at ``rate`` or ``speedup`` (default
+    ``settings.replay.rate``). A period fully replayed on that version already is skipped unless ``again``: its
+    feedback would change nothing, and requests would be scored with features that already saw their ratings."""
+    from streamml.features.batch import read_manifest
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
+
+    if rate is not None and speedup is not None:
+        raise ValueError("give one of rate or speedup, not both")
+    store = RedisFeatureStore(redis_client(settings.redis))
+    version = store.active_version(feature_version)
+    done = store.replayed(version)
+    skipped = done if done is not None and not (settings.replay.again if again is None else again) else None
+    total = int(read_manifest(settings, version)["rows"]["stream"])
+    return ReplayPlan(
+        version=version,
+        goal=min(total, limit or total),
+        total=total,
+        pace=Pace(rate=settings.replay.rate if rate is None and speedup is None else rate, speedup=speedup),
+        feedback_delay=settings.replay.feedback_delay if feedback_delay is None else feedback_delay,
+        skipped=skipped,
+    )
+
+
+def run_replay(settings: Settings, plan: ReplayPlan, on_progress: Callable[[int], None] | None = None) -> int:
+    """Send the planned requests and their feedback; when the whole period was sent, mark the version replayed (so
+    a redeploy does not replay it again). Returns the requests sent."""
+    from confluent_kafka import Producer
+
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
+
+    ensure_topics(settings.kafka, names.TOPICS)
+    producer = Producer(producer_config(settings.kafka, client_id="streamml-replayer"))
+    sent = send_ratings(
+        stream_ratings(settings, plan.version),
+        producer,
+        plan.pace,
+        feedback_delay=plan.feedback_delay,
+        limit=plan.goal,
+        on_progress=on_progress,
+    )
+    if sent >= plan.total:
+        finished = datetime.now(UTC).isoformat(timespec="seconds")
+        RedisFeatureStore(redis_client(settings.redis)).mark_replayed(
+            plan.version, {"requests": sent, "finished": finished, "pace": plan.pace_text}
+        )
+    return sent
+
+
 def consumer_lag(
     settings: Settings, group: str = names.GROUP_SCORER, topic: str = names.TOPIC_REQUESTS
 ) -> Callable[[], dict[str, int]]:
@@ -188,8 +268,10 @@ def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
         time.sleep(1.0)
 
 
-def run_metrics(settings: Settings, log_path: Path, batch_size: int = 1000) -> None:
-    """Join predictions with feedback and publish live metrics until SIGTERM."""
+def run_metrics(settings: Settings, batch_size: int = 1000, log_path: Path | None = None) -> None:
+    """Join predictions with feedback and publish live metrics until SIGTERM; the metric log goes to ``log_path``
+    (default: ``metrics/metric_log.csv`` under the state directory)."""
+    from streamml.runtime.programs import StackPaths
     from streamml.stores.metrics import RedisMetricsStore
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.metrics import MetricLog, MetricsHandler
@@ -201,7 +283,7 @@ def run_metrics(settings: Settings, log_path: Path, batch_size: int = 1000) -> N
     )
     handler = MetricsHandler(
         RedisMetricsStore(redis_client(settings.redis)),
-        MetricLog(log_path),
+        MetricLog(log_path or StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv"),
         consumer_lag(settings),
         on_snapshot=gauges.update,
     )

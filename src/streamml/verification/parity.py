@@ -23,7 +23,6 @@ import numpy as np
 
 from streamml import names
 from streamml.config import Settings
-from streamml.errors import StreamMLError
 from streamml.features import spec
 from streamml.streaming.messages import Prediction
 from streamml.verification.streaming import pyfunc_scores
@@ -128,13 +127,11 @@ def replay_and_compare(
     from streamml.stores.features import RedisFeatureStore
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import producer_config
-    from streamml.streaming.replayer import Pace, replay
+    from streamml.streaming.replayer import Pace, send_ratings
     from streamml.streaming.runners import stream_ratings, wait_until_caught_up
     from streamml.verification.streaming import tail_consumer
 
-    version = RedisFeatureStore(redis_client(settings.redis)).current_version()
-    if version is None:
-        raise StreamMLError("no active feature version; run movielens_training first")
+    version = RedisFeatureStore(redis_client(settings.redis)).active_version()
     # Feedback still queued would be applied on top of the reset snapshot: wait for a quiet platform first.
     wait_until_caught_up(settings)
     materialize(settings, version)
@@ -142,7 +139,7 @@ def replay_and_compare(
     tail = tail_consumer(settings, names.TOPIC_PREDICTIONS)
     producer = Producer(producer_config(settings.kafka, client_id="streamml-parity"))
     say(f"replaying feature version {version} at {rate:g} requests/s, feedback +{feedback_delay:g} s (run {run})")
-    sent = replay(
+    sent = send_ratings(
         stream_ratings(settings, version),
         producer,
         Pace(rate=rate),

@@ -17,7 +17,7 @@ from streamml.features.spec import FEATURE_NAMES, FeatureState
 def dataset(movielens_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     ratings, movies = load(movielens_dir)
     ordered = sort_ratings(ratings)
-    features = spec.replay(FeatureState.from_movies(movies), ordered)
+    features = spec.point_in_time_features(FeatureState.from_movies(movies), ordered)
     return ordered, movies, features
 
 
@@ -111,7 +111,7 @@ def test_a_rows_own_rating_never_reaches_its_features(
     original = changed.loc[target, "rating"]
     changed.loc[target, "rating"] = 0.5 if original >= 3.0 else 5.0
 
-    again = spec.replay(FeatureState.from_movies(movies), changed)
+    again = spec.point_in_time_features(FeatureState.from_movies(movies), changed)
     same_time_or_earlier = (prefix["timestamp"] <= ts).to_numpy()
     np.testing.assert_array_equal(again[same_time_or_earlier], base[same_time_or_earlier])
     later_same_user = ((prefix["timestamp"] > ts) & (prefix["userId"] == user)).to_numpy()
@@ -126,5 +126,5 @@ def test_features_of_a_prefix_do_not_depend_on_the_future(
     # Cut inside a group of equal timestamps when there is one: its rows still must not see each other.
     tied = np.flatnonzero(ratings["timestamp"].duplicated().to_numpy())
     cut = int(tied[len(tied) // 2]) if len(tied) else len(ratings) // 2
-    prefix_features = spec.replay(FeatureState.from_movies(movies), ratings.iloc[:cut])
+    prefix_features = spec.point_in_time_features(FeatureState.from_movies(movies), ratings.iloc[:cut])
     np.testing.assert_array_equal(prefix_features, features[:cut])

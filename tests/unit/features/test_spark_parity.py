@@ -86,7 +86,7 @@ def test_spark_features_equal_incremental_features(
 
     ratings, movies = data
     ordered = sort_ratings(ratings)
-    expected = spec.replay(FeatureState.from_movies(movies), ordered)
+    expected = spec.point_in_time_features(FeatureState.from_movies(movies), ordered)
     spark_ratings, spark_movies = _frames(spark, ratings, movies)
 
     rows = build_features(spark_ratings, spark_movies).collect()
@@ -114,7 +114,7 @@ def test_spark_snapshot_equals_incremental_snapshot(
     ratings, movies = data
     history, stream, cutoff = time_split(ratings, 0.8)
     state = FeatureState.from_movies(movies)
-    spec.replay(state, history)
+    spec.point_in_time_features(state, history)
     users, movie_blobs, globals_ = spec.snapshot(state)
 
     spark_ratings, spark_movies = _frames(spark, ratings, movies)
@@ -142,5 +142,5 @@ def test_spark_snapshot_equals_incremental_snapshot(
         globals_,
         int(first["timestamp"]),
     )
-    full = spec.replay(FeatureState.from_movies(movies), sort_ratings(ratings))
+    full = spec.point_in_time_features(FeatureState.from_movies(movies), sort_ratings(ratings))
     assert vector == full[len(history)].tolist()

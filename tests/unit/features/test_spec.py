@@ -36,7 +36,7 @@ ROWS = [
 def _replay_tiny() -> tuple[FeatureState, np.ndarray]:
     state = FeatureState.from_catalog(*CATALOG)
     users, movies, ratings, stamps = (list(column) for column in zip(*ROWS, strict=True))
-    return state, state.replay(users, movies, ratings, stamps)
+    return state, state.point_in_time(users, movies, ratings, stamps)
 
 
 def _named(vector: np.ndarray | list[float]) -> dict[str, float]:
@@ -150,7 +150,7 @@ def test_state_after_replay() -> None:
 def test_replay_rejects_unsorted_rows() -> None:
     state = FeatureState.from_catalog(*CATALOG)
     with pytest.raises(ValueError, match="non-decreasing"):
-        state.replay([1, 1], [10, 20], [4.0, 3.0], [200, 100])
+        state.point_in_time([1, 1], [10, 20], [4.0, 3.0], [200, 100])
 
 
 def test_apply_tracks_movies_missing_from_the_catalog() -> None:
@@ -226,7 +226,7 @@ def test_unpack_rejects_malformed_blobs(blob: bytes) -> None:
 def test_feature_matrix_equals_per_row_features() -> None:
     ratings, movies = synthesize(n_ratings=1500, n_users=60, n_movies=200, seed=5)
     state = FeatureState.from_movies(movies)
-    spec.replay(state, sort_ratings(ratings))
+    spec.point_in_time_features(state, sort_ratings(ratings))
     rng = np.random.default_rng(0)
     user_ids = [*state.users, -1]
     movie_ids = [*state.movies, -1]

@@ -85,9 +85,9 @@ def test_dataset_from_ratings_freezes_the_stream_at_the_cutoff_and_streams_it_po
     assert dataset.stream.history_like_rate == pytest.approx((history["rating"] >= 4.0).mean())
 
     cutoff_state = FeatureState.from_movies(movies)
-    spec.replay(cutoff_state, history)
+    spec.point_in_time_features(cutoff_state, history)
     full_state = FeatureState.from_movies(movies)
-    everything = spec.replay(full_state, pd.concat([history, stream], ignore_index=True))
+    everything = spec.point_in_time_features(full_state, pd.concat([history, stream], ignore_index=True))
     assert len(everything) == len(ratings)
 
     frozen = dataset.stream.features[ev.FROZEN]

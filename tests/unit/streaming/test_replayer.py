@@ -8,7 +8,7 @@ import pytest
 
 from streamml import names
 from streamml.streaming.messages import Feedback, RatingRequest
-from streamml.streaming.replayer import Pace, Rating, replay
+from streamml.streaming.replayer import Pace, Rating, send_ratings
 
 
 class FakeClock:
@@ -41,7 +41,7 @@ class Recorder:
 def run(ratings: list[Rating], pace: Pace, delay: float, limit: int | None = None) -> list[tuple[float, str, Any]]:
     clock = FakeClock()
     producer = Recorder(clock)
-    sent = replay(
+    sent = send_ratings(
         ratings, producer, pace, feedback_delay=delay, run_id="t", limit=limit, clock=clock, sleep=clock.sleep
     )
     assert sent == sum(1 for _, topic, _ in producer.sent if topic == names.TOPIC_REQUESTS)
@@ -82,8 +82,8 @@ def test_a_second_replay_has_new_request_ids_and_the_same_rating_ids() -> None:
     ratings = [Rating(7, m, 3.5, 100 + m) for m in range(5)]
     clock = FakeClock()
     first, second = Recorder(clock), Recorder(clock)
-    replay(ratings, first, Pace(rate=10), feedback_delay=0.05, run_id="a", clock=clock, sleep=clock.sleep)
-    replay(ratings, second, Pace(rate=10), feedback_delay=0.05, run_id="b", clock=clock, sleep=clock.sleep)
+    send_ratings(ratings, first, Pace(rate=10), feedback_delay=0.05, run_id="a", clock=clock, sleep=clock.sleep)
+    send_ratings(ratings, second, Pace(rate=10), feedback_delay=0.05, run_id="b", clock=clock, sleep=clock.sleep)
     fb_a = [m for _, topic, m in first.sent if topic == names.TOPIC_FEEDBACK]
     fb_b = [m for _, topic, m in second.sent if topic == names.TOPIC_FEEDBACK]
     assert [f.rating_id for f in fb_a] == [f.rating_id for f in fb_b] == [f"7:{m}:{100 + m}" for m in range(5)]

@@ -1,0 +1,90 @@
+"""``streamml train`` and ``models ...``: training, the registry's aliases and the model comparison."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streamml import names
+from streamml.cli.common import UsageError, console, errors_to_exit, feature_store, load_settings, print_json
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry (MLflow): promote, roll back, compare.")
+
+
+@models_app.command("promote")
+@errors_to_exit
+def models_promote(version: Annotated[int, typer.Argument(help=f"Registered version of {names.MODEL_NAME}.")]) -> None:
+    """Make VERSION the @champion now (no gate) and tell the scorers through model-events.v1."""
+    from streamml.models.registry import promote
+
+    print_json(promote(load_settings(), version, reason="promoted by hand (streamml models promote)"))
+
+
+@models_app.command("rollback")
+@errors_to_exit
+def models_rollback() -> None:
+    """Put the previous @champion back and tell the scorers."""
+    from streamml.models.registry import rollback
+
+    print_json(rollback(load_settings()))
+
+
+@models_app.command("compare")
+@errors_to_exit
+def models_compare(
+    feature_version: Annotated[int | None, typer.Option(help="Feature version to train on (default: active).")] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = "hgb,logreg,rf,knn",
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="Also log each run (never registered) to this MLflow experiment, with permutation importance."
+        ),
+    ] = None,
+) -> None:
+    """Train every model type with its default config on one feature version and print the comparison table with the
+    baselines, both evaluation modes, in markdown. Nothing is registered."""
+    from streamml.models.report import markdown_table
+    from streamml.models.train import compare
+
+    settings = load_settings()
+    version = feature_store().active_version(feature_version)
+    types = [name.strip() for name in models.split(",") if name.strip()]
+    with console.status(f"training {', '.join(types)} on feature version {version}"):
+        rows = compare(settings, version, types, experiment=experiment)
+    console.print(markdown_table(rows), soft_wrap=True, highlight=False)
+
+
+@errors_to_exit
+def train(
+    model_type: Annotated[str, typer.Option(help="hgb, logreg, rf or knn.")] = "hgb",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A hyperparameter of the model type, NAME=VALUE (repeatable).")
+    ] = None,
+    feature_version: Annotated[int | None, typer.Option(help="Feature version to train on (default: active).")] = None,
+    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Run the promotion gate after.")] = True,
+) -> None:
+    """Train, evaluate (streaming and frozen modes), log to MLflow, register; then the promotion gate.
+
+    Example: streamml train --model-type logreg --param C=0.5 --param max_iter=500
+    """
+    import json
+
+    from streamml import tasks
+
+    params: dict[str, object] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    settings = load_settings()
+    version = feature_store().active_version(feature_version)
+    with console.status(f"training {model_type} on feature version {version}"):
+        result = tasks.train(settings, version, {"model_type": model_type, model_type: params})
+    print_json(result)
+    if promote:
+        print_json(tasks.promote(settings, int(result["version"])))
