@@ -43,17 +43,20 @@ class AirflowClient:
     def close(self) -> None:
         self._http.close()
 
+    def login(self) -> str:
+        """A fresh JWT from ``POST /auth/token`` with the admin credentials of the settings."""
+        resp = self._request_raw(
+            "POST",
+            "/auth/token",
+            json={"username": self.airflow.admin_user, "password": self.airflow.admin_password.get_secret_value()},
+        )
+        if resp.status_code >= 400:
+            raise StreamMLError(f"Airflow refused the admin login ({resp.status_code}); check .env")
+        self._token = str(resp.json()["access_token"])
+        return self._token
+
     def _auth(self) -> dict[str, str]:
-        if self._token is None:
-            resp = self._request_raw(
-                "POST",
-                "/auth/token",
-                json={"username": self.airflow.admin_user, "password": self.airflow.admin_password.get_secret_value()},
-            )
-            if resp.status_code >= 400:
-                raise StreamMLError(f"Airflow refused the admin login ({resp.status_code}); check .env")
-            self._token = str(resp.json()["access_token"])
-        return {"Authorization": f"Bearer {self._token}"}
+        return {"Authorization": f"Bearer {self._token or self.login()}"}
 
     def _request_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

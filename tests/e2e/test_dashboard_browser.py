@@ -40,9 +40,9 @@ def replayed(settings: Settings, require: Callable[[str], None]) -> str:
     import redis
     from confluent_kafka import Producer
 
-    from streamml.dashboard import queries
+    from streamml.dashboard import kafka_admin
     from streamml.streaming.clients import producer_config
-    from streamml.streaming.replayer import Pace, replay
+    from streamml.streaming.replayer import Pace, send_ratings
     from streamml.streaming.runners import stream_ratings
 
     for service in ("kafka", "redis", "minio", "mlflow"):
@@ -53,7 +53,7 @@ def replayed(settings: Settings, require: Callable[[str], None]) -> str:
     run_id = f"browser-{int(time.time())}"
     producer = Producer(producer_config(settings.kafka, client_id="streamml-browser-test"))
     ratings = islice(stream_ratings(settings, int(version)), REPLAYED)
-    sent = replay(ratings, producer, Pace(rate=400), feedback_delay=0.5, run_id=run_id, limit=REPLAYED)
+    sent = send_ratings(ratings, producer, Pace(rate=400), feedback_delay=0.5, run_id=run_id, limit=REPLAYED)
     assert sent == REPLAYED
 
     deadline = time.monotonic() + 120
@@ -63,13 +63,13 @@ def replayed(settings: Settings, require: Callable[[str], None]) -> str:
         time.sleep(1)
     # Leave the platform as we found it: the feature updater has applied all our feedback before the next test
     # reads online features.
-    admin = queries.kafka_admin(settings.kafka)
-    ends = queries.topic_offsets(admin, [names.TOPIC_FEEDBACK])
+    admin = kafka_admin.admin_client(settings.kafka)
+    ends = kafka_admin.topic_offsets(admin, [names.TOPIC_FEEDBACK])
     target = dict(zip(ends["partition"], ends["latest"], strict=True))
-    updater = [g for g in queries.consumer_groups(admin) if g.group_id == names.GROUP_FEATURE_UPDATER]
+    updater = [g for g in kafka_admin.consumer_groups(admin) if g.group_id == names.GROUP_FEATURE_UPDATER]
     assert updater, "the feature updater's consumer group does not exist; is the feature-updater running?"
     while True:
-        lag = queries.group_lag(admin, updater, ends)
+        lag = kafka_admin.group_lag(admin, updater, ends)
         committed = dict(zip(lag["partition"], lag["committed"].fillna(-1), strict=True))
         if all(committed.get(p, -1) >= end for p, end in target.items()):
             break

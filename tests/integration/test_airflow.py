@@ -5,8 +5,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from streamml.airflow_client import AirflowClient
 from streamml.config import Settings
-from streamml.runtime.health import airflow_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -15,7 +15,7 @@ def test_token_then_dag_list(settings: Settings, require: Callable[[str], None])
     require("airflow")
     base = settings.airflow.base_url
     assert httpx.get(f"{base}/api/v2/dags", timeout=10).status_code == 401
-    token = airflow_token(settings)
+    token = AirflowClient(settings.airflow).login()
     resp = httpx.get(f"{base}/api/v2/dags", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert resp.status_code == 200
     assert "dags" in resp.json() and "total_entries" in resp.json()

@@ -160,13 +160,12 @@ def dashboard() -> None:
     """Run the Streamlit dashboard (STREAMML_DASHBOARD__HOST:STREAMML_DASHBOARD__PORT)."""
     import os
 
+    from streamml.dashboard.server import streamlit_argv
     from streamml.paths import DASHBOARD_ENTRY, repo_root
 
     settings = load_settings()
     entry = repo_root() / DASHBOARD_ENTRY
     if not entry.exists():
         raise StreamMLError(f"dashboard entry {entry} not found (run from a checkout of streamml)")
-    d = settings.dashboard
-    argv = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless", "true", "--server.address",
-            d.host, "--server.port", str(d.port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    argv = streamlit_argv(settings.dashboard.host, settings.dashboard.port)
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process so supervisord signals streamlit itself

@@ -1,4 +1,5 @@
-"""Altair charts of the frames :mod:`streamml.dashboard.queries` returns."""
+"""Altair charts of the dashboard's frames (:mod:`.frames_live`, :mod:`.kafka_admin`, :mod:`.frames_models`,
+:mod:`.frames_pipelines`). Counts get integer axes, milliseconds and rates a format of their own."""
 
 from __future__ import annotations
 
@@ -17,21 +18,42 @@ STATE_COLORS = {
     "upstream_failed": "#ef6c00",
     "skipped": "#ce93d8",
 }
+COUNT_FORMAT = ",d"  # 1,234: a count has no fractional ticks
+MS_FORMAT = ",.0f"
+RATE_FORMAT = ",.1f"
+SHARE_FORMAT = ".2f"
+
+
+def count_axis() -> alt.Axis:
+    """An axis of whole numbers: integer labels, never a tick between two integers."""
+    return alt.Axis(format=COUNT_FORMAT, tickMinStep=1)
+
+
+def count_scale(values: pd.Series, least: int = 10) -> alt.Scale:
+    """From 0 to the largest value, at least ``least``: a column of zeros still gets a readable axis of integers."""
+    top = int(values.max()) if len(values) and pd.notna(values.max()) else 0
+    return alt.Scale(domain=[0, max(least, top)], nice=True)
 
 
 def error_histogram(hist: pd.DataFrame, height: int = 260) -> alt.Chart:
-    """Bars of ``bin_start..bin_end`` with ``count``."""
+    """Bars of ``bin_start..bin_end`` with ``count`` (joined predictions per bin)."""
     return (
         alt.Chart(hist)
         .mark_bar(color="#4c78a8", stroke="white", strokeWidth=0.5)
         .encode(
-            x=alt.X("bin_start:Q", bin="binned", title="|label − score|", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X(
+                "bin_start:Q",
+                bin="binned",
+                title="|true label − score|",
+                scale=alt.Scale(domain=[0, 1]),
+                axis=alt.Axis(format=".1f"),
+            ),
             x2="bin_end:Q",
-            y=alt.Y("count:Q", title="joined predictions"),
+            y=alt.Y("count:Q", title="joined predictions (count)", axis=count_axis()),
             tooltip=[
                 alt.Tooltip("bin_start:Q", format=".2f", title="from"),
                 alt.Tooltip("bin_end:Q", format=".2f", title="to"),
-                alt.Tooltip("count:Q", title="count"),
+                alt.Tooltip("count:Q", format=COUNT_FORMAT, title="count"),
             ],
         )
         # SVG, whatever the size: each bar then carries its tooltip as an aria-label the browser test reads.
@@ -45,8 +67,10 @@ def lines(
     height: int = 260,
     y_domain: Sequence[float] | None = None,
     colors: dict[str, str] | None = None,
+    y_format: str = SHARE_FORMAT,
 ) -> alt.Chart:
-    """One line per ``series`` of a ``time, series, value`` frame."""
+    """One line per ``series`` of a ``time, series, value`` frame; ``y_format`` is the value's d3 format (axis and
+    tooltip), e.g. :data:`MS_FORMAT` for milliseconds."""
     scale = alt.Scale(domain=list(y_domain)) if y_domain else alt.Scale(zero=False)
     color = (
         alt.Color("series:N", title=None, scale=alt.Scale(domain=list(colors), range=list(colors.values())))
@@ -58,29 +82,48 @@ def lines(
         .mark_line(point=False, strokeWidth=2)
         .encode(
             x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", tickCount=6, labelOverlap=True)),
-            y=alt.Y("value:Q", title=y_title, scale=scale),
+            y=alt.Y("value:Q", title=y_title, scale=scale, axis=alt.Axis(format=y_format)),
             color=color,
             detail="segment:N",
-            tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=",.3f")],
+            tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=y_format)],
         )
         .properties(height=height)
     )
 
 
 def lag_bars(lag: pd.DataFrame, height: int = 220) -> alt.Chart:
-    """Consumer lag per partition."""
+    """Consumer lag per partition of a ``partition, lag`` frame."""
     return (
         alt.Chart(lag)
         .mark_bar(color="#f58518")
         .encode(
             x=alt.X("partition:N", title="partition", sort=None),
-            y=alt.Y(
-                "lag:Q",
-                title="messages behind",
-                scale=alt.Scale(domain=[0, max(10, int(lag["lag"].max()) if not lag.empty else 0)], nice=True),
-                axis=alt.Axis(format="~s", tickMinStep=1),
-            ),
-            tooltip=["partition:N", "lag:Q"],
+            y=alt.Y("lag:Q", title="lag (messages)", scale=count_scale(lag["lag"]), axis=count_axis()),
+            tooltip=["partition:N", alt.Tooltip("lag:Q", format=COUNT_FORMAT, title="lag (messages)")],
+        )
+        .properties(height=height)
+    )
+
+
+def group_lag_bars(lag: pd.DataFrame, height: int = 240) -> alt.Chart:
+    """Lag per topic partition, one bar per consumer group, of a :func:`~.kafka_admin.group_lag` frame."""
+    data = lag.assign(where=lag["topic"] + " / " + lag["partition"].astype(str))
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("where:N", title="topic / partition", sort=None),
+            y=alt.Y("lag:Q", title="lag (messages)", scale=count_scale(data["lag"]), axis=count_axis()),
+            color=alt.Color("group:N", title="group"),
+            xOffset="group:N",
+            tooltip=[
+                "group:N",
+                "topic:N",
+                alt.Tooltip("partition:Q", format="d"),
+                alt.Tooltip("committed:Q", format=COUNT_FORMAT, title="committed offset"),
+                alt.Tooltip("end:Q", format=COUNT_FORMAT, title="end offset"),
+                alt.Tooltip("lag:Q", format=COUNT_FORMAT, title="lag (messages)"),
+            ],
         )
         .properties(height=height)
     )
@@ -94,7 +137,12 @@ def confusion_heatmap(cells: pd.DataFrame, height: int = 260) -> alt.LayerChart:
     )
     heat = base.mark_rect().encode(
         color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
-        tooltip=["actual:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
+        tooltip=[
+            "actual:N",
+            "predicted:N",
+            alt.Tooltip("count:Q", format=COUNT_FORMAT, title="count (stream rows)"),
+            alt.Tooltip("share:Q", format=".1%"),
+        ],
     )
     text = base.mark_text(fontSize=16, fontWeight="bold").encode(
         text=alt.Text("count:Q", format=","),
@@ -104,11 +152,12 @@ def confusion_heatmap(cells: pd.DataFrame, height: int = 260) -> alt.LayerChart:
 
 
 def importance_bars(frame: pd.DataFrame, height: int | None = None) -> alt.Chart:
+    """Permutation importance per feature, the most important on top."""
     return (
         alt.Chart(frame)
         .mark_bar(color="#54a24b")
         .encode(
-            x=alt.X("importance:Q", title="importance"),
+            x=alt.X("importance:Q", title="importance (AUC drop)", axis=alt.Axis(format=".3f")),
             y=alt.Y("feature:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240, labelOverlap=False)),
             tooltip=["feature:N", alt.Tooltip("importance:Q", format=".4f")],
         )
@@ -133,7 +182,7 @@ def task_timeline(tasks: pd.DataFrame, height: int | None = None) -> alt.Chart:
                 scale=alt.Scale(domain=list(STATE_COLORS), range=list(STATE_COLORS.values())),
                 legend=alt.Legend(title=None, orient="right"),
             ),
-            tooltip=["task_id:N", "state:N", alt.Tooltip("duration_s:Q", format=".1f", title="seconds")],
+            tooltip=["task_id:N", "state:N", alt.Tooltip("duration_s:Q", format=".1f", title="duration (s)")],
         )
         .properties(height=height or 60 + 32 * len(started))
     )

@@ -63,19 +63,6 @@ def check_mlflow(settings: Settings, timeout: float) -> str:
     return f"/health OK, {len(resp.json().get('experiments', []))} experiment(s)"
 
 
-def airflow_token(settings: Settings, timeout: float = 10.0) -> str:
-    """A JWT for Airflow's REST API v2 from ``POST /auth/token``."""
-    af = settings.airflow
-    resp = httpx.post(
-        f"{af.base_url}/auth/token",
-        json={"username": af.admin_user, "password": af.admin_password.get_secret_value()},
-        timeout=timeout,
-    )
-    if resp.status_code >= 400:
-        raise StreamMLError(f"Airflow refused the admin login ({resp.status_code}): {resp.text[:200]}")
-    return str(resp.json()["access_token"])
-
-
 def check_airflow(settings: Settings, timeout: float) -> str:
     resp = httpx.get(f"{settings.airflow.base_url}/api/v2/monitor/health", timeout=timeout)
     resp.raise_for_status()
@@ -83,7 +70,13 @@ def check_airflow(settings: Settings, timeout: float) -> str:
     down = [name for name, part in components.items() if isinstance(part, dict) and part.get("status") != "healthy"]
     if down:
         raise StreamMLError(f"unhealthy: {', '.join(down)}")
-    airflow_token(settings, timeout)
+    from streamml.airflow_client import AirflowClient
+
+    client = AirflowClient(settings.airflow, timeout=timeout)
+    try:
+        client.login()
+    finally:
+        client.close()
     return f"{', '.join(sorted(components))} healthy; token OK"
 
 

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 SINCE_PREVIOUS = FEATURE_NAMES.index("seconds_since_user_prev_rating")
 STALE_HISTORY = 64  # feedback event times kept per user
+QUALITY_WINDOW = 5000  # joined predictions behind the rolling quality and staleness (the dashboard labels say so)
+LATENCY_WINDOW = 5000  # scored predictions behind the latency percentiles
+PUBLISH_SECONDS = 2.0  # between two snapshots; the throughput is what was scored in between
 LOG_HEADER = "id,y_true,y_pred,absolute_error,model_version,latency_ms,event_ts\n"
 
 
@@ -90,7 +93,7 @@ def rolling_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float |
 class MetricsState:
     """The join and the rolling window; pure, so it is unit-tested without Kafka or Redis."""
 
-    window: int = 5000
+    window: int = QUALITY_WINDOW
     join_ttl: float = 3600.0
     max_pending: int = 200_000
     predictions: OrderedDict[str, tuple[float, Prediction]] = field(default_factory=OrderedDict)
@@ -100,7 +103,7 @@ class MetricsState:
     expired_total: int = 0
     dlq_total: int = 0
     scored_since_publish: int = 0
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     model_version: str | None = None
     refused_total: int = 0
     # Event times of each user's latest feedback, to count the ratings a prediction was scored without (staleness).
@@ -228,7 +231,7 @@ class MetricsHandler:
         log: MetricLog,
         lag: Callable[[], dict[str, int]],
         state: MetricsState | None = None,
-        publish_every: float = 2.0,
+        publish_every: float = PUBLISH_SECONDS,
         metrics_topic: str = names.TOPIC_METRICS,
         feedback_topic: str = names.TOPIC_FEEDBACK,
         dlq_topic: str = names.TOPIC_REQUESTS_DLQ,

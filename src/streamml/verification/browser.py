@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamml.dashboard.server import streamlit_argv
 from streamml.errors import StreamMLError
-from streamml.paths import DASHBOARD_ENTRY, repo_root
+from streamml.paths import repo_root
 
 logger = logging.getLogger(__name__)
 
@@ -267,14 +268,11 @@ class Browser:
 def streamlit_server(
     port: int | None = None, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> Iterator[str]:
-    """Run the dashboard (``services/dashboard/app.py``) on 127.0.0.1 and yield its URL; stop it afterwards."""
+    """Run the dashboard (:func:`~streamml.dashboard.server.streamlit_argv`, without a file watcher) on 127.0.0.1 and
+    yield its URL; stop it afterwards."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [
-        sys.executable, "-m", "streamlit", "run", str(repo_root() / DASHBOARD_ENTRY), "--server.headless", "true",
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+    args = [*streamlit_argv("127.0.0.1", port), "--server.fileWatcherType", "none"]
     log = tempfile.NamedTemporaryFile(prefix="streamml-dashboard-", suffix=".log", delete=False)
     proc = subprocess.Popen(  # noqa: S603
         args, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT

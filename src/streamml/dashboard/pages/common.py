@@ -9,20 +9,24 @@ from typing import Any
 
 import streamlit as st
 
-from streamml.config import KafkaSettings, Settings
-from streamml.dashboard import queries
-from streamml.dashboard.queries import ApiClient, ApiError, ServiceDown
+from streamml.config import KafkaSettings, RedisSettings, Settings
+from streamml.dashboard import kafka_admin
+from streamml.dashboard.api_client import ApiClient, api_base_url
+from streamml.dashboard.errors import ApiError, ServiceDown
+from streamml.stores.redis_client import redis_client as connect_redis
+
+REDIS_TIMEOUT = 3.0  # seconds: a page says "Redis is down" within seconds instead of hanging
 
 
 # Clients are shared by every session of the process (they are thread-safe) and keyed by their address.
 @st.cache_resource(show_spinner=False)
-def _redis(url: str) -> Any:
-    return queries.redis_for_dashboard(url)
+def _redis(url: str, _settings: RedisSettings) -> Any:  # noqa: ARG001 - url is the cache key
+    return connect_redis(_settings, timeout=REDIS_TIMEOUT)
 
 
 @st.cache_resource(show_spinner=False)
 def _kafka_admin(bootstrap: str, _kafka: KafkaSettings) -> Any:  # noqa: ARG001 - bootstrap is the cache key
-    return queries.kafka_admin(_kafka)
+    return kafka_admin.admin_client(_kafka)
 
 
 @st.cache_resource(show_spinner=False)
@@ -30,18 +34,20 @@ def _api(base_url: str, _api_key: str) -> ApiClient:
     return ApiClient(base_url, _api_key)
 
 
-def redis_client(settings: Settings) -> Any:
-    return _redis(settings.redis.url)
+def redis_client(redis: RedisSettings) -> Any:
+    """The shared Redis client, with short timeouts."""
+    return _redis(redis.url, redis)
 
 
-def kafka_admin(settings: Settings) -> Any:
-    """The shared admin client, after a quick check that the broker's port answers (raises ServiceDown)."""
-    queries.check_port("Kafka", settings.kafka.host, settings.kafka.port)
+def kafka_client(settings: Settings) -> Any:
+    """The shared Kafka admin client, after a quick check that the broker's port answers (raises ServiceDown)."""
+    kafka_admin.check_port("Kafka", settings.kafka.host, settings.kafka.port)
     return _kafka_admin(settings.kafka.bootstrap_servers, settings.kafka)
 
 
 def api_client(settings: Settings) -> ApiClient:
-    return _api(queries.api_base_url(settings), settings.api.api_key.get_secret_value())
+    """The shared API client."""
+    return _api(api_base_url(settings), settings.api.api_key.get_secret_value())
 
 
 def show_problem(exc: ServiceDown | ApiError, what: str) -> None:
@@ -65,7 +71,7 @@ def _check_redis(settings: Settings) -> str | None:
     import redis
 
     try:
-        redis_client(settings).ping()
+        redis_client(settings.redis).ping()
     except redis.RedisError as exc:
         return str(exc) or type(exc).__name__
     return None
@@ -73,7 +79,7 @@ def _check_redis(settings: Settings) -> str | None:
 
 def _check_kafka(settings: Settings) -> str | None:
     try:
-        queries.list_topics(kafka_admin(settings), timeout=3.0)
+        kafka_admin.list_topics(kafka_client(settings), timeout=3.0)
     except ServiceDown as exc:
         return exc.reason
     return None
@@ -100,8 +106,3 @@ def service_status(settings: Settings) -> None:
         else:
             st.markdown(f":red[●] {name}", help=problem)
     st.caption(f"checked {time.strftime('%H:%M:%S')}")
-
-
-def fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
-    """A metric value for ``st.metric``; a missing value is an em dash."""
-    return "—" if value is None else f"{value:{spec}}{suffix}"

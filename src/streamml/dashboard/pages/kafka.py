@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
-import altair as alt
 import streamlit as st
 
 from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import queries
-from streamml.dashboard.pages.common import kafka_admin, show_problem
-from streamml.dashboard.queries import ServiceDown
+from streamml.dashboard import charts, kafka_admin
+from streamml.dashboard.errors import ServiceDown
+from streamml.dashboard.pages.common import kafka_client, show_problem
 
 REFRESH_SECONDS = 5
 
@@ -30,23 +29,29 @@ def render(settings: Settings) -> None:
 @st.fragment(run_every=REFRESH_SECONDS)
 def overview(settings: Settings, show_all: bool) -> None:
     try:
-        admin = kafka_admin(settings)
-        topics = queries.list_topics(admin)
+        admin = kafka_client(settings)
+        topics = kafka_admin.list_topics(admin)
         if not show_all:
             topics = [t for t in topics if t in names.TOPICS]
-        offsets = queries.topic_offsets(admin, topics)
-        groups = queries.consumer_groups(admin, include_tests=show_all)
-        lag = queries.group_lag(admin, groups, offsets)
+        offsets = kafka_admin.topic_offsets(admin, topics)
+        groups = kafka_admin.consumer_groups(admin, include_tests=show_all)
+        lag = kafka_admin.group_lag(admin, groups, offsets)
     except ServiceDown as exc:
         show_problem(exc, "Kafka")
         return
 
-    summary = queries.topic_summary(offsets)
+    summary = kafka_admin.topic_summary(offsets)
     cols = st.columns(4)
     cols[0].metric("Topics", f"{len(summary):,}")
     cols[1].metric("Partitions", f"{len(offsets):,}")
-    cols[2].metric("Retained messages", f"{int(offsets['messages'].sum()) if not offsets.empty else 0:,}")
-    cols[3].metric("Total consumer lag", f"{int(lag['lag'].sum()) if not lag.empty else 0:,}")
+    cols[2].metric(
+        "Retained messages (all partitions)", f"{int(offsets['messages'].sum()) if not offsets.empty else 0:,}"
+    )
+    cols[3].metric(
+        "Consumer lag (messages, all groups)",
+        f"{int(lag['lag'].sum()) if not lag.empty else 0:,}",
+        help="Messages the groups below have yet to consume: end offset minus committed offset, summed.",
+    )
 
     left, right = st.columns([3, 2])
     with left:
@@ -60,7 +65,15 @@ def overview(settings: Settings, show_all: bool) -> None:
             },
         )
         with st.expander("Every partition"):
-            st.dataframe(offsets, hide_index=True)
+            st.dataframe(
+                offsets,
+                hide_index=True,
+                column_config={
+                    "earliest": st.column_config.NumberColumn("earliest offset", format="localized"),
+                    "latest": st.column_config.NumberColumn("end offset", format="localized"),
+                    "messages": st.column_config.NumberColumn("retained messages", format="localized"),
+                },
+            )
     with right:
         st.subheader("Consumer groups", anchor=False)
         if groups:
@@ -72,29 +85,25 @@ def overview(settings: Settings, show_all: bool) -> None:
     if lag.empty:
         st.info("No committed offsets on these topics yet.")
         return
-    chart_data = lag.assign(where=lag["topic"] + " / " + lag["partition"].astype(str))
-    chart = (
-        alt.Chart(chart_data)
-        .mark_bar()
-        .encode(
-            x=alt.X("where:N", title="topic / partition", sort=None),
-            y=alt.Y("lag:Q", title="messages behind", scale=alt.Scale(domainMin=0)),
-            color=alt.Color("group:N", title="group"),
-            xOffset="group:N",
-            tooltip=["group:N", "topic:N", "partition:Q", "committed:Q", "end:Q", "lag:Q"],
-        )
-        .properties(height=240)
+    st.altair_chart(charts.group_lag_bars(lag), width="stretch")
+    st.dataframe(
+        lag,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "committed": st.column_config.NumberColumn("committed offset", format="localized"),
+            "end": st.column_config.NumberColumn("end offset", format="localized"),
+            "lag": st.column_config.NumberColumn("lag (messages)", format="localized"),
+        },
     )
-    st.altair_chart(chart, width="stretch")
-    st.dataframe(lag, hide_index=True, width="stretch")
     st.caption(f"Refreshed at {time.strftime('%H:%M:%S')}.")
 
 
 @st.fragment
 def messages(settings: Settings, show_all: bool) -> None:
     try:
-        admin = kafka_admin(settings)
-        topics = queries.list_topics(admin)
+        admin = kafka_client(settings)
+        topics = kafka_admin.list_topics(admin)
     except ServiceDown as exc:
         show_problem(exc, "Kafka messages")
         return
@@ -108,10 +117,10 @@ def messages(settings: Settings, show_all: bool) -> None:
     topic = left.selectbox("Topic", topics, index=default)
     count = mid.number_input("Messages", min_value=1, max_value=200, value=15, step=5)
     right.button("Reload", icon=":material/refresh:", width="stretch")
-    consumer = queries.peek_consumer(settings.kafka)
+    consumer = kafka_admin.peek_consumer(settings.kafka)
     try:
-        offsets = queries.topic_offsets(admin, [topic])
-        latest = queries.latest_messages(consumer, topic, offsets, n=int(count))
+        offsets = kafka_admin.topic_offsets(admin, [topic])
+        latest = kafka_admin.latest_messages(consumer, topic, offsets, n=int(count))
     except ServiceDown as exc:
         show_problem(exc, "Kafka messages")
         return

@@ -6,14 +6,19 @@ import time
 
 import streamlit as st
 
+from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import charts, queries
-from streamml.dashboard.pages.common import fmt, redis_client, show_problem
-from streamml.dashboard.queries import ServiceDown
+from streamml.dashboard import charts, frames_live, labels
+from streamml.dashboard.errors import ServiceDown
+from streamml.dashboard.labels import fmt, labelled
+from streamml.dashboard.live_metrics import LiveView, read_live
+from streamml.dashboard.pages.common import redis_client, show_problem
+from streamml.streaming.metrics import MetricsSnapshot
 
 REFRESH_SECONDS = 3
 STALE_SECONDS = 30
-HISTORY_SNAPSHOTS = 450  # 15 minutes of snapshots published every 2 s
+HISTORY_MINUTES = 15
+HISTORY_SNAPSHOTS = int(HISTORY_MINUTES * 60 / labels.PUBLISH_SECONDS)
 QUALITY_LABELS = {"auc": "AUC", "accuracy": "accuracy", "mae": "MAE"}
 QUALITY_COLORS = {"AUC": "#4c78a8", "accuracy": "#54a24b", "MAE": "#e45756"}
 LATENCY_LABELS = {"latency_p50_ms": "p50", "latency_p99_ms": "p99"}
@@ -23,8 +28,8 @@ def render(settings: Settings) -> None:
     st.title("Live")
     st.caption(
         "Predictions joined with their true ratings as feedback arrives (Redis `metrics:*`, published by the "
-        "metrics aggregator every 2 s). Charts over time cover the last 15 minutes. "
-        f"Refreshes every {REFRESH_SECONDS} s."
+        f"metrics aggregator every {labels.PUBLISH_SECONDS:g} s). Charts over time cover the last {HISTORY_MINUTES} "
+        f"minutes. Refreshes every {REFRESH_SECONDS} s."
     )
     live_panel(settings)
 
@@ -32,7 +37,7 @@ def render(settings: Settings) -> None:
 @st.fragment(run_every=REFRESH_SECONDS)
 def live_panel(settings: Settings) -> None:
     try:
-        view = queries.read_live(redis_client(settings), history_limit=HISTORY_SNAPSHOTS)
+        view = read_live(redis_client(settings.redis), history_limit=HISTORY_SNAPSHOTS)
     except ServiceDown as exc:
         show_problem(exc, "Live metrics")
         return
@@ -51,82 +56,51 @@ def live_panel(settings: Settings) -> None:
             "(see `./run.sh logs metrics-aggregator`). Showing the last values.",
             icon=":material/schedule:",
         )
-
-    row = st.columns(5)
-    row[0].metric("Model version serving", f"v{view.model_version}" if view.model_version else "—")
-    row[1].metric("Rolling AUC", fmt(snap.auc if snap else None), help="Over the last joined events (window below).")
-    row[2].metric("Rolling accuracy", fmt(snap.accuracy * 100 if snap and snap.accuracy is not None else None,
-                                          ".1f", " %"))  # fmt: skip
-    row[3].metric("Rolling MAE", fmt(snap.mae if snap else None), help="Mean |label − score| over the window.")
-    row[4].metric("Throughput", fmt(snap.throughput_per_s if snap else None, ",.1f", " /s"))
-    row = st.columns(5)
-    row[0].metric("Latency p50", fmt(snap.latency_p50_ms if snap else None, ",.0f", " ms"))
-    row[1].metric("Latency p99", fmt(snap.latency_p99_ms if snap else None, ",.0f", " ms"))
-    row[2].metric(
-        "DLQ messages",
-        fmt(snap.dlq_total if snap else None, ","),
-        help="Requests sent to ratings.requests.dlq.v1 since the metrics aggregator started.",
-    )
-    row[3].metric("Scorer lag", fmt(sum(snap.lag.values()) if snap and snap.lag else None, ","),
-                  help="Requests not yet scored, summed over partitions.")  # fmt: skip
-    row[4].metric("Online feature version", f"v{view.feature_version}" if view.feature_version else "—")
-    row = st.columns(5)
-    row[0].metric(
-        "Feedback lag p50",
-        fmt(snap.applied_p50_ms if snap else None, ",.0f", " ms"),
-        help="From when the true rating was sent to when the feature updater applied it to the online features.",
-    )
-    row[1].metric("Feedback lag p99", fmt(snap.applied_p99_ms if snap else None, ",.0f", " ms"))
-    row[2].metric(
-        "Stale predictions",
-        fmt(snap.stale_share * 100 if snap and snap.stale_share is not None else None, ".1f", " %"),
-        help="Share of joined predictions scored while an earlier rating of the same user was not applied yet.",
-    )
-    row[3].metric(
-        "Missing ratings",
-        fmt(snap.stale_mean if snap else None, ".2f"),
-        help="Mean number of the user's earlier ratings not yet applied when a prediction was scored.",
-    )
-    row[4].metric(
-        "Refused",
-        fmt(snap.refused_total if snap else None, ","),
-        help="Unreadable predictions (dead-lettered) and feedback (counted) on the aggregator's topics.",
-    )
+    tiles(view, snap)
 
     left, right = st.columns(2)
     # The keyed container lets the browser test find the histogram (class st-key-error-histogram).
     with left, st.container(key="error-histogram"):
         st.subheader("Absolute error", anchor=False)
-        hist = queries.error_histogram(view.errors)
+        hist = frames_live.error_histogram(view.errors)
         st.altair_chart(charts.error_histogram(hist), width="stretch")
         st.caption(f"{len(view.errors):,} most recent joined predictions (|true label − score|).")
     with right:
         st.subheader("Rolling quality", anchor=False)
-        quality = queries.long_series(view.history, list(QUALITY_LABELS), QUALITY_LABELS)
+        quality = frames_live.long_series(view.history, list(QUALITY_LABELS), QUALITY_LABELS)
         if quality.empty:
             st.info("No joined events in the history yet.")
         else:
-            st.altair_chart(charts.lines(quality, "value", y_domain=(0, 1), colors=QUALITY_COLORS),
-                            width="stretch")  # fmt: skip
+            st.altair_chart(
+                charts.lines(quality, "AUC · accuracy · MAE (0–1)", y_domain=(0, 1), colors=QUALITY_COLORS),
+                width="stretch",
+            )
         joined = snap.joined_total if snap else 0
-        st.caption(f"window: {snap.window if snap else 0:,} events; {joined:,} joined since the aggregator started.")
+        st.caption(
+            f"Each point: one snapshot over its last joined predictions (at most {labels.QUALITY_WINDOW:,}; now "
+            f"{snap.window if snap else 0:,}). {joined:,} joined {labels.SINCE_START}."
+        )
 
     left, right = st.columns(2)
     with left:
         st.subheader("Throughput", anchor=False)
-        speed = queries.long_series(view.history, ["throughput_per_s"], {"throughput_per_s": "scored / s"})
-        st.altair_chart(charts.lines(speed, "requests / s", height=220), width="stretch")
+        speed = frames_live.long_series(view.history, ["throughput_per_s"], {"throughput_per_s": "scored"})
+        st.altair_chart(charts.lines(speed, "predictions/s", height=220, y_format=charts.RATE_FORMAT), width="stretch")
+        st.caption(
+            f"Each point: the predictions scored in the {labels.PUBLISH_SECONDS:g} s before a snapshot, per second."
+        )
     with right:
         st.subheader("End-to-end latency", anchor=False)
-        latency = queries.long_series(view.history, list(LATENCY_LABELS), LATENCY_LABELS)
-        st.altair_chart(charts.lines(latency, "ms", height=220), width="stretch")
+        latency = frames_live.long_series(view.history, list(LATENCY_LABELS), LATENCY_LABELS)
+        st.altair_chart(charts.lines(latency, "latency (ms)", height=220, y_format=charts.MS_FORMAT), width="stretch")
+        st.caption(f"Each point: p50 and p99 of the {labels.LATENCY} predictions, from request sent to scored.")
 
     left, right = st.columns([1, 2])
     with left:
         st.subheader("Consumer lag per partition", anchor=False)
         if snap and snap.lag:
-            st.altair_chart(charts.lag_bars(queries.lag_frame(snap.lag)), width="stretch")
-            st.caption("Group `streamml-scorer` on `ratings.requests.v1`.")
+            st.altair_chart(charts.lag_bars(frames_live.lag_frame(snap.lag)), width="stretch")
+            st.caption(f"Group `{names.GROUP_SCORER}` on `{names.TOPIC_REQUESTS}`, at the latest snapshot.")
         else:
             st.info("No lag reported yet.")
     with right:
@@ -136,12 +110,86 @@ def live_panel(settings: Settings) -> None:
             hide_index=True,
             height=260,
             column_config={
-                "y_pred": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.3f"),
-                "y_true": st.column_config.NumberColumn("liked", format="%d"),
+                "y_pred": st.column_config.ProgressColumn(
+                    "score (P(like))", min_value=0.0, max_value=1.0, format="%.3f"
+                ),
+                "y_true": st.column_config.NumberColumn("liked (true label)", format="%d"),
                 "absolute_error": st.column_config.NumberColumn("|error|", format="%.3f"),
-                "latency_ms": st.column_config.NumberColumn("latency ms", format="%.0f"),
-                "event_time": st.column_config.DatetimeColumn("event time", format="YYYY-MM-DD HH:mm"),
+                "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.0f"),
+                "event_time": st.column_config.DatetimeColumn("event time (UTC)", format="YYYY-MM-DD HH:mm"),
             },
         )
     updated = time.strftime("%H:%M:%S", time.localtime(snap.at)) if snap else "—"
     st.caption(f"Metrics published at {updated}; page refreshed at {time.strftime('%H:%M:%S')}.")
+
+
+def tiles(view: LiveView, snap: MetricsSnapshot | None) -> None:
+    """The latest snapshot's numbers, four a row: quality, speed, freshness, totals. Each label says its unit and
+    the window it is computed over."""
+    joined = labels.joined_window(snap.window if snap else None)
+    row = st.columns(4)
+    row[0].metric("Model version serving", f"v{view.model_version}" if view.model_version else "—")
+    row[1].metric(
+        labelled("AUC", window=joined),
+        fmt(snap.auc if snap else None),
+        help="Rolling ROC AUC of the scores against the true labels.",
+    )
+    row[2].metric(
+        labelled("Accuracy", "%", joined),
+        fmt(snap.accuracy * 100 if snap and snap.accuracy is not None else None, ".1f"),
+    )
+    row[3].metric(labelled("MAE", window=joined), fmt(snap.mae if snap else None), help="Mean |true label − score|.")
+
+    row = st.columns(4)
+    row[0].metric(
+        labelled("Throughput", "predictions/s", labels.THROUGHPUT), fmt(snap.throughput_per_s if snap else None, ",.1f")
+    )
+    row[1].metric(
+        labelled("Latency p50", "ms", labels.LATENCY),
+        fmt(snap.latency_p50_ms if snap else None, ",.0f"),
+        help="From when a request was sent to when the scorer scored it.",
+    )
+    row[2].metric(labelled("Latency p99", "ms", labels.LATENCY), fmt(snap.latency_p99_ms if snap else None, ",.0f"))
+    row[3].metric(
+        labelled("Scorer lag", "requests", "latest snapshot"),
+        fmt(sum(snap.lag.values()) if snap and snap.lag else None, ","),
+        help="Requests not yet scored, summed over partitions.",
+    )
+
+    row = st.columns(4)
+    row[0].metric(
+        labelled("Feedback lag p50", "ms", labels.FEEDBACK_LAG),
+        fmt(snap.applied_p50_ms if snap else None, ",.0f"),
+        help="From when the true rating was sent to when the feature updater applied it to the online features.",
+    )
+    row[1].metric(
+        labelled("Feedback lag p99", "ms", labels.FEEDBACK_LAG), fmt(snap.applied_p99_ms if snap else None, ",.0f")
+    )
+    row[2].metric(
+        labelled("Stale predictions", "%", joined),
+        fmt(snap.stale_share * 100 if snap and snap.stale_share is not None else None, ".1f"),
+        help="Share of joined predictions scored while an earlier rating of the same user was not applied yet.",
+    )
+    row[3].metric(
+        labelled("Missing ratings", "mean per prediction", joined),
+        fmt(snap.stale_mean if snap else None, ".2f"),
+        help="Mean number of the user's earlier ratings not yet applied when a prediction was scored.",
+    )
+
+    row = st.columns(4)
+    row[0].metric(
+        labelled("DLQ messages", window=labels.SINCE_START),
+        fmt(snap.dlq_total if snap else None, ","),
+        help=f"Requests sent to {names.TOPIC_REQUESTS_DLQ}.",
+    )
+    row[1].metric(
+        labelled("Refused", "messages", labels.SINCE_START),
+        fmt(snap.refused_total if snap else None, ","),
+        help="Unreadable predictions (dead-lettered) and feedback (counted) on the aggregator's topics.",
+    )
+    row[2].metric(
+        labelled("Joined", "predictions", labels.SINCE_START),
+        fmt(snap.joined_total if snap else None, ","),
+        help="Predictions matched with their true rating.",
+    )
+    row[3].metric("Online feature version", f"v{view.feature_version}" if view.feature_version else "—")

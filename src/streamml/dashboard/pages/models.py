@@ -8,7 +8,7 @@ import streamlit as st
 
 from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import charts, queries
+from streamml.dashboard import charts, frames_models
 from streamml.dashboard.pages.common import api_client, guard
 
 FLASH = "models_flash"
@@ -28,18 +28,26 @@ def render(settings: Settings) -> None:
         registry(settings, models)
 
     with st.expander("Training runs (MLflow)"), guard("Training runs"):
-        st.dataframe(queries.runs_table(api.runs(limit=50)), hide_index=True, width="stretch")
+        st.dataframe(
+            frames_models.runs_table(api.runs(limit=50)),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "start_time": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+                "streaming_auc": st.column_config.NumberColumn("streaming AUC (stream period)", format="%.4f"),
+            },
+        )
     with st.expander("Datasets"), guard("Datasets"):
         catalog = api.datasets_catalog()
         st.markdown("**Raw snapshots** (MinIO `raw/`)")
-        st.dataframe(queries.datasets_table(catalog.get("snapshots") or []), hide_index=True, width="stretch")
+        st.dataframe(frames_models.datasets_table(catalog.get("snapshots") or []), hide_index=True, width="stretch")
         if catalog.get("feature_versions"):
             st.markdown("**Feature versions** (MinIO `features/`)")
-            st.dataframe(queries.datasets_table(catalog["feature_versions"]), hide_index=True, width="stretch")
+            st.dataframe(frames_models.datasets_table(catalog["feature_versions"]), hide_index=True, width="stretch")
 
 
 def registry(settings: Settings, models: dict[str, Any]) -> None:
-    table = queries.versions_table(models)
+    table = frames_models.versions_table(models)
     if table.empty:
         st.info(f"No version of `{models.get('name', names.MODEL_NAME)}` is registered yet: run `movielens_training`.")
         return
@@ -58,13 +66,13 @@ def registry(settings: Settings, models: dict[str, Any]) -> None:
         width="stretch",
         column_config={
             "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
-            "streaming_auc": st.column_config.NumberColumn("streaming AUC", format="%.4f"),
+            "streaming_auc": st.column_config.NumberColumn("streaming AUC (stream period)", format="%.4f"),
         },
     )
     versions = list(table["version"])
     chosen = st.multiselect("Compare", versions, default=versions[:4], format_func=lambda v: f"v{v}")
     if chosen:
-        st.dataframe(queries.compare_versions(models, chosen).style.format("{:.4f}", na_rep="—"), width="stretch")
+        st.dataframe(frames_models.compare_versions(models, chosen).style.format("{:.4f}", na_rep="—"), width="stretch")
 
     st.subheader("Report", anchor=False)
     default = versions.index(champion) if champion in versions else 0
@@ -87,8 +95,8 @@ def report_section(settings: Settings, version: str) -> None:
         + (f" · {aliases}" if aliases else "")
         + " · streaming: online features updated by feedback; frozen: features as of the split"
     )
-    matrices = queries.by_mode(report.get("confusion_matrix"))
-    class_reports = queries.by_mode(report.get("classification_report"))
+    matrices = frames_models.by_mode(report.get("confusion_matrix"))
+    class_reports = frames_models.by_mode(report.get("classification_report"))
     modes = sorted(dict.fromkeys([*matrices, *class_reports]), key=lambda m: m != "streaming") or [""]
     mode = modes[0]
     if len(modes) > 1:
@@ -97,18 +105,20 @@ def report_section(settings: Settings, version: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Metrics**")
-        metrics = queries.report_metrics(report)
+        metrics = frames_models.report_metrics(report)
         st.dataframe(metrics.style.format("{:.4f}", na_rep="—"), width="stretch", height=300)
     with right:
         st.markdown(f"**Confusion matrix** {f'({mode})' if mode else ''}")
         if mode in matrices:
-            st.altair_chart(charts.confusion_heatmap(queries.confusion_frame(matrices[mode], classes)), width="stretch")
+            st.altair_chart(
+                charts.confusion_heatmap(frames_models.confusion_frame(matrices[mode], classes)), width="stretch"
+            )
         else:
             st.info("This report has no confusion matrix.")
     left, right = st.columns(2)
     with left:
         st.markdown("**Feature importance** (permutation, AUC drop)")
-        importance = queries.importance_frame(report.get("feature_importance") or [])
+        importance = frames_models.importance_frame(report.get("feature_importance") or [])
         if importance.empty:
             st.info("This model type reports no feature importance.")
         else:
@@ -116,13 +126,13 @@ def report_section(settings: Settings, version: str) -> None:
     with right:
         st.markdown(f"**Classification report** {f'({mode})' if mode else ''}")
         if mode in class_reports:
-            table = queries.classification_frame(class_reports[mode], classes)
+            table = frames_models.classification_frame(class_reports[mode], classes)
             st.dataframe(
                 table,
                 width="stretch",
                 column_config={
                     **{c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns if c != "support"},
-                    "support": st.column_config.NumberColumn("support", format="localized"),
+                    "support": st.column_config.NumberColumn("support (stream rows)", format="localized"),
                 },
             )
         else:

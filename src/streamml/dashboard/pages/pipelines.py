@@ -8,7 +8,7 @@ import streamlit as st
 
 from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import charts, queries
+from streamml.dashboard import charts, frames_pipelines
 from streamml.dashboard.pages.common import api_client, guard
 
 REFRESH_SECONDS = 3
@@ -40,7 +40,7 @@ def render(settings: Settings) -> None:
         conf_text = st.text_area("Run conf (JSON object, optional)", value="{}", height=68)
         if st.form_submit_button(f"Trigger {dag_id}", icon=":material/play_arrow:"):
             try:
-                conf = queries.parse_conf(conf_text)
+                conf = frames_pipelines.parse_conf(conf_text)
             except ValueError as exc:
                 st.error(str(exc))
             else:
@@ -64,7 +64,7 @@ def runs_panel(settings: Settings, dag_id: str) -> None:
     follow = st.session_state.get(FOLLOW) or {}
     followed = next((r for r in runs if follow.get("dag_id") == dag_id and r["run_id"] == follow.get("run_id")), None)
     run = followed or runs[0]
-    progress = queries.run_progress(run)
+    progress = frames_pipelines.run_progress(run)
     st.subheader(("Following " if followed else "Latest run ") + f"`{progress.run_id}`", anchor=False)
     label = f"**{progress.state}**: {progress.done} of {progress.total} tasks done"
     st.progress(progress.fraction, text=label)
@@ -76,7 +76,7 @@ def runs_panel(settings: Settings, dag_id: str) -> None:
             progress.tasks[["task_id", "state", "try_number", "duration_s"]],
             hide_index=True,
             width="stretch",
-            column_config={"duration_s": st.column_config.NumberColumn("seconds", format="%.1f")},
+            column_config={"duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")},
         )
     with right:
         if progress.tasks["start_date"].notna().any():
@@ -85,7 +85,7 @@ def runs_panel(settings: Settings, dag_id: str) -> None:
             st.info("No task has started yet.")
     st.subheader("Recent runs", anchor=False)
     st.dataframe(
-        queries.dag_runs_table(runs),
+        frames_pipelines.dag_runs_table(runs),
         hide_index=True,
         width="stretch",
         column_config={

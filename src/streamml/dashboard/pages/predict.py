@@ -7,16 +7,17 @@ from typing import Any
 import streamlit as st
 
 from streamml.config import Settings
-from streamml.dashboard import queries
+from streamml.dashboard import frames_predict
 from streamml.dashboard.pages.common import api_client, guard
+from streamml.features.spec import LIKE_THRESHOLD
 
 
 def render(settings: Settings) -> None:
     st.title("Predict")
     api = api_client(settings)
     st.caption(
-        f"Will the user rate the movie 4.0 or higher? Scored by the champion through `POST {api.base_url}/predict`, "
-        "with the user's and the movie's online features."
+        f"Will the user rate the movie {LIKE_THRESHOLD} or higher? Scored by the champion through "
+        f"`POST {api.base_url}/predict`, with the user's and the movie's online features."
     )
     with st.form("predict"):
         left, right = st.columns(2)
@@ -27,7 +28,7 @@ def render(settings: Settings) -> None:
     if not submitted:
         return
     try:
-        items = [{"user_id": int(user_id), "movie_id": int(movie_id)}, *queries.parse_pairs(more)]
+        items = [{"user_id": int(user_id), "movie_id": int(movie_id)}, *frames_predict.parse_pairs(more)]
     except ValueError as exc:
         st.error(str(exc))
         return
@@ -36,7 +37,7 @@ def render(settings: Settings) -> None:
         predictions = api.predict(items)
     if predictions is None:
         return
-    frame = queries.predictions_frame(predictions)
+    frame = frames_predict.predictions_frame(predictions)
     if len(frame) == 1:
         row = frame.iloc[0]
         cols = st.columns(3)
