@@ -228,6 +228,8 @@ cmd_deploy() {
   else
     say "mode: local (real processes under supervisord; no Docker engine needed)"
     setup_all
+    # The data set first: offline without STREAMML_MOVIELENS_DIR this fails in seconds, before anything starts.
+    streamml data resolve || die "no MovieLens data set, so nothing was started (the error above names the fix)"
     local t0=$SECONDS
     streamml stack up
     say "stack healthy in $((SECONDS - t0))s"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from streamml.config import Settings
-from streamml.runtime.programs import StackPaths
+from streamml.paths import StackPaths
 
 
 def pss_kib(pid: int) -> int:

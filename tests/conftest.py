@@ -14,8 +14,8 @@ import pytest
 
 from streamml import names
 from streamml.config import Settings
+from streamml.paths import StackPaths
 from streamml.runtime import health
-from streamml.runtime.programs import StackPaths
 
 # Spark workers must use this interpreter, and bind loopback only.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

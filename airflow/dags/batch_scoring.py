@@ -30,7 +30,8 @@ def batch_scoring() -> None:
         from streamml import tasks
         from streamml.config import get_settings
 
-        return tasks.batch_score(get_settings())
+        with tasks.fail_without_retry():
+            return tasks.batch_score(get_settings())
 
     score_stream_period()
 

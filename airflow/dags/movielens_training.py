@@ -57,14 +57,16 @@ def movielens_training() -> None:
         from streamml.config import get_settings
 
         directory = (params or {}).get("movielens_dir")
-        return tasks.ingest(get_settings(), Path(directory) if directory else None)
+        with tasks.fail_without_retry():
+            return tasks.ingest(get_settings(), Path(directory) if directory else None)
 
     @task
     def validate(snapshot: dict[str, Any]) -> str:
         from streamml import tasks
         from streamml.config import get_settings
 
-        return str(tasks.validate(get_settings(), snapshot["snapshot"])["snapshot"])
+        with tasks.fail_without_retry():
+            return str(tasks.validate(get_settings(), snapshot["snapshot"])["snapshot"])
 
     @task
     def split_and_features(snapshot: str, params: dict[str, Any] | None = None) -> int:
@@ -72,28 +74,32 @@ def movielens_training() -> None:
         from streamml.config import get_settings
 
         quantile = float((params or {}).get("quantile", names.SPLIT_QUANTILE))
-        return int(tasks.build_features(get_settings(), snapshot, quantile)["version"])
+        with tasks.fail_without_retry():
+            return int(tasks.build_features(get_settings(), snapshot, quantile)["version"])
 
     @task
     def materialize(version: int) -> dict[str, Any]:
         from streamml import tasks
         from streamml.config import get_settings
 
-        return tasks.materialize(get_settings(), version)
+        with tasks.fail_without_retry():
+            return tasks.materialize(get_settings(), version)
 
     @task
     def train_and_evaluate(version: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
         from streamml import tasks
         from streamml.config import get_settings
 
-        return tasks.train(get_settings(), version, (params or {}).get("model") or {})
+        with tasks.fail_without_retry():
+            return tasks.train(get_settings(), version, (params or {}).get("model") or {})
 
     @task(outlets=[Asset(names.ASSET_CHAMPION)])  # batch_scoring runs on it: the lineage shows in the Assets view
     def promote(trained: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         from streamml import tasks
         from streamml.config import get_settings
 
-        return tasks.promote(get_settings(), int(trained["version"]), (params or {}).get("promotion_margin"))
+        with tasks.fail_without_retry():
+            return tasks.promote(get_settings(), int(trained["version"]), (params or {}).get("promotion_margin"))
 
     version = split_and_features(validate(ingest()))
     trained = train_and_evaluate(version)

@@ -1,4 +1,5 @@
-"""Airflow REST API v2 client: trigger a DAG, follow its task states until the run ends."""
+"""Airflow REST API v2 client: trigger a DAG, follow its task states until the run ends, and say why a run failed
+(each failed task's exception, read from its log, with the link to that log in the Airflow UI)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,34 @@ from streamml.errors import NotFoundError, StreamMLError, TransientError
 logger = logging.getLogger(__name__)
 
 FINISHED_RUN_STATES = {"success", "failed"}
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """Why a task of a run failed: the exception of its last try, as its log recorded it."""
+
+    task_id: str
+    try_number: int
+    error: str
+    log_url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "try_number": self.try_number, "error": self.error, "log_url": self.log_url}
+
+
+def error_from_log(events: list[dict[str, Any]]) -> str:
+    """The exception a task log recorded (``ExcType: message`` of the raised error; for Airflow's fail-without-retry
+    exception, its message, which names the cause), else its last error-level line, else a pointer to the log.
+    ``events`` are REST v2 structured log lines."""
+    for event in reversed(events):
+        for exc in event.get("error_detail") or []:
+            if isinstance(exc, dict) and exc.get("exc_type"):
+                kind, message = str(exc["exc_type"]), str(exc.get("exc_value", ""))
+                return message if kind.endswith("AirflowFailException") else f"{kind}: {message}"
+    for event in reversed(events):
+        if str(event.get("level", "")).lower() in ("error", "critical") and event.get("event"):
+            return str(event["event"])
+    return "no exception in the task log; open the log in the Airflow UI"
 
 
 @dataclass(frozen=True)
@@ -118,6 +147,35 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         return list(self._request("GET", path)["task_instances"])
+
+    def log_url(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The task's log page in the Airflow UI."""
+        path = quote(f"/dags/{dag_id}/runs/{run_id}/tasks/{task_id}", safe="/~:+@")
+        return f"{self.airflow.base_url}{path}?try_number={try_number}"
+
+    def task_error(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The exception of one try of a task, from its log (see :func:`error_from_log`)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        try:
+            log = self._request("GET", path, params={"full_content": "true"})
+        except NotFoundError:
+            return "the task left no log"
+        content = log.get("content") if isinstance(log, dict) else None
+        return error_from_log([e for e in content or [] if isinstance(e, dict)])
+
+    def failures(self, dag_id: str, run_id: str) -> list[TaskFailure]:
+        """Each task of the run that failed itself, with its exception and log link; tasks that only did not run
+        because an upstream task failed are left out (their cause is listed)."""
+        return [
+            TaskFailure(
+                task_id=str(ti["task_id"]),
+                try_number=int(ti.get("try_number") or 1),
+                error=self.task_error(dag_id, run_id, str(ti["task_id"]), int(ti.get("try_number") or 1)),
+                log_url=self.log_url(dag_id, run_id, str(ti["task_id"]), int(ti.get("try_number") or 1)),
+            )
+            for ti in self.task_instances(dag_id, run_id)
+            if ti.get("state") == "failed"
+        ]
 
     def find_run(self, run_id: str) -> str:
         """The DAG a run id belongs to."""

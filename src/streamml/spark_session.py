@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from streamml.config import Settings
 from streamml.errors import ConfigError, StreamMLError
-from streamml.runtime.programs import StackPaths
+from streamml.paths import StackPaths
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -7,15 +7,33 @@ The Airflow DAG and the CLI both call these; each is idempotent (a rerun overwri
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from streamml import names
 from streamml.config import Settings
+from streamml.errors import ConfigError, DataValidationError
 from streamml.paths import BUILD_FEATURES_SCRIPT, repo_root
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def fail_without_retry() -> Iterator[None]:
+    """Around a DAG task's call: an error that retrying cannot fix (a missing or invalid data set, wrong settings, a
+    bad run param) fails the task at once, with Airflow's ``AirflowFailException``; any other error is raised as is,
+    so Airflow's retries handle infrastructure faults."""
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except (ConfigError, DataValidationError, ValidationError) as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def ingest(settings: Settings, directory: Path | None = None) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def scrape(port: int) -> dict[str, float]:
 def _supervisor(settings: Settings) -> Any:
     from supervisor.xmlrpc import SupervisorTransport
 
-    from streamml.runtime.programs import StackPaths
+    from streamml.paths import StackPaths
 
     socket_path = StackPaths.from_settings(settings).supervisor_socket
     transport = SupervisorTransport(None, None, serverurl=f"unix://{socket_path}")

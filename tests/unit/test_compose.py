@@ -23,8 +23,9 @@ from jsonschema import Draft202012Validator
 
 from streamml import names, paths
 from streamml.config import Settings
+from streamml.paths import StackPaths
 from streamml.runtime.launch import kafka_paths, render_kafka_config
-from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs
+from streamml.runtime.programs import Program, airflow_env, all_programs
 from streamml.spark_session import driver_address
 
 ROOT = Path(__file__).resolve().parents[2]

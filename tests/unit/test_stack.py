@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 
 from streamml.config import Settings
 from streamml.errors import ConfigError
-from streamml.runtime.programs import StackPaths, all_programs
+from streamml.paths import StackPaths
+from streamml.runtime import health
+from streamml.runtime.programs import all_programs
 from streamml.runtime.stack import LocalStack, render_supervisord_conf
 
 
@@ -79,3 +82,30 @@ def test_taken_port_names_port_and_variable_and_starts_nothing(settings: Setting
 def test_missing_prerequisites_are_named(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"Kafka jars.*MinIO binary.*run.sh setup"):
         LocalStack(settings, tmp_path).check_prerequisites()
+
+
+def test_a_nearly_full_disk_is_named_with_the_fix_before_anything_starts(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = LocalStack(settings, tmp_path)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=200 * 2**20))
+    with pytest.raises(ConfigError) as info:
+        stack.check_disk()
+    cause, fix = str(info.value).splitlines()
+    assert cause.startswith("only 0.2 GiB free on the disk of ") and "needs at least 1 GiB" in cause
+    assert "fix:" in fix and "STREAMML_STATE_DIR" in fix
+    assert not stack.supervisor.running()
+
+
+def test_a_service_that_never_became_healthy_is_reported_with_the_end_of_its_log(
+    settings: Settings, tmp_path: Path
+) -> None:
+    stack = LocalStack(settings, tmp_path)
+    stack.paths.logs.mkdir(parents=True)
+    lines = [f"line {k}" for k in range(30)] + ["ERROR: address already in use"]
+    (stack.paths.logs / "redis.log").write_text("\n".join(lines) + "\n")
+    report = stack.down_report(health.StillDown([health.Health("redis", False, "ConnectionError: refused")], 60))
+    assert report.startswith("still down after 60s: redis (ConnectionError: refused)")
+    assert "ERROR: address already in use" in report and "line 19" in report and "line 18" not in report
+    assert report.splitlines()[-1].strip().startswith("fix: read the whole log (./run.sh logs redis)")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from streamml import names
-from streamml.cli.common import UsageError, console, errors_to_exit, feature_store, load_settings, print_json
+from streamml.cli.common import UsageError, console, err, errors_to_exit, feature_store, load_settings, print_json
 from streamml.errors import StreamMLError
 
 data_app = typer.Typer(no_args_is_help=True, help="MovieLens data: ingest into MinIO, synthesize for scale runs.")
@@ -30,6 +30,33 @@ def data_ingest(
 
     with console.status("validating and uploading"):
         print_json(tasks.ingest(load_settings(), directory))
+
+
+@data_app.command("resolve")
+@errors_to_exit
+def data_resolve() -> None:
+    """Find and validate MovieLens before anything starts: STREAMML_MOVIELENS_DIR when set, else the download in the
+    cache (fetched now, checksum-verified, with a progress bar); exit 1 naming the fix when there is none."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from streamml.data.ingest import describe, source_dir
+
+    columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("downloading MovieLens (ml-latest-small)", start=False, visible=False)
+
+        def downloading(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total, visible=True)
+            progress.start_task(task)
+
+        directory = source_dir(load_settings(), on_progress=downloading)
+    with console.status(f"validating {directory}"):
+        snapshot = describe(directory)
+    console.print(
+        f"MovieLens at {directory}: {snapshot.ratings:,} ratings by {snapshot.users:,} users of {snapshot.movies:,} "
+        f"movies (snapshot {snapshot.snapshot})",
+        soft_wrap=True,
+    )
 
 
 @data_app.command("synth")
@@ -146,19 +173,26 @@ def pipelines_trigger(
     except json.JSONDecodeError as exc:
         raise UsageError(f"--conf is not valid JSON: {exc}") from None
     client = AirflowClient(load_settings().airflow)
-    final: RunStatus | None = None
     try:
         run_id = client.trigger(dag_id, run_conf)
         console.print(f"triggered {dag_id} run {run_id}")
         if not wait:
             return
+        final: RunStatus | None = None
         for final in client.follow(dag_id, run_id, timeout=timeout):
             done = sum(s == "success" for s in final.tasks.values())
             states = ", ".join(f"{t}={s}" for t, s in final.tasks.items())
             console.print(f"[{done}/{len(final.tasks)}] run {final.state}: {states}")
+        if final is None:
+            return
+        console.print(", ".join(f"{t} {d:.1f}s" for t, d in final.durations.items()))
+        if final.state == "success":
+            return
+        failures = client.failures(dag_id, run_id)
     finally:
         client.close()
-    if final is not None:
-        console.print(", ".join(f"{t} {d:.1f}s" for t, d in final.durations.items()))
-        if final.state != "success":
-            raise StreamMLError(f"run {run_id} ended {final.state}; see the task logs in the Airflow UI")
+    for failure in failures:
+        err.print(f"[red]task {failure.task_id} failed[/red] (try {failure.try_number}): {failure.error}")
+        err.print(f"  its log: {failure.log_url}", soft_wrap=True)
+    where = "above" if failures else "in the task logs in the Airflow UI"
+    raise StreamMLError(f"run {run_id} of {dag_id} ended {final.state}; the cause is {where}")

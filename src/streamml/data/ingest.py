@@ -11,6 +11,7 @@ import hashlib
 import logging
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import httpx
 from streamml import names
 from streamml.config import Settings
 from streamml.data import movielens
-from streamml.errors import DataValidationError, StreamMLError
+from streamml.errors import ConfigError, DataValidationError
 from streamml.stores.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_movielens(cache_dir: Path, url: str = GROUPLENS_URL) -> Path:
-    """Download and unpack ml-latest-small into the cache, checking the zip against GroupLens' published md5."""
+def download_movielens(
+    cache_dir: Path, url: str = GROUPLENS_URL, on_progress: Callable[[int, int | None], None] | None = None
+) -> Path:
+    """Download and unpack ml-latest-small into the cache, checking the zip against GroupLens' published md5;
+    ``on_progress(bytes, total)`` follows the download. Offline it fails within seconds (a 10 s connect timeout)."""
     target = cache_dir / "movielens"
     unpacked = target / "ml-latest-small"
     if (unpacked / movielens.RATINGS_FILE).exists():
@@ -63,11 +67,18 @@ def download_movielens(cache_dir: Path, url: str = GROUPLENS_URL) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "ml-latest-small.zip"
     try:
-        with httpx.Client(timeout=60, follow_redirects=True) as http:
+        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http:
             expected = http.get(url + ".md5").raise_for_status().text.split()[0]
-            archive.write_bytes(http.get(url).raise_for_status().content)
+            with http.stream("GET", url) as resp, archive.open("wb") as out:
+                resp.raise_for_status()
+                total = int(resp.headers["Content-Length"]) if "Content-Length" in resp.headers else None
+                for chunk in resp.iter_bytes(1 << 16):
+                    out.write(chunk)
+                    if on_progress:
+                        on_progress(resp.num_bytes_downloaded, total)
     except httpx.HTTPError as exc:
-        raise StreamMLError(
+        archive.unlink(missing_ok=True)
+        raise ConfigError(
             f"could not download {url} ({exc}); set STREAMML_MOVIELENS_DIR to a local MovieLens directory"
         ) from exc
     if md5_of(archive) != expected:
@@ -81,14 +92,17 @@ def download_movielens(cache_dir: Path, url: str = GROUPLENS_URL) -> Path:
     return unpacked
 
 
-def source_dir(settings: Settings) -> Path:
+def source_dir(settings: Settings, on_progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Where MovieLens is read from: STREAMML_MOVIELENS_DIR, else a download into the cache."""
     if settings.movielens_dir is not None:
         directory = settings.movielens_dir.expanduser()
         if not directory.is_dir():
-            raise DataValidationError(f"{directory}: STREAMML_MOVIELENS_DIR is not a directory")
+            raise ConfigError(
+                f"STREAMML_MOVIELENS_DIR={directory} is not a directory; point it at an ml-latest-small directory "
+                "(ratings.csv, movies.csv) or unset it to download the data set"
+            )
         return directory
-    return download_movielens(settings.cache_dir.expanduser())
+    return download_movielens(settings.cache_dir.expanduser(), on_progress=on_progress)
 
 
 def describe(directory: Path) -> Snapshot:

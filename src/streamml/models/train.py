@@ -202,10 +202,10 @@ def log_run(
 ) -> tuple[str, str]:
     """One MLflow run: params, metrics, tags, artifacts and the pyfunc model; returns (run id, model URI)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     from streamml.models.pyfunc import LikeModel, make_scorer
+    from streamml.stores.mlflow_client import mlflow_errors
 
     example = dataset.stream.features[ev.STREAMING][:5]
     signature = infer_signature(example, make_scorer(estimator)(example))
@@ -223,7 +223,7 @@ def log_run(
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
     }
-    try:
+    with mlflow_errors(f"log the training run to {tracking_uri}"):
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_experiment(experiment)
         with (
@@ -241,8 +241,6 @@ def log_run(
                 input_example=example,
                 pip_requirements=pip_requirements(),
             )
-    except MlflowException as exc:
-        raise StreamMLError(f"MLflow at {tracking_uri} failed to log the training run: {exc}") from exc
     logger.info("logged run run_id=%s experiment=%s model_uri=%s", run.info.run_id, experiment, info.model_uri)
     return run.info.run_id, info.model_uri
 

@@ -24,6 +24,15 @@ class Health:
     detail: str
 
 
+class StillDown(StreamMLError):
+    """Services that did not become healthy in time; ``down`` holds each one's last failed check."""
+
+    def __init__(self, down: list[Health], timeout: float) -> None:
+        reasons = "; ".join(f"{h.service} ({h.detail})" for h in down)
+        super().__init__(f"still down after {timeout:.0f}s: {reasons}")
+        self.down = down
+
+
 def check_kafka(settings: Settings, timeout: float) -> str:
     from confluent_kafka.admin import AdminClient
 
@@ -135,8 +144,7 @@ def wait_for(
             return healthy
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            reasons = "; ".join(f"{h.service} ({h.detail})" for h in down)
-            raise StreamMLError(f"still down after {timeout:.0f}s: {reasons}")
+            raise StillDown(down, timeout)
         if on_wait:
             on_wait(down, remaining)
         pending = [h.service for h in down]

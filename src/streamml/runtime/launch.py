@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from streamml.config import Settings, get_settings
-from streamml.runtime.programs import StackPaths
+from streamml.paths import StackPaths
 
 KAFKA_MAIN = "kafka.Kafka"
 KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"

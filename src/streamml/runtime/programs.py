@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.config import Settings
-from streamml.paths import DAGS_DIR, repo_root
+from streamml.paths import DAGS_DIR, StackPaths
 
 
 @dataclass(frozen=True)
@@ -30,53 +30,6 @@ class Program:
     # False: a job that `stack up` does not start and that is not restarted once it exits 0 (the replayer);
     # started on demand with `streamml stack start NAME`.
     long_running: bool = True
-
-
-@dataclass(frozen=True)
-class StackPaths:
-    """Where the local stack keeps its state, all absolute."""
-
-    root: Path
-    state: Path
-    cache: Path
-
-    @classmethod
-    def from_settings(cls, settings: Settings, root: Path | None = None) -> StackPaths:
-        root = (root or repo_root()).resolve()
-        state = settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
-        return cls(root=root, state=state, cache=settings.cache_dir.expanduser().resolve())
-
-    @property
-    def logs(self) -> Path:
-        return self.state / "logs"
-
-    @property
-    def supervisor_conf(self) -> Path:
-        return self.state / "supervisor" / "supervisord.conf"
-
-    @property
-    def supervisor_socket(self) -> Path:
-        return self.state / "supervisor" / "supervisor.sock"
-
-    @property
-    def supervisor_pidfile(self) -> Path:
-        return self.state / "supervisor" / "supervisord.pid"
-
-    @property
-    def kafka_libs(self) -> Path:
-        return self.cache / "kafka" / "libs"
-
-    @property
-    def spark_jars(self) -> Path:
-        return self.cache / "spark" / "jars"
-
-    @property
-    def minio_binary(self) -> Path:
-        return self.cache / "bin" / "minio"
-
-    @property
-    def airflow_home(self) -> Path:
-        return self.state / "airflow"
 
 
 def venv_bin(name: str) -> str:

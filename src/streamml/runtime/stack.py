@@ -18,12 +18,15 @@ from typing import Any
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import ConfigError, StreamMLError
+from streamml.paths import StackPaths
 from streamml.runtime import health
 from streamml.runtime.launch import render_kafka_config
-from streamml.runtime.programs import Program, StackPaths, airflow_env, all_programs, venv_bin
+from streamml.runtime.programs import Program, airflow_env, all_programs, venv_bin
 from streamml.stores.objects import s3_client
 
 logger = logging.getLogger(__name__)
+
+MIN_FREE_DISK = 2**30  # bytes; Kafka, MinIO and Airflow of a first deploy use a few hundred MB
 
 Say = Callable[[str], None]
 
@@ -214,6 +217,33 @@ class LocalStack:
         conf.write_text(render_supervisord_conf(self.programs, self.paths))
         conf.chmod(0o600)
 
+    def check_disk(self, needed_bytes: int = MIN_FREE_DISK) -> None:
+        """Fail before starting anything when the state directory's disk is nearly full (Kafka, MinIO and Airflow
+        write there, and a full disk makes them fail in confusing ways)."""
+        probe = next(p for p in (self.paths.state, *self.paths.state.parents) if p.exists())
+        free = shutil.disk_usage(probe).free
+        if free < needed_bytes:
+            raise ConfigError(
+                f"only {free / 2**30:.1f} GiB free on the disk of {self.paths.state}; the stack needs at least "
+                f"{needed_bytes / 2**30:g} GiB.\n  fix: free some space, or set STREAMML_STATE_DIR in .env to a "
+                "directory on a bigger disk"
+            )
+
+    def down_report(self, exc: health.StillDown, lines: int = 12) -> str:
+        """Why services did not come up: the failed checks and the last lines of each one's program log."""
+        parts = [str(exc)]
+        for down in exc.down:
+            for program in (p for p in self.programs if p.service == down.service):
+                log = self.paths.logs / f"{program.name}.log"
+                tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log yet)"]
+                parts += [f"last lines of {log}:", *(f"    {line}" for line in tail)]
+        names = " ".join(dict.fromkeys(p.name for d in exc.down for p in self.programs if p.service == d.service))
+        parts.append(
+            f"fix: read the whole log (./run.sh logs {names.split()[0] if names else 'NAME'}); after fixing the cause, "
+            "./run.sh down && ./run.sh up starts the stack again"
+        )
+        return "\n  ".join(parts)
+
     def check_ports(self, programs: list[Program]) -> None:
         """Fail before starting anything when a port we need is taken by a process that is not ours."""
         taken = [
@@ -247,6 +277,7 @@ class LocalStack:
     def up(self, say: Say, timeout: float = 240.0) -> None:
         """Start every program (idempotent: running programs are left alone) and wait until all are healthy."""
         self.check_prerequisites()
+        self.check_disk()
         self.render()
         running = {n for n, p in self.supervisor.processes().items() if p["statename"] in ("RUNNING", "STARTING")}
         self.check_ports([p for p in self.programs if p.name not in running and p.long_running])
@@ -269,14 +300,17 @@ class LocalStack:
             if not services:
                 continue
             say(f"waiting for {', '.join(services)}")
-            health.wait_for(
-                services,
-                self.settings,
-                timeout=timeout,
-                on_wait=lambda down, left: say(
-                    f"  still waiting for {', '.join(h.service for h in down)} ({left:.0f}s left)"
-                ),
-            )
+            try:
+                health.wait_for(
+                    services,
+                    self.settings,
+                    timeout=timeout,
+                    on_wait=lambda down, left: say(
+                        f"  still waiting for {', '.join(h.service for h in down)} ({left:.0f}s left)"
+                    ),
+                )
+            except health.StillDown as exc:
+                raise StreamMLError(self.down_report(exc)) from None
 
     def start(self, name: str) -> None:
         """Start one program of a running stack (jobs such as the replayer are started this way)."""

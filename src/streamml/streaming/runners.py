@@ -271,7 +271,7 @@ def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
 def run_metrics(settings: Settings, batch_size: int = 1000, log_path: Path | None = None) -> None:
     """Join predictions with feedback and publish live metrics until SIGTERM; the metric log goes to ``log_path``
     (default: ``metrics/metric_log.csv`` under the state directory)."""
-    from streamml.runtime.programs import StackPaths
+    from streamml.paths import StackPaths
     from streamml.stores.metrics import RedisMetricsStore
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.metrics import MetricLog, MetricsHandler

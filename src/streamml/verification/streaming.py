@@ -77,6 +77,11 @@ def run(
     version = store.current_version()
     if version is None:
         return [Check("feature version", False, "no feat:current; run movielens_training")]
+    from streamml.models.registry import champion_version
+
+    if champion_version(settings) is None:  # the scorer would wait for one, and every check would time out
+        fix = f"run ./run.sh deploy, or streamml pipelines trigger {names.DAG_TRAINING} --wait"
+        return [Check("a model to score with", False, f"no @{names.ALIAS_CHAMPION} of {names.MODEL_NAME} yet; {fix}")]
     ensure_topics(settings.kafka, names.TOPICS)
     stream = read_part(settings, version, "stream", columns=["userId", "movieId", "timestamp"]).to_pydict()
     rng = np.random.default_rng()

@@ -1,4 +1,5 @@
-"""Airflow DAGs: list, runs with task states, trigger, and a run's progress as Server-Sent Events."""
+"""Airflow DAGs: list, runs with task states (and, for a failed run, each failed task's exception and log link),
+trigger, and a run's progress as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -42,7 +43,19 @@ def runs(dag_id: DagId, deps: Deps, limit: Annotated[int, Query(ge=1, le=100)] =
     for run in deps.airflow.runs(dag_id, limit):
         tasks = deps.airflow.task_instances(dag_id, run["dag_run_id"])
         keep = ("state", "start_date", "end_date", "run_after", "run_type", "conf")
-        out.append({"run_id": run["dag_run_id"], **{k: run.get(k) for k in keep}, "tasks": [_task(t) for t in tasks]})
+        failures = (
+            [f.as_dict() for f in deps.airflow.failures(dag_id, run["dag_run_id"])]
+            if run.get("state") == "failed"
+            else []
+        )
+        out.append(
+            {
+                "run_id": run["dag_run_id"],
+                **{k: run.get(k) for k in keep},
+                "tasks": [_task(t) for t in tasks],
+                "failures": failures,
+            }
+        )
     return {"dag_id": dag_id, "runs": out}
 
 
@@ -76,7 +89,11 @@ async def events(
                 yield f"event: status\ndata: {json.dumps(snapshot)}\n\n"
                 last = snapshot
             if status.finished:
-                yield f"event: end\ndata: {json.dumps({'state': status.state})}\n\n"
+                end: dict[str, Any] = {"state": status.state}
+                if status.state == "failed":
+                    failures = await run_in_threadpool(deps.airflow.failures, dag, run_id)
+                    end["failures"] = [f.as_dict() for f in failures]
+                yield f"event: end\ndata: {json.dumps(end)}\n\n"
                 return
             await asyncio.sleep(poll_seconds)
             if await request.is_disconnected():

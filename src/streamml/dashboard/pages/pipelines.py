@@ -70,6 +70,12 @@ def runs_panel(settings: Settings, dag_id: str) -> None:
     st.progress(progress.fraction, text=label)
     if progress.finished and followed:
         (st.success if progress.state == "success" else st.error)(f"Run {progress.run_id} ended {progress.state}.")
+    for failure in run.get("failures") or []:
+        st.error(
+            f"**Task `{failure['task_id']}` failed** (try {failure['try_number']}): {failure['error']}\n\n"
+            f"[Its log in the Airflow UI]({failure['log_url']})",
+            icon=":material/error:",
+        )
     left, right = st.columns([2, 3])
     with left:
         st.dataframe(
