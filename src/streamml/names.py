@@ -18,6 +18,10 @@ GROUP_FEATURE_UPDATER = "streamml-feature-updater"
 GROUP_METRICS = "streamml-metrics"
 GROUP_SCORER_MODEL_EVENTS = "streamml-scorer-model-events"
 
+# MovieLens files (in a data set directory and in a raw snapshot in MinIO).
+RATINGS_FILE = "ratings.csv"
+MOVIES_FILE = "movies.csv"
+
 # MinIO buckets.
 BUCKET_RAW = "raw"
 BUCKET_FEATURES = "features"

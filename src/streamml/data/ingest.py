@@ -20,7 +20,6 @@ import httpx
 
 from streamml import names
 from streamml.config import Settings
-from streamml.data import movielens
 from streamml.errors import ConfigError, DataValidationError
 from streamml.stores.objects import ObjectStore
 
@@ -28,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 RAW_PREFIX = "movielens"
-FILES = (movielens.RATINGS_FILE, movielens.MOVIES_FILE)
+FILES = (names.RATINGS_FILE, names.MOVIES_FILE)
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def download_movielens(
     ``on_progress(bytes, total)`` follows the download. Offline it fails within seconds (a 10 s connect timeout)."""
     target = cache_dir / "movielens"
     unpacked = target / "ml-latest-small"
-    if (unpacked / movielens.RATINGS_FILE).exists():
+    if (unpacked / names.RATINGS_FILE).exists():
         return unpacked
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "ml-latest-small.zip"
@@ -107,6 +106,7 @@ def source_dir(settings: Settings, on_progress: Callable[[int, int | None], None
 
 def describe(directory: Path) -> Snapshot:
     """Load and validate the files; the snapshot id hashes their content."""
+    from streamml.data import movielens  # pandas: imported only here, so resolving a data set stays quick
     ratings, movies = movielens.load(directory)
     md5 = {name: md5_of(directory / name) for name in FILES}
     snapshot = hashlib.sha256("".join(md5[n] for n in FILES).encode()).hexdigest()[:12]

@@ -23,11 +23,10 @@ import pandas as pd
 from streamml import names
 from streamml.errors import DataValidationError
 from streamml.features.spec import GENRES
+from streamml.names import MOVIES_FILE, RATINGS_FILE
 
 logger = logging.getLogger(__name__)
 
-RATINGS_FILE = "ratings.csv"
-MOVIES_FILE = "movies.csv"
 RATINGS_COLUMNS = ("userId", "movieId", "rating", "timestamp")
 MOVIES_COLUMNS = ("movieId", "title", "genres")
 RATING_MIN = 0.5
@@ -190,8 +189,8 @@ def write_synthetic(
         n_ratings, n_users or max(10, n_ratings // 150), n_movies or max(100, n_ratings // 50), seed
     )
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "ratings.csv", index=False)
-    catalog.to_csv(out / "movies.csv", index=False)
+    frame.to_csv(out / RATINGS_FILE, index=False)
+    catalog.to_csv(out / MOVIES_FILE, index=False)
     return frame, catalog
 
 

@@ -76,10 +76,10 @@ def read_part(settings: Settings, version: int, part: str, columns: list[str] | 
 def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:
     base = f"s3a://{names.BUCKET_RAW}/{RAW_PREFIX}/{snapshot}/"
     ratings = spark.read.csv(
-        base + "ratings.csv", header=True, schema="userId LONG, movieId LONG, rating DOUBLE, timestamp LONG"
+        base + names.RATINGS_FILE, header=True, schema="userId LONG, movieId LONG, rating DOUBLE, timestamp LONG"
     )
     movies = spark.read.csv(
-        base + "movies.csv", header=True, schema="movieId LONG, title STRING, genres STRING", quote='"', escape='"'
+        base + names.MOVIES_FILE, header=True, schema="movieId LONG, title STRING, genres STRING", quote='"', escape='"'
     )
     return ratings, movies
 
