@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.harness import Row, console, print_table, stopwatch
 from streamml import names
 from streamml.config import Settings
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
 
@@ -93,16 +93,16 @@ def blobs(
     """The key/blob stream of a feature version, in the order and shape of the platform's materializer."""
     n = 0
     for user_id, user in enumerate(users, start=1):
-        yield names.user_features_key(version, user_id), spec.pack_user(user)
+        yield names.user_features_key(version, user_id), packing.pack_user(user)
         n += 1
         if on_progress and n % PROGRESS_EVERY == 0:
             on_progress(n)
     for movie_id, movie in enumerate(movies, start=1):
-        yield names.movie_features_key(version, movie_id), spec.pack_movie(movie)
+        yield names.movie_features_key(version, movie_id), packing.pack_movie(movie)
         n += 1
         if on_progress and n % PROGRESS_EVERY == 0:
             on_progress(n)
-    yield names.globals_features_key(version), spec.pack_globals(globals_state)
+    yield names.globals_features_key(version), packing.pack_globals(globals_state)
 
 
 def naive_write(client: redis.Redis, items: Iterator[tuple[str, bytes]]) -> int:
@@ -231,9 +231,9 @@ def main() -> int:
             assert client.dbsize() == n_keys + 1, client.dbsize()  # + feat:current
             probe = int(rng.integers(1, args.users + 1))
             back = store.get_many(args.version, [probe], [1])
-            assert spec.unpack_user(back[0]) == users[probe - 1]
-            assert spec.unpack_movie(back[1]) == movies[0]
-            assert spec.unpack_globals(back[2]) == globals_state
+            assert packing.unpack_user(back[0]) == users[probe - 1]
+            assert packing.unpack_movie(back[1]) == movies[0]
+            assert packing.unpack_globals(back[2]) == globals_state
             assert store.current_version() == args.version
             client.flushdb()
     finally:

@@ -186,7 +186,7 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
     import pandas as pd
     from confluent_kafka import Consumer, Producer
 
-    from streamml.features import spec
+    from streamml.features import packing, spec
     from streamml.models.pyfunc import like_column
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import consumer_config, producer_config
@@ -200,7 +200,7 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
     r = redis_client(settings.redis)
     version = int(r.get(names.FEATURE_VERSION_CURRENT) or 0)
     globals_blob = r.get(names.globals_features_key(version))
-    globals_state = spec.unpack_globals(globals_blob) if globals_blob else spec.GlobalState()
+    globals_state = packing.unpack_globals(globals_blob) if globals_blob else spec.GlobalState()
     consumer = Consumer(consumer_config(settings.kafka, cfg["group"], client_id=cfg["group"]))
     producer = Producer(producer_config(settings.kafka, client_id=cfg["group"]))
     consumer.subscribe([cfg["requests"]])
@@ -215,8 +215,8 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
         req = json.loads(msg.value())
         user_blob = r.get(names.user_features_key(version, req["user_id"]))
         movie_blob = r.get(names.movie_features_key(version, req["movie_id"]))
-        user = spec.unpack_user(user_blob) if user_blob else None
-        movie = spec.unpack_movie(movie_blob) if movie_blob else None
+        user = packing.unpack_user(user_blob) if user_blob else None
+        movie = packing.unpack_movie(movie_blob) if movie_blob else None
         vector, cold = spec.features_from_states(user, movie, globals_state, req["event_ts"])
         frame = pd.DataFrame([vector], columns=list(spec.FEATURE_NAMES))
         score = float(estimator.predict_proba(frame)[0, column])

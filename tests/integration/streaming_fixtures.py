@@ -21,7 +21,7 @@ from confluent_kafka import Consumer
 from streamml import names
 from streamml.config import Settings
 from streamml.data import movielens
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.clients import consumer_config
 
@@ -39,11 +39,11 @@ def load_history_snapshot(client: redis.Redis, history: pd.DataFrame, movies: pd
     """Replay history, write its snapshot as version 1, activate it; return the offline state."""
     state = spec.FeatureState.from_movies(movies)
     spec.point_in_time_features(state, history)
-    users, movie_blobs, globals_state = spec.snapshot(state)
+    users, movie_blobs, globals_state = packing.snapshot(state)
     store = RedisFeatureStore(client)
     items = [(names.user_features_key(1, u), b) for u, b in users.items()]
     items += [(names.movie_features_key(1, m), b) for m, b in movie_blobs.items()]
-    items.append((names.globals_features_key(1), spec.pack_globals(globals_state)))
+    items.append((names.globals_features_key(1), packing.pack_globals(globals_state)))
     store.write(items)
     store.activate(1)
     return state

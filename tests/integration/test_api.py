@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from streamml import names
 from streamml.api import create_app
 from streamml.config import Settings
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
 from streamml.verification.streaming import pyfunc_scores
@@ -66,10 +66,10 @@ def test_predict_matches_an_offline_computation_with_the_same_model_and_features
     store = RedisFeatureStore(redis_client(settings.redis))
     blobs = store.get_many(version, [i["user_id"] for i in items[:-1]], [i["movie_id"] for i in items[:-1]])
     k = len(items) - 1
-    globals_state = spec.unpack_globals(blobs[-1])
+    globals_state = packing.unpack_globals(blobs[-1])
     expected = np.array([
         spec.features_from_states(
-            spec.unpack_user(u) if u else None, spec.unpack_movie(m) if m else None, globals_state, i["event_ts"]
+            packing.unpack_user(u) if u else None, packing.unpack_movie(m) if m else None, globals_state, i["event_ts"]
         )[0]
         for u, m, i in zip(blobs[:k], blobs[k : 2 * k], items[:-1], strict=True)
     ])  # fmt: skip

@@ -16,7 +16,7 @@ import redis
 from streaming_fixtures import load_history_snapshot, movielens_split
 
 from streamml import names
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.updater import FeatureUpdaterHandler
@@ -80,11 +80,11 @@ def test_updates_match_the_incremental_definition_and_each_rating_applies_once(r
     for f in feedback:
         offline.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
     for user_id in {f.user_id for f in feedback}:
-        assert spec.unpack_user(redis_db.get(names.user_features_key(1, user_id))) == offline.users[user_id]
+        assert packing.unpack_user(redis_db.get(names.user_features_key(1, user_id))) == offline.users[user_id]
     for movie_id in {f.movie_id for f in feedback}:
-        online = spec.unpack_movie(redis_db.get(names.movie_features_key(1, movie_id)))
+        online = packing.unpack_movie(redis_db.get(names.movie_features_key(1, movie_id)))
         assert online == offline.movies[movie_id]
-    assert spec.unpack_globals(redis_db.get(names.globals_features_key(1))) == offline.globals
+    assert packing.unpack_globals(redis_db.get(names.globals_features_key(1))) == offline.globals
     assert len(redis_db.lrange(names.METRICS_APPLIED_LATENCY, 0, -1)) > 0
 
     # What an operator sees: `streamml features get user ID --json` prints the same state.
@@ -110,7 +110,7 @@ def test_a_corrupt_state_refuses_only_its_feedback_and_reloading_resets_the_appl
     store = RedisFeatureStore(redis_db)
     rows = list(stream.head(200).itertuples())
     victim = int(rows[0].userId)
-    corrupt = msgpack.packb([spec.STATE_FORMAT, 3, float("nan"), 9.0, 1, None, []])  # a NaN sum
+    corrupt = msgpack.packb([packing.STATE_FORMAT, 3, float("nan"), 9.0, 1, None, []])  # a NaN sum
     redis_db.set(names.user_features_key(1, victim), corrupt)
     feedback = [
         Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
@@ -125,7 +125,7 @@ def test_a_corrupt_state_refuses_only_its_feedback_and_reloading_resets_the_appl
     # Loading the version again (materialize) replaces its blobs and empties its applied set in one transaction,
     # and removes the users the snapshot does not hold.
     redis_db.set(names.user_features_key(1, 10**9), b"stream-only user")
-    snapshot_keys = [(names.user_features_key(1, victim), spec.pack_user(spec.UserState()))]
+    snapshot_keys = [(names.user_features_key(1, victim), packing.pack_user(spec.UserState()))]
     store.load(1, snapshot_keys)
     assert store.applied_count(1) == 0
     assert redis_db.get(names.user_features_key(1, 10**9)) is None

@@ -31,7 +31,7 @@ from streaming_fixtures import count_results
 from streamml import names
 from streamml.config import Settings
 from streamml.data import movielens
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.features.batch import read_part
 from streamml.features.materialize import materialize
 from streamml.runtime.stack import LocalStack
@@ -217,14 +217,14 @@ def test_hostile_traffic_never_stops_or_corrupts_the_platform(
     bad_users = [
         u
         for u, b in zip(users, blobs, strict=False)
-        if b is None or not _same_state(spec.unpack_user(b), offline.users[u])
+        if b is None or not _same_state(packing.unpack_user(b), offline.users[u])
     ]
     bad_movies = [
         m for m, b in zip(movie_ids, blobs[len(users) :], strict=False)
-        if b is None or not _same_state(spec.unpack_movie(b), offline.movies[m])
+        if b is None or not _same_state(packing.unpack_movie(b), offline.movies[m])
     ]  # fmt: skip
     assert not bad_users and not bad_movies, (bad_users[:5], bad_movies[:5])
-    assert _same_state(spec.unpack_globals(blobs[-1]), offline.globals)
+    assert _same_state(packing.unpack_globals(blobs[-1]), offline.globals)
     stored_users = set(client.scan_iter(match=f"feat:v{version}:user:*", count=10_000))
     assert len(stored_users) == len(users)
 

@@ -14,7 +14,7 @@ from streamml import names
 from streamml.airflow_client import trigger_and_wait
 from streamml.config import Settings
 from streamml.data import movielens
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.features.batch import read_manifest, read_part
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
@@ -52,15 +52,15 @@ def test_redis_snapshot_matches_an_independent_replay(
     rng = np.random.default_rng(7)
     users = rng.choice(history["userId"].unique(), size=25, replace=False)
     ts = int(manifest["cutoff_ts"])
-    globals_state = spec.unpack_globals(client.get(names.globals_features_key(version)))
+    globals_state = packing.unpack_globals(client.get(names.globals_features_key(version)))
     for user_id in users:
         blob = client.get(names.user_features_key(version, int(user_id)))
         assert blob is not None, user_id
-        assert spec.unpack_user(blob) == state.users[int(user_id)]
+        assert packing.unpack_user(blob) == state.users[int(user_id)]
         movie_id = int(movies["movieId"].iloc[int(user_id) % len(movies)])
         online = spec.features_from_states(
-            spec.unpack_user(blob),
-            spec.unpack_movie(client.get(names.movie_features_key(version, movie_id))),
+            packing.unpack_user(blob),
+            packing.unpack_movie(client.get(names.movie_features_key(version, movie_id))),
             globals_state,
             ts,
         )[0]

@@ -107,6 +107,7 @@ def source_dir(settings: Settings, on_progress: Callable[[int, int | None], None
 def describe(directory: Path) -> Snapshot:
     """Load and validate the files; the snapshot id hashes their content."""
     from streamml.data import movielens  # pandas: imported only here, so resolving a data set stays quick
+
     ratings, movies = movielens.load(directory)
     md5 = {name: md5_of(directory / name) for name in FILES}
     snapshot = hashlib.sha256("".join(md5[n] for n in FILES).encode()).hexdigest()[:12]

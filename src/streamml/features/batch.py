@@ -15,7 +15,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def allocate_version(settings: Settings, snapshot: str, quantile: float) -> int:
     so a rerun overwrites its own version; new inputs get the next number."""
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
     versions: dict[str, int] = store.get_json(VERSIONS_KEY) if store.exists(VERSIONS_KEY) else {}
-    key = f"{snapshot}:q={quantile}:spec={spec.STATE_FORMAT}:{spec.N_FEATURES}"
+    key = f"{snapshot}:q={quantile}:spec={packing.STATE_FORMAT}:{spec.N_FEATURES}"
     if key not in versions:
         versions[key] = max(versions.values(), default=0) + 1
         store.put_json(VERSIONS_KEY, versions)

@@ -8,7 +8,7 @@ from typing import Any
 
 from streamml import names
 from streamml.config import Settings
-from streamml.features import spec
+from streamml.features import packing
 from streamml.features.batch import read_manifest, read_part
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
@@ -31,17 +31,20 @@ def materialize(settings: Settings, version: int, on_progress: Callable[[int], N
     def blobs() -> Iterator[tuple[str, bytes]]:
         n = 0
         for row in _rows(settings, version, "users"):
-            yield names.user_features_key(version, int(row["userId"])), spec.pack_user(spec.user_state_from_row(row))
+            yield (
+                names.user_features_key(version, int(row["userId"])),
+                packing.pack_user(packing.user_state_from_row(row)),
+            )
             n += 1
             if on_progress and n % 50_000 == 0:
                 on_progress(n)
         for row in _rows(settings, version, "movies"):
             yield (
                 names.movie_features_key(version, int(row["movieId"])),
-                spec.pack_movie(spec.movie_state_from_row(row)),
+                packing.pack_movie(packing.movie_state_from_row(row)),
             )
-        globals_state = spec.globals_from_row(manifest["globals"])
-        yield names.globals_features_key(version), spec.pack_globals(globals_state)
+        globals_state = packing.globals_from_row(manifest["globals"])
+        yield names.globals_features_key(version), packing.pack_globals(globals_state)
 
     written = store.load(version, blobs())
     previous = store.activate(version)

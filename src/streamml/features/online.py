@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from streamml.errors import NotFoundError
-from streamml.features import spec
+from streamml.features import packing
 from streamml.stores.features import RedisFeatureStore
 
 KINDS = ("user", "movie", "globals")
@@ -17,7 +17,7 @@ def online_state(
 ) -> dict[str, Any]:
     """``{"feature_version", "kind", "id", <the state's fields>}`` of a user or movie (``entity_id``) or of the
     globals, in ``feature_version`` (default: the active one), as the feature updater left it."""
-    unpack = {"user": spec.unpack_user, "movie": spec.unpack_movie, "globals": spec.unpack_globals}.get(kind)
+    unpack = {"user": packing.unpack_user, "movie": packing.unpack_movie, "globals": packing.unpack_globals}.get(kind)
     if unpack is None or (kind == "globals") != (entity_id is None):
         raise ValueError("ask for a user ID, a movie ID or the globals")
     version = store.active_version(feature_version)

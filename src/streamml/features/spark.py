@@ -211,7 +211,7 @@ def _with_global_sums(rows: DataFrame) -> DataFrame:
 
 def user_snapshot(history: DataFrame, movies: DataFrame) -> DataFrame:
     """Each user's state after every rating of ``history``: the columns of
-    :data:`~streamml.features.spec.USER_SNAPSHOT_COLUMNS` (``genre_count``/``genre_total`` are arrays in GENRES
+    :data:`~streamml.features.packing.USER_SNAPSHOT_COLUMNS` (``genre_count``/``genre_total`` are arrays in GENRES
     order). The movies frame supplies the genres of the rated movies."""
     rows = _with_movie_flags(history, movies)
     rating = F.col("rating")
@@ -229,7 +229,7 @@ def user_snapshot(history: DataFrame, movies: DataFrame) -> DataFrame:
 
 def movie_snapshot(history: DataFrame, movies: DataFrame) -> DataFrame:
     """Every movie's state after ``history``: the columns of
-    :data:`~streamml.features.spec.MOVIE_SNAPSHOT_COLUMNS`, one row per catalog movie (zero counts when unrated)
+    :data:`~streamml.features.packing.MOVIE_SNAPSHOT_COLUMNS`, one row per catalog movie (zero counts when unrated)
     plus any rated movie missing from the catalog (no genres, no year)."""
     rows = _with_movie_flags(history, movies)
     rating = F.col("rating")
@@ -256,7 +256,7 @@ def _or_zero(column: Column, zero: float | int) -> Column:
 
 
 def globals_snapshot(history: DataFrame) -> DataFrame:
-    """One row with :data:`~streamml.features.spec.GLOBAL_SNAPSHOT_COLUMNS` over all of ``history``."""
+    """One row with :data:`~streamml.features.packing.GLOBAL_SNAPSHOT_COLUMNS` over all of ``history``."""
     rating = F.col("rating").cast("double")
     return history.agg(
         F.count(F.lit(1)).alias("count"),

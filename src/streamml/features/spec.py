@@ -40,7 +40,7 @@ to the global prior; an unknown movie has no genres and no year. ``cold_start`` 
 has no strictly earlier rating. The label is ``rating >= LIKE_THRESHOLD``.
 
 Everything here is pure Python and numpy; the scorer's hot path (:func:`features_from_states`,
-:func:`feature_matrix`, the ``unpack_*`` functions) touches no pandas.
+:func:`feature_matrix`, and :mod:`.packing`, which reads the states from Redis) touches no pandas.
 """
 
 from __future__ import annotations
@@ -48,15 +48,11 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
-
-from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_TIMESTAMP
-from streamml.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +70,6 @@ NO_PREVIOUS_RATING = -1.0
 """``seconds_since_user_prev_rating`` of a user without an earlier rating."""
 DEFAULT_MOVIE_YEAR = 1999
 """``movie_year`` of a title without a year (the median release year of ml-latest-small)."""
-STATE_FORMAT = 1
-"""Version of the packed user/movie/global blobs; bump it when their layout changes."""
 
 GENRES: tuple[str, ...] = (
     "Action",
@@ -386,162 +380,6 @@ def cold_start_mask(matrix: np.ndarray) -> np.ndarray:
     return (matrix[:, _USER_COUNT] == 0.0) | (matrix[:, _MOVIE_COUNT] == 0.0)
 
 
-# Packed blobs (Redis values). Genre sums are stored sparsely: [[genre, count, total], ...] for touched genres.
-
-
-def pack_user(state: UserState) -> bytes:
-    """Compact msgpack blob of a user's state."""
-    genres = [[g, state.genre_count[g], state.genre_total[g]] for g in range(N_GENRES) if state.genre_count[g]]
-    payload = [STATE_FORMAT, state.count, state.total, state.total_sq, state.likes, state.last_ts, genres]
-    return bytes(msgpack.packb(payload, use_bin_type=True))
-
-
-def unpack_user(blob: bytes) -> UserState:
-    """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
-    payload = _unpack(blob, "user")
-    try:
-        _, count, total, total_sq, likes, last_ts, genres = payload
-        state = UserState(
-            _count(count), _sum(total), _sum(total_sq), _count(likes), None if last_ts is None else _time(last_ts)
-        )
-        for genre, genre_count, genre_total in genres:
-            index = _genre(genre)
-            state.genre_count[index] = _count(genre_count)
-            state.genre_total[index] = _sum(genre_total)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise DataValidationError(f"user state blob: malformed ({exc})") from exc
-    if state.likes > state.count:
-        raise DataValidationError("user state blob: more likes than ratings")
-    return state
-
-
-# Bounds of the values in a blob: a blob is read from Redis, so it is checked like any other input.
-def _int_in(value: Any, low: int, high: int, what: str) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"{what} {value!r} is not an int in {low}..{high}")
-    return value
-
-
-def _count(value: Any) -> int:
-    return _int_in(value, 0, MAX_COUNT, "count")
-
-
-def _time(value: Any) -> int:
-    return _int_in(value, 0, MAX_TIMESTAMP, "timestamp")
-
-
-def _genre(value: Any) -> int:
-    return _int_in(value, 0, N_GENRES - 1, "genre index")
-
-
-def _sum(value: Any) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > MAX_FEATURE_MAGNITUDE:
-        raise ValueError(f"sum {value!r} is not a finite number within +-{MAX_FEATURE_MAGNITUDE:g}")
-    return float(value)
-
-
-def pack_movie(state: MovieState) -> bytes:
-    """Compact msgpack blob of a movie's state (metadata included)."""
-    payload = [STATE_FORMAT, list(state.genres), state.year, state.count, state.total, state.total_sq, state.likes]
-    return bytes(msgpack.packb(payload, use_bin_type=True))
-
-
-def unpack_movie(blob: bytes) -> MovieState:
-    """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
-    payload = _unpack(blob, "movie")
-    try:
-        _, genres, year, count, total, total_sq, likes = payload
-        state = MovieState(
-            tuple(_genre(g) for g in genres),
-            None if year is None else _int_in(year, 0, 9999, "year"),
-            _count(count),
-            _sum(total),
-            _sum(total_sq),
-            _count(likes),
-        )
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
-    if list(state.genres) != sorted(set(state.genres)):
-        # pack_movie writes each genre once, in order; a repeated genre would count twice in the scalar definition
-        # and once in the vectorised one.
-        raise DataValidationError(f"movie state blob: genres {list(state.genres)} are not distinct and sorted")
-    return state
-
-
-def pack_globals(state: GlobalState) -> bytes:
-    """Compact msgpack blob of the global sums."""
-    return bytes(msgpack.packb([STATE_FORMAT, state.count, state.total, state.likes], use_bin_type=True))
-
-
-def unpack_globals(blob: bytes) -> GlobalState:
-    """Inverse of :func:`pack_globals`."""
-    payload = _unpack(blob, "globals")
-    try:
-        _, count, total, likes = payload
-        state = GlobalState(_count(count), _sum(total), _count(likes))
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"globals state blob: malformed ({exc})") from exc
-    return state
-
-
-def _unpack(blob: bytes, kind: str) -> list[Any]:
-    try:
-        payload = msgpack.unpackb(blob, raw=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise DataValidationError(f"{kind} state blob: not msgpack ({exc})") from exc
-    if not isinstance(payload, list) or not payload:
-        raise DataValidationError(f"{kind} state blob: expected a non-empty list, got {type(payload).__name__}")
-    if payload[0] != STATE_FORMAT:
-        raise DataValidationError(f"{kind} state blob: format {payload[0]!r}, this code reads {STATE_FORMAT}")
-    return payload
-
-
-# Snapshot rows (as produced by the Spark snapshot transforms) -> states.
-
-USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
-    "userId",
-    "count",
-    "total",
-    "total_sq",
-    "likes",
-    "last_ts",
-    "genre_count",
-    "genre_total",
-)
-MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = ("movieId", "genres", "year", "count", "total", "total_sq", "likes")
-GLOBAL_SNAPSHOT_COLUMNS: tuple[str, ...] = ("count", "total", "likes")
-
-
-def user_state_from_row(row: Mapping[str, Any]) -> UserState:
-    """A :class:`UserState` from a mapping with :data:`USER_SNAPSHOT_COLUMNS` (e.g. ``Row.asDict()``)."""
-    return UserState(
-        count=int(row["count"]),
-        total=float(row["total"]),
-        total_sq=float(row["total_sq"]),
-        likes=int(row["likes"]),
-        last_ts=None if row["last_ts"] is None else int(row["last_ts"]),
-        genre_count=[int(value) for value in row["genre_count"]],
-        genre_total=[float(value) for value in row["genre_total"]],
-    )
-
-
-def movie_state_from_row(row: Mapping[str, Any]) -> MovieState:
-    """A :class:`MovieState` from a mapping with :data:`MOVIE_SNAPSHOT_COLUMNS`."""
-    return MovieState(
-        genres=tuple(int(value) for value in (row["genres"] or ())),
-        year=None if row["year"] is None else int(row["year"]),
-        count=int(row["count"] or 0),
-        total=float(row["total"] or 0.0),
-        total_sq=float(row["total_sq"] or 0.0),
-        likes=int(row["likes"] or 0),
-    )
-
-
-def globals_from_row(row: Mapping[str, Any]) -> GlobalState:
-    """A :class:`GlobalState` from a mapping with :data:`GLOBAL_SNAPSHOT_COLUMNS`."""
-    return GlobalState(count=int(row["count"] or 0), total=float(row["total"] or 0.0), likes=int(row["likes"] or 0))
-
-
 @dataclass
 class FeatureState:
     """The full incremental state: every user, every movie (catalog included) and the global sums."""
@@ -626,10 +464,3 @@ def point_in_time_features(state: FeatureState, ratings: Any) -> np.ndarray:
         ratings["rating"].tolist(),
         ratings["timestamp"].tolist(),
     )
-
-
-def snapshot(state: FeatureState) -> tuple[dict[int, bytes], dict[int, bytes], GlobalState]:
-    """The online snapshot of ``state``: packed blobs per user and per movie, and the global sums."""
-    users = {user_id: pack_user(user) for user_id, user in state.users.items()}
-    movies = {movie_id: pack_movie(movie) for movie_id, movie in state.movies.items()}
-    return users, movies, GlobalState(state.globals.count, state.globals.total, state.globals.likes)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from streamml import names
-from streamml.features import spec
+from streamml.features import packing, spec
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ def snapshot_states(
     user_rows: Iterable[Mapping[str, Any]], movie_rows: Iterable[Mapping[str, Any]], globals_row: Mapping[str, Any]
 ) -> tuple[dict[int, spec.UserState], dict[int, spec.MovieState], spec.GlobalState]:
     """States from snapshot rows (the ``users``/``movies`` parts and the manifest's ``globals``)."""
-    users = {int(row["userId"]): spec.user_state_from_row(row) for row in user_rows}
-    movies = {int(row["movieId"]): spec.movie_state_from_row(row) for row in movie_rows}
-    return users, movies, spec.globals_from_row(globals_row)
+    users = {int(row["userId"]): packing.user_state_from_row(row) for row in user_rows}
+    movies = {int(row["movieId"]): packing.movie_state_from_row(row) for row in movie_rows}
+    return users, movies, packing.globals_from_row(globals_row)
 
 
 def frozen_features(

@@ -16,7 +16,7 @@ import numpy as np
 from streamml import names
 from streamml.bounds import MAX_FEATURE_MAGNITUDE
 from streamml.errors import DataValidationError, PoisonMessageError, TransientError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Prediction, RatingRequest
 from streamml.streaming.worker import BatchResult, Output, parse_batch
@@ -110,11 +110,11 @@ class ScorerHandler:
         outcomes: list[Outcome | None] = [None] * n
         globals_blob = blobs[2 * n]
         try:
-            globals_state = spec.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
+            globals_state = packing.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
         except DataValidationError as exc:
             return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n
-        users = _unpack_each(blobs[:n], spec.unpack_user, "user", [r.user_id for r in requests], outcomes)
-        movies = _unpack_each(blobs[n : 2 * n], spec.unpack_movie, "movie", [r.movie_id for r in requests], outcomes)
+        users = _unpack_each(blobs[:n], packing.unpack_user, "user", [r.user_id for r in requests], outcomes)
+        movies = _unpack_each(blobs[n : 2 * n], packing.unpack_movie, "movie", [r.movie_id for r in requests], outcomes)
         rows = [i for i in range(n) if outcomes[i] is None]
         if rows:
             matrix = spec.feature_matrix(

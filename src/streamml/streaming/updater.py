@@ -18,7 +18,7 @@ from typing import Any
 
 from streamml import names
 from streamml.errors import DataValidationError, PoisonMessageError, TransientError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.worker import BatchResult, parse_batch
@@ -60,10 +60,10 @@ class FeatureUpdaterHandler:
         users = sorted({f.user_id for f in feedback})
         movies = sorted({f.movie_id for f in feedback})
         applied, blobs = self.store.read_for_update(version, [f.rating_id for f in feedback], users, movies)
-        user_state, bad_users = _states(users, blobs[: len(users)], spec.unpack_user, spec.UserState)
-        movie_state, bad_movies = _states(movies, blobs[len(users) : -1], spec.unpack_movie, spec.MovieState)
+        user_state, bad_users = _states(users, blobs[: len(users)], packing.unpack_user, spec.UserState)
+        movie_state, bad_movies = _states(movies, blobs[len(users) : -1], packing.unpack_movie, spec.MovieState)
         try:
-            globals_state = spec.unpack_globals(blobs[-1]) if blobs[-1] is not None else spec.GlobalState()
+            globals_state = packing.unpack_globals(blobs[-1]) if blobs[-1] is not None else spec.GlobalState()
         except DataValidationError as exc:
             for msg, _ in parsed:
                 result.refuse(
@@ -84,9 +84,9 @@ class FeatureUpdaterHandler:
             user_state[f.user_id].apply(f.rating, f.event_ts, movie.genres)
             movie.apply(f.rating)
             globals_state.apply(f.rating)
-        touched_users = {u: spec.pack_user(user_state[u]) for u in {f.user_id for f in fresh.values()}}
-        touched_movies = {m: spec.pack_movie(movie_state[m]) for m in {f.movie_id for f in fresh.values()}}
-        globals_blob = spec.pack_globals(globals_state)
+        touched_users = {u: packing.pack_user(user_state[u]) for u in {f.user_id for f in fresh.values()}}
+        touched_movies = {m: packing.pack_movie(movie_state[m]) for m in {f.movie_id for f in fresh.values()}}
+        globals_blob = packing.pack_globals(globals_state)
         rating_ids = list(fresh)
         sent = [f.sent_at for f in fresh.values() if f.sent_at is not None]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from streamml import names
 from streamml.config import Settings
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
 from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
@@ -219,8 +219,8 @@ def check_features(predictions: Sequence[Prediction], before: States, after: Sta
             continue
         user_blob, movie_blob = after[user], after[movie]
         expected, _ = spec.features_from_states(
-            spec.unpack_user(user_blob) if user_blob is not None else None,
-            spec.unpack_movie(movie_blob) if movie_blob is not None else None,
+            packing.unpack_user(user_blob) if user_blob is not None else None,
+            packing.unpack_movie(movie_blob) if movie_blob is not None else None,
             spec.GlobalState(*p.globals_used),
             p.event_ts,
         )

@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.features.spec import FEATURE_NAMES, FeatureState
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -115,7 +115,7 @@ def test_spark_snapshot_equals_incremental_snapshot(
     history, stream, cutoff = time_split(ratings, 0.8)
     state = FeatureState.from_movies(movies)
     spec.point_in_time_features(state, history)
-    users, movie_blobs, globals_ = spec.snapshot(state)
+    users, movie_blobs, globals_ = packing.snapshot(state)
 
     spark_ratings, spark_movies = _frames(spark, ratings, movies)
     assert cutoff_timestamp(spark_ratings, 0.8) == cutoff
@@ -123,22 +123,22 @@ def test_spark_snapshot_equals_incremental_snapshot(
     assert (spark_cutoff, spark_history.count(), spark_stream.count()) == (cutoff, len(history), len(stream))
 
     user_rows = user_snapshot(spark_history, spark_movies).collect()
-    spark_users = {r["userId"]: spec.pack_user(spec.user_state_from_row(r.asDict())) for r in user_rows}
+    spark_users = {r["userId"]: packing.pack_user(packing.user_state_from_row(r.asDict())) for r in user_rows}
     assert spark_users == users
 
     movie_rows = movie_snapshot(spark_history, spark_movies).collect()
-    spark_movie_blobs = {r["movieId"]: spec.pack_movie(spec.movie_state_from_row(r.asDict())) for r in movie_rows}
+    spark_movie_blobs = {r["movieId"]: packing.pack_movie(packing.movie_state_from_row(r.asDict())) for r in movie_rows}
     assert spark_movie_blobs == movie_blobs
-    assert any(spec.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies
+    assert any(packing.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies
 
     (global_row,) = globals_snapshot(spark_history).collect()
-    assert spec.globals_from_row(global_row.asDict()) == globals_
+    assert packing.globals_from_row(global_row.asDict()) == globals_
 
     # The first stream row, scored from the snapshot blobs, gets its point-in-time features.
     first = stream.iloc[0]
     vector, _ = spec.features_from_states(
-        spec.unpack_user(users[first["userId"]]) if first["userId"] in users else None,
-        spec.unpack_movie(movie_blobs[first["movieId"]]),
+        packing.unpack_user(users[first["userId"]]) if first["userId"] in users else None,
+        packing.unpack_movie(movie_blobs[first["movieId"]]),
         globals_,
         int(first["timestamp"]),
     )

@@ -6,7 +6,7 @@ import pytest
 
 from streamml.data.movielens import sort_ratings, synthesize
 from streamml.errors import DataValidationError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.features.spec import (
     FEATURE_NAMES,
     FeatureState,
@@ -190,24 +190,24 @@ def test_cold_start_priors() -> None:
 def test_pack_unpack_roundtrip() -> None:
     state, _ = _replay_tiny()
     for user in state.users.values():
-        assert spec.unpack_user(spec.pack_user(user)) == user
+        assert packing.unpack_user(packing.pack_user(user)) == user
     for movie in state.movies.values():
-        assert spec.unpack_movie(spec.pack_movie(movie)) == movie
-    assert spec.unpack_globals(spec.pack_globals(state.globals)) == state.globals
-    assert spec.unpack_user(spec.pack_user(UserState())) == UserState()
-    assert len(spec.pack_user(state.users[1])) < 80  # sparse genres keep blobs small
+        assert packing.unpack_movie(packing.pack_movie(movie)) == movie
+    assert packing.unpack_globals(packing.pack_globals(state.globals)) == state.globals
+    assert packing.unpack_user(packing.pack_user(UserState())) == UserState()
+    assert len(packing.pack_user(state.users[1])) < 80  # sparse genres keep blobs small
 
 
 def test_snapshot_blobs_rebuild_the_same_features() -> None:
     state, _ = _replay_tiny()
-    users, movies, globals_ = spec.snapshot(state)
+    users, movies, globals_ = packing.snapshot(state)
     assert set(users) == {1, 2}
     assert set(movies) == {10, 20, 30}
     for user_id in (1, 2, 3):
         for movie_id in (10, 20, 30, 40):
             from_blobs = features_from_states(
-                spec.unpack_user(users[user_id]) if user_id in users else None,
-                spec.unpack_movie(movies[movie_id]) if movie_id in movies else None,
+                packing.unpack_user(users[user_id]) if user_id in users else None,
+                packing.unpack_movie(movies[movie_id]) if movie_id in movies else None,
                 globals_,
                 400,
             )[0]
@@ -220,7 +220,7 @@ def test_snapshot_blobs_rebuild_the_same_features() -> None:
 )
 def test_unpack_rejects_malformed_blobs(blob: bytes) -> None:
     with pytest.raises(DataValidationError, match="state blob"):
-        spec.unpack_user(blob)
+        packing.unpack_user(blob)
 
 
 def test_feature_matrix_equals_per_row_features() -> None:

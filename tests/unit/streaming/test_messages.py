@@ -11,7 +11,7 @@ import pytest
 
 from streamml.bounds import MAX_COUNT, MAX_ID, MAX_TIMESTAMP
 from streamml.errors import DataValidationError, PoisonMessageError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.streaming.messages import (
     MAX_PAYLOAD_BYTES,
     POISON_REASONS,
@@ -352,18 +352,18 @@ def test_poison_reasons_are_distinct_labels() -> None:
 def user_payload(**changes: Any) -> list[Any]:
     fields = {"count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2, "last_ts": 1_000, "genres": [[3, 2, 8.0]]}
     fields |= changes
-    return [spec.STATE_FORMAT, *fields.values()]
+    return [packing.STATE_FORMAT, *fields.values()]
 
 
 def movie_payload(**changes: Any) -> list[Any]:
     fields = {"genres": [3, 7], "year": 1999, "count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2}
     fields |= changes
-    return [spec.STATE_FORMAT, *fields.values()]
+    return [packing.STATE_FORMAT, *fields.values()]
 
 
 def globals_payload(**changes: Any) -> list[Any]:
     fields = {"count": 10, "total": 35.0, "likes": 5} | changes
-    return [spec.STATE_FORMAT, *fields.values()]
+    return [packing.STATE_FORMAT, *fields.values()]
 
 
 def pack(payload: Any) -> bytes:
@@ -371,11 +371,11 @@ def pack(payload: Any) -> bytes:
 
 
 def test_the_base_blobs_are_valid() -> None:
-    user = spec.unpack_user(pack(user_payload()))
+    user = packing.unpack_user(pack(user_payload()))
     assert (user.count, user.likes, user.last_ts, user.genre_count[3], user.genre_total[3]) == (4, 2, 1_000, 2, 8.0)
-    movie = spec.unpack_movie(pack(movie_payload()))
+    movie = packing.unpack_movie(pack(movie_payload()))
     assert (movie.genres, movie.year, movie.count) == ((3, 7), 1999, 4)
-    assert spec.unpack_globals(pack(globals_payload())) == spec.GlobalState(10, 35.0, 5)
+    assert packing.unpack_globals(pack(globals_payload())) == spec.GlobalState(10, 35.0, 5)
 
 
 BAD_FLOATS = [math.nan, math.inf, -math.inf, 1e300, "1.0", None, [1.0]]
@@ -405,7 +405,7 @@ BAD_GENRES = [-1, spec.N_GENRES, 20, 999, 2**63, 1.0, "Comedy", None]
 )
 def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
     with pytest.raises(DataValidationError, match="user state blob"):
-        spec.unpack_user(pack(payload))
+        packing.unpack_user(pack(payload))
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,7 @@ def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
 )
 def test_movie_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
     with pytest.raises(DataValidationError, match="movie state blob"):
-        spec.unpack_movie(pack(payload))
+        packing.unpack_movie(pack(payload))
 
 
 @pytest.mark.parametrize(
@@ -439,10 +439,10 @@ def test_movie_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
 )
 def test_globals_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
     with pytest.raises(DataValidationError, match="globals state blob"):
-        spec.unpack_globals(pack(payload))
+        packing.unpack_globals(pack(payload))
 
 
-UNPACKS = [spec.unpack_user, spec.unpack_movie, spec.unpack_globals]
+UNPACKS = [packing.unpack_user, packing.unpack_movie, packing.unpack_globals]
 
 
 @pytest.mark.parametrize("unpack", UNPACKS)
@@ -455,7 +455,7 @@ UNPACKS = [spec.unpack_user, spec.unpack_movie, spec.unpack_globals]
         b"\x91" * 100_000,  # nested arrays deeper than msgpack's stack
         b"\xdd\xff\xff\xff\xff",  # an array claiming 2**32 - 1 items
         b"\x93\x01\x02",  # truncated
-        pack([spec.STATE_FORMAT, 0, 0, 0]) + b"\x00",  # trailing bytes
+        pack([packing.STATE_FORMAT, 0, 0, 0]) + b"\x00",  # trailing bytes
         pack({"count": 1}),
         pack(1),
         pack("x"),
@@ -479,8 +479,8 @@ def test_packed_states_round_trip() -> None:
     state.apply(1, 11, 2.5, 200)
     state.apply(2, 10, 0.5, MAX_TIMESTAMP)
     for user in (*state.users.values(), spec.UserState()):
-        assert spec.unpack_user(spec.pack_user(user)) == user
+        assert packing.unpack_user(packing.pack_user(user)) == user
     for movie in (*state.movies.values(), spec.MovieState(), spec.MovieState(tuple(range(spec.N_GENRES)), 0)):
-        assert spec.unpack_movie(spec.pack_movie(movie)) == movie
+        assert packing.unpack_movie(packing.pack_movie(movie)) == movie
     for sums in (state.globals, spec.GlobalState(), spec.GlobalState(MAX_COUNT, 1e12, MAX_COUNT)):
-        assert spec.unpack_globals(spec.pack_globals(sums)) == sums
+        assert packing.unpack_globals(packing.pack_globals(sums)) == sums

@@ -23,7 +23,7 @@ from streaming_fakes import FakeRedis, Msg
 from streamml import names
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_ID, MAX_TIMESTAMP
 from streamml.errors import DataValidationError, PoisonMessageError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.stores.metrics import RedisMetricsStore
 from streamml.streaming.messages import (
     POISON_REASONS,
@@ -162,10 +162,10 @@ def sample_state() -> spec.FeatureState:
 
 
 SAMPLE = sample_state()
-GOOD_USER_BLOBS = [spec.pack_user(u) for u in SAMPLE.users.values()] + [spec.pack_user(spec.UserState())]
-GOOD_MOVIE_BLOBS = [spec.pack_movie(SAMPLE.movies[m]) for m in MOVIES] + [spec.pack_movie(spec.MovieState())]
-GOOD_GLOBALS_BLOB = spec.pack_globals(SAMPLE.globals)
-MODEL_MOVIE_BLOBS = {m: spec.pack_movie(SAMPLE.movies[m]) for m in (RAISING_MOVIE, NAN_MOVIE, ABOVE_ONE_MOVIE)}
+GOOD_USER_BLOBS = [packing.pack_user(u) for u in SAMPLE.users.values()] + [packing.pack_user(spec.UserState())]
+GOOD_MOVIE_BLOBS = [packing.pack_movie(SAMPLE.movies[m]) for m in MOVIES] + [packing.pack_movie(spec.MovieState())]
+GOOD_GLOBALS_BLOB = packing.pack_globals(SAMPLE.globals)
+MODEL_MOVIE_BLOBS = {m: packing.pack_movie(SAMPLE.movies[m]) for m in (RAISING_MOVIE, NAN_MOVIE, ABOVE_ONE_MOVIE)}
 
 
 def unpacks(unpack: Callable[[bytes], Any], blob: bytes) -> bool:
@@ -373,7 +373,7 @@ def corrupt_blobs(draw: st.DrawFn, unpack: Callable[[bytes], Any], arity: int) -
         except OverflowError:  # an int msgpack cannot hold
             blob = b"\xc1"
     else:
-        items = [spec.STATE_FORMAT, *draw(st.lists(hostile, min_size=arity - 1, max_size=arity - 1))]
+        items = [packing.STATE_FORMAT, *draw(st.lists(hostile, min_size=arity - 1, max_size=arity - 1))]
         blob = msgpack.packb(items, use_bin_type=True)
     if unpacks(unpack, blob):
         blob = b"\xc1"  # the rare draw that happens to be valid: use a byte msgpack never writes instead
@@ -398,20 +398,20 @@ def scorer_worlds(draw: st.DrawFn, corrupt: bool = True) -> ScorerWorld:
         if kind == 1:
             blobs[names.user_features_key(VERSION, user)] = draw(st.sampled_from(GOOD_USER_BLOBS))
         elif kind == 2:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(spec.unpack_user, 7))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 7))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 2 if corrupt else 1))
         if kind == 1:
             blobs[names.movie_features_key(VERSION, movie)] = draw(st.sampled_from(GOOD_MOVIE_BLOBS))
         elif kind == 2:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(spec.unpack_movie, 7))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 7))
             bad_movies.add(movie)
     for movie, blob in MODEL_MOVIE_BLOBS.items():
         blobs[names.movie_features_key(VERSION, movie)] = blob
     bad_globals = corrupt and draw(st.integers(0, 7)) == 0
     if bad_globals:
-        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(spec.unpack_globals, 4))
+        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(packing.unpack_globals, 4))
     elif draw(st.booleans()):
         blobs[names.globals_features_key(VERSION)] = GOOD_GLOBALS_BLOB
     return ScorerWorld(MemoryFeatureStore(blobs), bad_users, bad_movies, bad_globals)
@@ -476,30 +476,30 @@ def extreme_user_blobs(draw: st.DrawFn) -> bytes:
     likes = draw(st.integers(0, count))
     genres = draw(st.lists(st.tuples(st.integers(0, spec.N_GENRES - 1), IN_BOUNDS_COUNTS, IN_BOUNDS_SUMS), max_size=3))
     last_ts = draw(st.none() | TIMESTAMPS)
-    payload = [spec.STATE_FORMAT, count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), likes, last_ts, genres]
+    payload = [packing.STATE_FORMAT, count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), likes, last_ts, genres]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
 @st.composite
 def extreme_movie_blobs(draw: st.DrawFn) -> bytes:
     genres = sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True)))
-    payload = [spec.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
+    payload = [packing.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
     payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
 @st.composite
 def extreme_globals_blobs(draw: st.DrawFn) -> bytes:
-    payload = [spec.STATE_FORMAT, draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
+    payload = [packing.STATE_FORMAT, draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
 def features_in_bounds(user: bytes | None, movie: bytes | None, globals_blob: bytes | None, ts: int) -> bool:
     """Whether the vector (and the globals) a Prediction would carry are finite and within MAX_FEATURE_MAGNITUDE."""
-    sums = spec.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
+    sums = packing.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
     vector, _ = spec.features_from_states(
-        spec.unpack_user(user) if user is not None else None,
-        spec.unpack_movie(movie) if movie is not None else None,
+        packing.unpack_user(user) if user is not None else None,
+        packing.unpack_movie(movie) if movie is not None else None,
         sums,
         ts,
     )
@@ -546,8 +546,8 @@ def test_scorer_accounts_for_requests_on_forged_states_within_the_blob_bounds(
 def test_scorer_refuses_a_forged_user_whose_mean_leaves_the_feature_bounds() -> None:
     """The smallest case of the property above: a user blob that unpacks (its count 2**41 is within unpack_user's
     bound) gives user_count 2.2e12 > MAX_FEATURE_MAGNITUDE, so no Prediction can carry it."""
-    forged = bytes(msgpack.packb([spec.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, []]))
-    assert isinstance(spec.unpack_user(forged), spec.UserState)
+    forged = bytes(msgpack.packb([packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, []]))
+    assert isinstance(packing.unpack_user(forged), spec.UserState)
     store = MemoryFeatureStore({names.user_features_key(VERSION, 1): forged})
     handler = ScorerHandler(store, refusing_model)  # type: ignore[arg-type]
     good = RatingRequest(request_id="ok", user_id=2, movie_id=10, event_ts=5, sent_at=1.0)
@@ -590,25 +590,25 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
         if kind in (1, 2):
             blob = draw(st.sampled_from(GOOD_USER_BLOBS))
             blobs[names.user_features_key(VERSION, user)] = blob
-            initial.users[user] = spec.unpack_user(blob)
+            initial.users[user] = packing.unpack_user(blob)
         elif kind == 3:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(spec.unpack_user, 7))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 7))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 3))
         if kind in (1, 2):
             blob = draw(st.sampled_from(GOOD_MOVIE_BLOBS))
             blobs[names.movie_features_key(VERSION, movie)] = blob
-            initial.movies[movie] = spec.unpack_movie(blob)
+            initial.movies[movie] = packing.unpack_movie(blob)
         elif kind == 3:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(spec.unpack_movie, 7))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 7))
             bad_movies.add(movie)
     bad_globals = draw(st.integers(0, 9)) == 0
     if bad_globals:
-        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(spec.unpack_globals, 4))
+        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(packing.unpack_globals, 4))
     elif draw(st.booleans()):
         blobs[names.globals_features_key(VERSION)] = GOOD_GLOBALS_BLOB
-        initial.globals = spec.unpack_globals(GOOD_GLOBALS_BLOB)
+        initial.globals = packing.unpack_globals(GOOD_GLOBALS_BLOB)
     return UpdaterWorld(MemoryFeatureStore(blobs), initial, bad_users, bad_movies, bad_globals)
 
 
@@ -650,13 +650,15 @@ def test_updater_applies_each_rating_once_and_accounts_for_every_feedback(
     for f in sorted(fresh.values(), key=lambda f: (f.event_ts, f.user_id, f.movie_id)):
         expected.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
     for f in fresh.values():
-        assert spec.unpack_user(store.blobs[names.user_features_key(VERSION, f.user_id)]) == expected.users[f.user_id]
         assert (
-            spec.unpack_movie(store.blobs[names.movie_features_key(VERSION, f.movie_id)])
+            packing.unpack_user(store.blobs[names.user_features_key(VERSION, f.user_id)]) == expected.users[f.user_id]
+        )
+        assert (
+            packing.unpack_movie(store.blobs[names.movie_features_key(VERSION, f.movie_id)])
             == (expected.movies[f.movie_id])
         )
     if fresh:
-        assert spec.unpack_globals(store.blobs[names.globals_features_key(VERSION)]) == expected.globals
+        assert packing.unpack_globals(store.blobs[names.globals_features_key(VERSION)]) == expected.globals
     assert len(store.latencies) == sum(f.sent_at is not None for f in fresh.values())
 
     # The same ratings again, carried by other requests and in another order: nothing changes.

@@ -12,7 +12,7 @@ from streaming_fakes import Msg
 
 from streamml import names
 from streamml.errors import TransientError
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
 from streamml.streaming.scorer import ScorerHandler, ServingModel
 from streamml.streaming.worker import BatchResult, Output, Worker
@@ -51,10 +51,10 @@ def store() -> MemoryFeatures:
     state = spec.FeatureState.from_catalog([10, 11], ["A (1999)", "B (2001)"], ["Comedy", "Drama|War"])
     state.apply(1, 10, 5.0, 100)
     state.apply(2, 10, 2.0, 200)
-    users, movies, globals_state = spec.snapshot(state)
+    users, movies, globals_state = packing.snapshot(state)
     blobs = {names.user_features_key(1, u): b for u, b in users.items()}
     blobs |= {names.movie_features_key(1, m): b for m, b in movies.items()}
-    blobs[names.globals_features_key(1)] = spec.pack_globals(globals_state)
+    blobs[names.globals_features_key(1)] = packing.pack_globals(globals_state)
     return MemoryFeatures(blobs=blobs)
 
 
