@@ -124,71 +124,69 @@ def live_panel(settings: Settings) -> None:
 
 
 def tiles(view: LiveView, snap: MetricsSnapshot | None) -> None:
-    """The latest snapshot's numbers, four a row: quality, speed, freshness, totals. Each label says its unit and
-    the window it is computed over."""
+    """The latest snapshot's numbers, four a row: quality, speed, freshness, totals. A caption above each row says
+    the window its numbers are computed over; each label says its unit."""
     joined = labels.joined_window(snap.window if snap else None)
+    st.caption(f"**Quality** over the {joined} predictions")
     row = st.columns(4)
     row[0].metric("Model version serving", f"v{view.model_version}" if view.model_version else "—")
-    row[1].metric(
-        labelled("AUC", window=joined),
-        fmt(snap.auc if snap else None),
-        help="Rolling ROC AUC of the scores against the true labels.",
-    )
+    row[1].metric("AUC", fmt(snap.auc if snap else None), help="Rolling ROC AUC of the scores against the true labels.")
     row[2].metric(
-        labelled("Accuracy", "%", joined),
-        fmt(snap.accuracy * 100 if snap and snap.accuracy is not None else None, ".1f"),
+        labelled("Accuracy", "%"), fmt(snap.accuracy * 100 if snap and snap.accuracy is not None else None, ".1f")
     )
-    row[3].metric(labelled("MAE", window=joined), fmt(snap.mae if snap else None), help="Mean |true label − score|.")
+    row[3].metric("MAE", fmt(snap.mae if snap else None), help="Mean |true label − score|.")
 
-    row = st.columns(4)
-    row[0].metric(
-        labelled("Throughput", "predictions/s", labels.THROUGHPUT), fmt(snap.throughput_per_s if snap else None, ",.1f")
+    st.caption(
+        f"**Speed**: throughput over the {labels.THROUGHPUT}, latency over the {labels.LATENCY} predictions, "
+        "lag at the latest snapshot"
     )
+    row = st.columns(4)
+    row[0].metric(labelled("Throughput", "predictions/s"), fmt(snap.throughput_per_s if snap else None, ",.1f"))
     row[1].metric(
-        labelled("Latency p50", "ms", labels.LATENCY),
+        labelled("Latency p50", "ms"),
         fmt(snap.latency_p50_ms if snap else None, ",.0f"),
         help="From when a request was sent to when the scorer scored it.",
     )
-    row[2].metric(labelled("Latency p99", "ms", labels.LATENCY), fmt(snap.latency_p99_ms if snap else None, ",.0f"))
+    row[2].metric(labelled("Latency p99", "ms"), fmt(snap.latency_p99_ms if snap else None, ",.0f"))
     row[3].metric(
-        labelled("Scorer lag", "requests", "latest snapshot"),
+        labelled("Scorer lag", "requests"),
         fmt(sum(snap.lag.values()) if snap and snap.lag else None, ","),
         help="Requests not yet scored, summed over partitions.",
     )
 
+    st.caption(
+        f"**Freshness**: feedback lag over the {labels.FEEDBACK_LAG} ratings, staleness over the {joined} predictions"
+    )
     row = st.columns(4)
     row[0].metric(
-        labelled("Feedback lag p50", "ms", labels.FEEDBACK_LAG),
+        labelled("Feedback lag p50", "ms"),
         fmt(snap.applied_p50_ms if snap else None, ",.0f"),
         help="From when the true rating was sent to when the feature updater applied it to the online features.",
     )
-    row[1].metric(
-        labelled("Feedback lag p99", "ms", labels.FEEDBACK_LAG), fmt(snap.applied_p99_ms if snap else None, ",.0f")
-    )
+    row[1].metric(labelled("Feedback lag p99", "ms"), fmt(snap.applied_p99_ms if snap else None, ",.0f"))
     row[2].metric(
-        labelled("Stale predictions", "%", joined),
+        labelled("Stale predictions", "%"),
         fmt(snap.stale_share * 100 if snap and snap.stale_share is not None else None, ".1f"),
         help="Share of joined predictions scored while an earlier rating of the same user was not applied yet.",
     )
     row[3].metric(
-        labelled("Missing ratings", "mean per prediction", joined),
+        labelled("Missing ratings", "mean"),
         fmt(snap.stale_mean if snap else None, ".2f"),
         help="Mean number of the user's earlier ratings not yet applied when a prediction was scored.",
     )
 
+    st.caption(f"**Totals** {labels.SINCE_START}")
     row = st.columns(4)
     row[0].metric(
-        labelled("DLQ messages", window=labels.SINCE_START),
-        fmt(snap.dlq_total if snap else None, ","),
-        help=f"Requests sent to {names.TOPIC_REQUESTS_DLQ}.",
+        "DLQ messages", fmt(snap.dlq_total if snap else None, ","), help=f"Requests sent to {names.TOPIC_REQUESTS_DLQ}."
     )
     row[1].metric(
-        labelled("Refused", "messages", labels.SINCE_START),
+        labelled("Refused", "messages"),
         fmt(snap.refused_total if snap else None, ","),
         help="Unreadable predictions (dead-lettered) and feedback (counted) on the aggregator's topics.",
     )
     row[2].metric(
-        labelled("Joined", "predictions", labels.SINCE_START),
+        labelled("Joined", "predictions"),
         fmt(snap.joined_total if snap else None, ","),
         help="Predictions matched with their true rating.",
     )
