@@ -166,15 +166,14 @@ class AirflowClient:
     def failures(self, dag_id: str, run_id: str) -> list[TaskFailure]:
         """Each task of the run that failed itself, with its exception and log link; tasks that only did not run
         because an upstream task failed are left out (their cause is listed)."""
-        return [
-            TaskFailure(
-                task_id=str(ti["task_id"]),
-                try_number=int(ti.get("try_number") or 1),
-                error=self.task_error(dag_id, run_id, str(ti["task_id"]), int(ti.get("try_number") or 1)),
-                log_url=self.log_url(dag_id, run_id, str(ti["task_id"]), int(ti.get("try_number") or 1)),
-            )
+        failed = [
+            (str(ti["task_id"]), int(ti.get("try_number") or 1))
             for ti in self.task_instances(dag_id, run_id)
             if ti.get("state") == "failed"
+        ]
+        return [
+            TaskFailure(task, n, self.task_error(dag_id, run_id, task, n), self.log_url(dag_id, run_id, task, n))
+            for task, n in failed
         ]
 
     def find_run(self, run_id: str) -> str:
