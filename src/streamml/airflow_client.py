@@ -68,6 +68,7 @@ class AirflowClient:
         self.airflow = airflow
         self._http = httpx.Client(base_url=airflow.base_url, timeout=timeout)
         self._token: str | None = None
+        self._errors: dict[tuple[str, str, str, int], str] = {}  # a failed try's log no longer changes
 
     def close(self) -> None:
         self._http.close()
@@ -154,21 +155,30 @@ class AirflowClient:
         return f"{self.airflow.base_url}{path}?try_number={try_number}"
 
     def task_error(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        """The exception of one try of a task, from its log (see :func:`error_from_log`)."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        try:
-            log = self._request("GET", path, params={"full_content": "true"})
-        except NotFoundError:
-            return "the task left no log"
-        content = log.get("content") if isinstance(log, dict) else None
-        return error_from_log([e for e in content or [] if isinstance(e, dict)])
+        """The exception of one finished try of a task, from its log (see :func:`error_from_log`); read once per
+        client, since the log of a failed try does not change (the API's client serves the dashboard's polls)."""
+        key = (dag_id, run_id, task_id, try_number)
+        if key not in self._errors:
+            path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+            try:
+                log = self._request("GET", path, params={"full_content": "true"})
+            except NotFoundError:
+                return "the task left no log"
+            content = log.get("content") if isinstance(log, dict) else None
+            if len(self._errors) >= 256:
+                self._errors.clear()
+            self._errors[key] = error_from_log([e for e in content or [] if isinstance(e, dict)])
+        return self._errors[key]
 
-    def failures(self, dag_id: str, run_id: str) -> list[TaskFailure]:
+    def failures(
+        self, dag_id: str, run_id: str, task_instances: list[dict[str, Any]] | None = None
+    ) -> list[TaskFailure]:
         """Each task of the run that failed itself, with its exception and log link; tasks that only did not run
-        because an upstream task failed are left out (their cause is listed)."""
+        because an upstream task failed are left out (their cause is listed). ``task_instances``: the run's, when
+        the caller has read them already."""
         failed = [
             (str(ti["task_id"]), int(ti.get("try_number") or 1))
-            for ti in self.task_instances(dag_id, run_id)
+            for ti in (task_instances if task_instances is not None else self.task_instances(dag_id, run_id))
             if ti.get("state") == "failed"
         ]
         return [

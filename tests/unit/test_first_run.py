@@ -112,3 +112,28 @@ def test_verify_before_any_champion_says_so_and_how_to_get_one(monkeypatch: pyte
     assert not check.ok and check.name == "a model to score with"
     assert "no @champion of movielens-like yet" in check.detail
     assert "streamml pipelines trigger movielens_training --wait" in check.detail
+
+
+def test_a_failed_tries_error_is_read_from_its_log_once_however_often_the_runs_are_polled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamml.airflow_client import AirflowClient
+    from streamml.config import Settings
+
+    reads: list[str] = []
+
+    def answer(self: AirflowClient, method: str, path: str, **kwargs: object) -> object:
+        reads.append(path)
+        return {"content": [{"event": "boom", "error_detail": [{"exc_type": "KeyError", "exc_value": "'x'"}]}]}
+
+    monkeypatch.setattr(AirflowClient, "_request", answer)
+    client = AirflowClient(Settings().airflow)
+    tasks = [
+        {"task_id": "ingest", "state": "failed", "try_number": 1},
+        {"task_id": "validate", "state": "upstream_failed"},
+    ]
+    for _ in range(3):  # the dashboard polls the API's run list every few seconds
+        [failure] = client.failures("movielens_training", "manual__1", tasks)
+        assert (failure.task_id, failure.try_number, failure.error) == ("ingest", 1, "KeyError: 'x'")
+    assert len(reads) == 1 and reads[0].endswith("/taskInstances/ingest/logs/1")
+    client.close()

@@ -231,15 +231,15 @@ class LocalStack:
 
     def down_report(self, exc: health.StillDown, lines: int = 12) -> str:
         """Why services did not come up: the failed checks and the last lines of each one's program log."""
+        services = {d.service for d in exc.down}
+        programs = [p.name for p in self.programs if p.service in services]
         parts = [str(exc)]
-        for down in exc.down:
-            for program in (p for p in self.programs if p.service == down.service):
-                log = self.paths.logs / f"{program.name}.log"
-                tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log yet)"]
-                parts += [f"last lines of {log}:", *(f"    {line}" for line in tail)]
-        names = " ".join(dict.fromkeys(p.name for d in exc.down for p in self.programs if p.service == d.service))
+        for name in programs:
+            log = self.paths.logs / f"{name}.log"
+            tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log yet)"]
+            parts += [f"last lines of {log}:", *(f"    {line}" for line in tail)]
         parts.append(
-            f"fix: read the whole log (./run.sh logs {names.split()[0] if names else 'NAME'}); after fixing the cause, "
+            f"fix: read the whole log (./run.sh logs {programs[0] if programs else 'NAME'}); after fixing the cause, "
             "./run.sh down && ./run.sh up starts the stack again"
         )
         return "\n  ".join(parts)

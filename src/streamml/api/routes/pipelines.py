@@ -44,7 +44,7 @@ def runs(dag_id: DagId, deps: Deps, limit: Annotated[int, Query(ge=1, le=100)] =
         tasks = deps.airflow.task_instances(dag_id, run["dag_run_id"])
         keep = ("state", "start_date", "end_date", "run_after", "run_type", "conf")
         failures = (
-            [f.as_dict() for f in deps.airflow.failures(dag_id, run["dag_run_id"])]
+            [f.as_dict() for f in deps.airflow.failures(dag_id, run["dag_run_id"], tasks)]
             if run.get("state") == "failed"
             else []
         )
