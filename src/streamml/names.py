@@ -36,6 +36,9 @@ ALIAS_CHALLENGER = "challenger"
 # Model metrics: the summary of a registered version (its tags, the dashboard's and API's tables), and the classes.
 SUMMARY_METRICS = (
     "streaming_auc",
+    "streaming_auc_lag10",
+    "streaming_auc_lag60",
+    "streaming_auc_lag3600",
     "streaming_log_loss",
     "frozen_auc",
     "frozen_log_loss",

@@ -11,12 +11,16 @@ import sys
 from typing import Any
 
 import msgpack
+import numpy as np
+import pandas as pd
 import pytest
 import redis
 from streaming_fixtures import load_history_snapshot, movielens_split
 
 from streamml import names
+from streamml.errors import DataValidationError
 from streamml.features import packing, spec
+from streamml.features.backfill import backfill
 from streamml.stores.features import RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.updater import FeatureUpdaterHandler
@@ -104,13 +108,52 @@ def test_updates_match_the_incremental_definition_and_each_rating_applies_once(r
     assert missing.returncode == 1 and "has no online state" in missing.stderr
 
 
+def test_features_served_from_the_updated_store_equal_the_backfill_row_for_row(redis_db: redis.Redis) -> None:
+    """Feedback applied group by group (one timestamp at a time, as a keeping-up updater does); before each group the
+    scorer's path (one MGET, unpack, feature_matrix) must give the backfill's features for every row of it."""
+    history, stream, movies = movielens_split()
+    load_history_snapshot(redis_db, history, movies)
+    store = RedisFeatureStore(redis_db)
+    sample = stream.head(2500)
+    cutoff = int(stream["timestamp"].iloc[0])
+    expected = backfill(pd.concat([history, sample]), movies, cutoff).rows.iloc[len(history) :]
+    handler = FeatureUpdaterHandler(store)
+    served = []
+    for _, group in sample.groupby("timestamp", sort=True):
+        users, movie_ids = group["userId"].astype(int).tolist(), group["movieId"].astype(int).tolist()
+        blobs = store.get_many(1, users, movie_ids)
+        served.append(
+            spec.feature_matrix(
+                [packing.unpack_user(b) if b is not None else None for b in blobs[: len(users)]],
+                [packing.unpack_movie(b) if b is not None else None for b in blobs[len(users) : -1]],
+                packing.unpack_globals(blobs[-1]),
+                group["timestamp"].to_numpy(),
+            )
+        )
+        feedback = [
+            Feedback(request_id=f"r{r.Index}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
+                     event_ts=int(r.timestamp))
+            for r in group.itertuples()
+        ]  # fmt: skip
+        assert deliver(handler, feedback) == []
+    online = np.vstack(served)
+    assert online.shape == (len(sample), spec.N_FEATURES)
+    columns = [spec.FEATURE_NAMES.index(name) for name in spec.SEQUENTIAL_FEATURES]
+    np.testing.assert_allclose(online[:, columns], expected[list(spec.SEQUENTIAL_FEATURES)], rtol=0, atol=1e-9)
+    offline = spec.point_in_time_features(spec.FeatureState.from_movies(movies), pd.concat([history, sample]))
+    np.testing.assert_allclose(online, offline[len(history) :], rtol=0, atol=1e-9)
+    assert (online[:, columns] != online[0, columns]).any(axis=0).all()  # every sequential column varies
+
+
 def test_a_corrupt_state_refuses_only_its_feedback_and_reloading_resets_the_applied_set(redis_db: redis.Redis) -> None:
     history, stream, movies = movielens_split()
     load_history_snapshot(redis_db, history, movies)
     store = RedisFeatureStore(redis_db)
     rows = list(stream.head(200).itertuples())
     victim = int(rows[0].userId)
-    corrupt = msgpack.packb([packing.STATE_FORMAT, 3, float("nan"), 9.0, 1, None, []])  # a NaN sum
+    corrupt = msgpack.packb([packing.STATE_FORMAT, 3, float("nan"), 9.0, 1, None, [], 0.0, 4.0, [0.0] * spec.N_RECENT])
+    with pytest.raises(DataValidationError, match="sum nan"):  # refused for its NaN sum, nothing else
+        packing.unpack_user(corrupt)
     redis_db.set(names.user_features_key(1, victim), corrupt)
     feedback = [
         Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),

@@ -1,5 +1,6 @@
-"""The batch feature job: raw MovieLens snapshot in MinIO -> time split -> point-in-time features and the online
-snapshot as parquet under ``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
+"""The batch feature job: raw MovieLens snapshot in MinIO -> time split -> point-in-time features (Spark's windowed
+aggregates joined with the backfill's sequential families) and the online snapshot as parquet under
+``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
 
 Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label),
 ``users/`` and ``movies/`` (the online snapshot as of the cutoff), ``_manifest.json`` (written last: snapshot,
@@ -16,6 +17,7 @@ from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
 from streamml.features import packing, spec
+from streamml.features.backfill import backfill
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
@@ -92,15 +94,20 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
 
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
     store.delete_prefix(f"v{version}/")  # a rerun replaces its own version whole
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     ratings, movies = read_raw(spark, snapshot)
     ratings = ratings.cache()
     history, _, cutoff = fs.time_split(ratings, quantile)
-    rows = fs.build_features(ratings, movies).cache()
+    sequential = backfill(ratings.toPandas(), movies.toPandas(), cutoff)
+    rows = fs.with_sequential(spark, fs.build_features(ratings, movies), sequential).cache()
+    users, movie_rows = fs.with_sequential_state(
+        spark, fs.user_snapshot(history, movies), fs.movie_snapshot(history, movies), sequential
+    )
     base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
     rows.where(F.col("timestamp") < cutoff).write.mode("overwrite").parquet(base + "history")
     rows.where(F.col("timestamp") >= cutoff).write.mode("overwrite").parquet(base + "stream")
-    fs.user_snapshot(history, movies).write.mode("overwrite").parquet(base + "users")
-    fs.movie_snapshot(history, movies).write.mode("overwrite").parquet(base + "movies")
+    users.write.mode("overwrite").parquet(base + "users")
+    movie_rows.write.mode("overwrite").parquet(base + "movies")
     glob = fs.globals_snapshot(history).first()
     counts = {part: spark.read.parquet(base + part).count() for part in PARTS}
     manifest = {

@@ -12,9 +12,9 @@ import msgpack
 
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_TIMESTAMP
 from streamml.errors import DataValidationError
-from streamml.features.spec import N_GENRES, FeatureState, GlobalState, MovieState, UserState
+from streamml.features.spec import N_GENRES, N_RECENT, FeatureState, GlobalState, MovieState, UserState
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of the packed user/movie/global blobs; bump it when their layout changes."""
 
 
@@ -24,7 +24,18 @@ STATE_FORMAT = 1
 def pack_user(state: UserState) -> bytes:
     """Compact msgpack blob of a user's state."""
     genres = [[g, state.genre_count[g], state.genre_total[g]] for g in range(N_GENRES) if state.genre_count[g]]
-    payload = [STATE_FORMAT, state.count, state.total, state.total_sq, state.likes, state.last_ts, genres]
+    payload = [
+        STATE_FORMAT,
+        state.count,
+        state.total,
+        state.total_sq,
+        state.likes,
+        state.last_ts,
+        genres,
+        state.residual_total,
+        state.last_rating,
+        state.recent,
+    ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -32,9 +43,18 @@ def unpack_user(blob: bytes) -> UserState:
     """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "user")
     try:
-        _, count, total, total_sq, likes, last_ts, genres = payload
+        _, count, total, total_sq, likes, last_ts, genres, residual_total, last_rating, recent = payload
+        if len(recent) != N_RECENT:
+            raise ValueError(f"{len(recent)} moving averages, expected {N_RECENT}")
         state = UserState(
-            _count(count), _sum(total), _sum(total_sq), _count(likes), None if last_ts is None else _time(last_ts)
+            _count(count),
+            _sum(total),
+            _sum(total_sq),
+            _count(likes),
+            None if last_ts is None else _time(last_ts),
+            residual_total=_sum(residual_total),
+            last_rating=None if last_rating is None else _sum(last_rating),
+            recent=[_sum(value) for value in recent],
         )
         for genre, genre_count, genre_total in genres:
             index = _genre(genre)
@@ -74,7 +94,16 @@ def _sum(value: Any) -> float:
 
 def pack_movie(state: MovieState) -> bytes:
     """Compact msgpack blob of a movie's state (metadata included)."""
-    payload = [STATE_FORMAT, list(state.genres), state.year, state.count, state.total, state.total_sq, state.likes]
+    payload = [
+        STATE_FORMAT,
+        list(state.genres),
+        state.year,
+        state.count,
+        state.total,
+        state.total_sq,
+        state.likes,
+        state.residual_total,
+    ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -82,7 +111,7 @@ def unpack_movie(blob: bytes) -> MovieState:
     """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "movie")
     try:
-        _, genres, year, count, total, total_sq, likes = payload
+        _, genres, year, count, total, total_sq, likes, residual_total = payload
         state = MovieState(
             tuple(_genre(g) for g in genres),
             None if year is None else _int_in(year, 0, 9999, "year"),
@@ -90,6 +119,7 @@ def unpack_movie(blob: bytes) -> MovieState:
             _sum(total),
             _sum(total_sq),
             _count(likes),
+            _sum(residual_total),
         )
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
@@ -130,6 +160,9 @@ def _unpack(blob: bytes, kind: str) -> list[Any]:
 
 # Snapshot rows (as produced by the Spark snapshot transforms) -> states.
 
+SEQUENTIAL_USER_COLUMNS: tuple[str, ...] = ("residual_total", "last_rating", "recent")
+"""The state of the sequential families (:mod:`.backfill` writes these; Spark the others)."""
+SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = ("residual_total",)
 USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "userId",
     "count",
@@ -139,8 +172,18 @@ USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "last_ts",
     "genre_count",
     "genre_total",
+    *SEQUENTIAL_USER_COLUMNS,
 )
-MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = ("movieId", "genres", "year", "count", "total", "total_sq", "likes")
+MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = (
+    "movieId",
+    "genres",
+    "year",
+    "count",
+    "total",
+    "total_sq",
+    "likes",
+    *SEQUENTIAL_MOVIE_COLUMNS,
+)
 GLOBAL_SNAPSHOT_COLUMNS: tuple[str, ...] = ("count", "total", "likes")
 
 
@@ -154,6 +197,9 @@ def user_state_from_row(row: Mapping[str, Any]) -> UserState:
         last_ts=None if row["last_ts"] is None else int(row["last_ts"]),
         genre_count=[int(value) for value in row["genre_count"]],
         genre_total=[float(value) for value in row["genre_total"]],
+        residual_total=float(row["residual_total"]),
+        last_rating=None if row["last_rating"] is None else float(row["last_rating"]),
+        recent=[float(value) for value in row["recent"]],
     )
 
 
@@ -166,6 +212,7 @@ def movie_state_from_row(row: Mapping[str, Any]) -> MovieState:
         total=float(row["total"] or 0.0),
         total_sq=float(row["total_sq"] or 0.0),
         likes=int(row["likes"] or 0),
+        residual_total=float(row["residual_total"] or 0.0),
     )
 
 

@@ -1,4 +1,5 @@
-"""Spark transforms computing :mod:`streamml.features.spec`'s features for every rating row, point in time.
+"""Spark transforms computing :mod:`streamml.features.spec`'s windowed aggregates for every rating row, point in
+time (the sequential families come from :mod:`streamml.features.backfill` and are joined by :func:`with_sequential`).
 
 Every transform is ``DataFrame -> DataFrame`` and mirrors the scalar arithmetic of
 :func:`streamml.features.spec.features_from_states` operation by operation, so the two agree to the last bit
@@ -17,12 +18,15 @@ from __future__ import annotations
 import logging
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window, WindowSpec
+from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from streamml import names
 from streamml.data.movielens import cutoff_index
+from streamml.features.backfill import RATING_KEY, Backfill
+from streamml.features.packing import SEQUENTIAL_MOVIE_COLUMNS, SEQUENTIAL_USER_COLUMNS
 from streamml.features.spec import (
+    AGGREGATE_FEATURES,
     DEFAULT_MOVIE_YEAR,
     FEATURE_NAMES,
     GENRE_FEATURES,
@@ -35,6 +39,7 @@ from streamml.features.spec import (
     PRIOR_LIKE_RATE,
     PRIOR_MEAN,
     PRIOR_STRENGTH,
+    SEQUENTIAL_FEATURES,
     YEAR_PATTERN,
 )
 
@@ -98,9 +103,9 @@ def _sum0(column: Column, window: WindowSpec | None = None, zero: float | int = 
 
 
 def build_features(ratings: DataFrame, movies: DataFrame) -> DataFrame:
-    """Point-in-time features of every rating row.
+    """Point-in-time windowed aggregates of every rating row.
 
-    Output: ``userId, movieId, rating, timestamp, label`` then :data:`~streamml.features.spec.FEATURE_NAMES`
+    Output: ``userId, movieId, rating, timestamp, label`` then :data:`~streamml.features.spec.AGGREGATE_FEATURES`
     (all double), one row per input rating, unordered.
     """
     rows = _with_movie_flags(ratings, movies)
@@ -170,14 +175,38 @@ def build_features(ratings: DataFrame, movies: DataFrame) -> DataFrame:
         "movie_has_year": F.col("year").isNotNull(),
         **{name: flags[i] for i, name in enumerate(GENRE_FEATURES)},
     }
-    missing = set(FEATURE_NAMES) ^ set(features)
+    missing = set(AGGREGATE_FEATURES) ^ set(features)
     if missing:  # a guard against the two definitions drifting apart
-        raise RuntimeError(f"Spark features out of sync with spec.FEATURE_NAMES: {sorted(missing)}")
+        raise RuntimeError(f"Spark features out of sync with spec.AGGREGATE_FEATURES: {sorted(missing)}")
     return rows.select(
         *KEY_COLUMNS,
         F.col("_like").cast("int").alias(LABEL),
-        *[features[name].cast("double").alias(name) for name in FEATURE_NAMES],
+        *[features[name].cast("double").alias(name) for name in AGGREGATE_FEATURES],
     )
+
+
+def with_sequential(spark: SparkSession, rows: DataFrame, backfill: Backfill) -> DataFrame:
+    """:func:`build_features` rows joined with the backfill's sequential families on the rating id:
+    ``KEY_COLUMNS, label`` then :data:`~streamml.features.spec.FEATURE_NAMES`."""
+    sequential = ", ".join(f"{name} double" for name in SEQUENTIAL_FEATURES)
+    backfill_rows = spark.createDataFrame(backfill.rows, f"userId long, movieId long, timestamp long, {sequential}")
+    return rows.join(backfill_rows, list(RATING_KEY), "left").select(*KEY_COLUMNS, LABEL, *FEATURE_NAMES)
+
+
+def with_sequential_state(
+    spark: SparkSession, users: DataFrame, movies: DataFrame, backfill: Backfill
+) -> tuple[DataFrame, DataFrame]:
+    """The user and movie snapshots joined with the backfill's state at the cutoff (a movie the backfill never saw
+    has no residuals)."""
+    backfill_users = spark.createDataFrame(
+        backfill.users, "userId long, residual_total double, last_rating double, recent array<double>"
+    )
+    backfill_movies = spark.createDataFrame(backfill.movies, "movieId long, residual_total double")
+    users = users.join(backfill_users, "userId", "left").select(*users.columns, *SEQUENTIAL_USER_COLUMNS)
+    movies = movies.join(backfill_movies, "movieId", "left").select(
+        *movies.columns, *[_or_zero(F.col(name), 0.0).alias(name) for name in SEQUENTIAL_MOVIE_COLUMNS]
+    )
+    return users, movies
 
 
 def _with_global_sums(rows: DataFrame) -> DataFrame:

@@ -35,6 +35,19 @@ Definitions (``n`` a count, ``K`` = :data:`PRIOR_STRENGTH`, ``K_g`` = :data:`GEN
   else :data:`DEFAULT_MOVIE_YEAR`; ``movie_has_year`` is 1.0 when the title has a year.
 - ``genre_<name>``: one-hot of the movie's genres over :data:`GENRES`; unknown genre names are ignored.
 
+Sequential families (their values depend on the order ratings are applied: event time, then user, then movie, the
+order of :meth:`FeatureState.point_in_time` and of the feature updater; offline they are the streaming code
+replayed over history by :mod:`.backfill`, since no window expresses them):
+
+- residuals: applying a rating ``r`` adds ``r - movie_mean_shrunk`` (the movie's and the global state just before
+  the rating) to the user's ``residual_total`` and ``r - user_mean_shrunk`` to the movie's.
+  ``user_residual_mean`` = residual_total_u / (n_u + K), ``movie_residual_mean`` likewise.
+- recency: per rate ``a`` in :data:`RECENCY_RATES`, exponentially weighted moving averages over the user's ratings
+  in apply order, of the rating, of its residual (as above) and of its like (0/1): the user's first rating sets each
+  average to its value, every later one moves it to ``(1 - a) * average + a * value``. ``user_last_rating`` is the
+  latest applied rating. A user without a rating gets ``global_mean`` for the rating averages and the last rating,
+  0 for the residual averages and ``global_like_rate`` for the like averages.
+
 A user or movie without state (never seen, or absent from the catalog) gets zero counts, so every mean falls back
 to the global prior; an unknown movie has no genres and no year. ``cold_start`` is true when the user or the movie
 has no strictly earlier rating. The label is ``rating >= LIKE_THRESHOLD``.
@@ -48,6 +61,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +84,13 @@ NO_PREVIOUS_RATING = -1.0
 """``seconds_since_user_prev_rating`` of a user without an earlier rating."""
 DEFAULT_MOVIE_YEAR = 1999
 """``movie_year`` of a title without a year (the median release year of ml-latest-small)."""
+RECENCY_RATES: tuple[float, ...] = (0.5, 0.3, 0.1, 0.03)
+"""Weights of the newest rating in the user's moving averages (chosen on a validation split inside history)."""
+N_RATES = len(RECENCY_RATES)
+N_RECENT = 3 * N_RATES
+"""Length of :attr:`UserState.recent`: the rating, residual and like averages, each once per rate."""
+_TAKE = RECENCY_RATES * 3
+_KEEP = tuple(1.0 - rate for rate in _TAKE)
 
 GENRES: tuple[str, ...] = (
     "Action",
@@ -126,7 +147,27 @@ MOVIE_FEATURES: tuple[str, ...] = (
     "movie_has_year",
 )
 GENRE_FEATURES: tuple[str, ...] = tuple(genre_feature_name(genre) for genre in GENRES)
-FEATURE_NAMES: tuple[str, ...] = USER_FEATURES + MOVIE_FEATURES + GENRE_FEATURES
+RESIDUAL_FEATURES: tuple[str, ...] = ("user_residual_mean", "movie_residual_mean")
+
+
+def _rate_suffix(rate: float) -> str:
+    return f"r{round(rate * 100):02d}"
+
+
+RECENCY_FEATURES: tuple[str, ...] = (
+    "user_last_rating",
+    *(f"user_recent_{kind}_{_rate_suffix(rate)}" for kind in ("rating", "residual", "like") for rate in RECENCY_RATES),
+)
+AGGREGATE_FEATURES: tuple[str, ...] = USER_FEATURES + MOVIE_FEATURES + GENRE_FEATURES
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "aggregates": AGGREGATE_FEATURES,
+    "residuals": RESIDUAL_FEATURES,
+    "recency": RECENCY_FEATURES,
+}
+"""Feature families, in :data:`FEATURE_NAMES` order: the windowed aggregates (Spark windows offline) and the
+sequential families (the backfill offline)."""
+SEQUENTIAL_FEATURES: tuple[str, ...] = RESIDUAL_FEATURES + RECENCY_FEATURES
+FEATURE_NAMES: tuple[str, ...] = tuple(name for family in FAMILIES.values() for name in family)
 """The model's input columns, in order."""
 N_FEATURES = len(FEATURE_NAMES)
 LABEL = "label"
@@ -134,6 +175,7 @@ LABEL = "label"
 _USER_COUNT = FEATURE_NAMES.index("user_count")
 _MOVIE_COUNT = FEATURE_NAMES.index("movie_count")
 _FIRST_GENRE = FEATURE_NAMES.index(GENRE_FEATURES[0])
+_FIRST_SEQUENTIAL = FEATURE_NAMES.index(SEQUENTIAL_FEATURES[0])
 
 
 def label(rating: float) -> int:
@@ -164,6 +206,15 @@ def _zeros_float() -> list[float]:
     return [0.0] * N_GENRES
 
 
+def _zeros_recent() -> list[float]:
+    return [0.0] * N_RECENT
+
+
+def shrunk_mean(total: float, count: int, global_mean: float) -> float:
+    """A mean shrunk toward the global mean by :data:`PRIOR_STRENGTH` pseudo-ratings."""
+    return (total + PRIOR_STRENGTH * global_mean) / (count + PRIOR_STRENGTH)
+
+
 @dataclass(slots=True)
 class UserState:
     """Running sums of one user's ratings (see the module docstring)."""
@@ -175,9 +226,23 @@ class UserState:
     last_ts: int | None = None
     genre_count: list[int] = field(default_factory=_zeros_int)
     genre_total: list[float] = field(default_factory=_zeros_float)
+    residual_total: float = 0.0
+    last_rating: float | None = None
+    recent: list[float] = field(default_factory=_zeros_recent)
 
-    def apply(self, rating: float, ts: int, genres: Sequence[int]) -> None:
-        """Add one rating of a movie with ``genres`` (indices) at time ``ts``."""
+    def apply(self, rating: float, ts: int, genres: Sequence[int], residual: float = 0.0) -> None:
+        """Add one rating of a movie with ``genres`` (indices) at time ``ts``; ``residual`` is the rating minus the
+        movie's shrunk mean just before it."""
+        values = (rating,) * N_RATES + (residual,) * N_RATES + ((1.0 if rating >= LIKE_THRESHOLD else 0.0),) * N_RATES
+        if self.count == 0:
+            self.recent = list(values)
+        else:
+            self.recent = [
+                keep * average + take * value
+                for average, keep, take, value in zip(self.recent, _KEEP, _TAKE, values, strict=True)
+            ]
+        self.residual_total += residual
+        self.last_rating = rating
         self.count += 1
         self.total += rating
         self.total_sq += rating * rating
@@ -198,14 +263,16 @@ class MovieState:
     total: float = 0.0
     total_sq: float = 0.0
     likes: int = 0
+    residual_total: float = 0.0
 
     @classmethod
     def from_metadata(cls, title: str | None, genres: str | None) -> MovieState:
         """A movie with no ratings yet, from its catalog title and genre string."""
         return cls(genres=parse_genres(genres), year=parse_year(title))
 
-    def apply(self, rating: float) -> None:
-        """Add one rating."""
+    def apply(self, rating: float, residual: float = 0.0) -> None:
+        """Add one rating; ``residual`` is the rating minus the user's shrunk mean just before it."""
+        self.residual_total += residual
         self.count += 1
         self.total += rating
         self.total_sq += rating * rating
@@ -239,6 +306,21 @@ class GlobalState:
 
 _EMPTY_USER = UserState()
 _EMPTY_MOVIE = MovieState()
+
+
+def apply_rating(user: UserState, movie: MovieState, globals_: GlobalState, rating: float, ts: int) -> None:
+    """The one incremental update: add a rating to its user, its movie and the global sums. The residuals are taken
+    against the states just before the rating; :meth:`FeatureState.apply` and the feature updater both call this."""
+    global_mean = globals_.mean
+    movie_residual = rating - shrunk_mean(movie.total, movie.count, global_mean)
+    user_residual = rating - shrunk_mean(user.total, user.count, global_mean)
+    user.apply(rating, ts, movie.genres, movie_residual)
+    movie.apply(rating, user_residual)
+    globals_.apply(rating)
+
+
+def _recent_defaults(global_mean: float, global_like_rate: float) -> list[float]:
+    return [global_mean] * N_RATES + [0.0] * N_RATES + [global_like_rate] * N_RATES
 
 
 def _std(count: int, total: float, total_sq: float) -> float:
@@ -290,6 +372,10 @@ def features_from_states(
         float(m.year if m.year is not None else DEFAULT_MOVIE_YEAR),
         1.0 if m.year is not None else 0.0,
         *one_hot,
+        u.residual_total / (u.count + PRIOR_STRENGTH),
+        m.residual_total / (m.count + PRIOR_STRENGTH),
+        global_mean if u.last_rating is None else u.last_rating,
+        *(u.recent if u.count > 0 else _recent_defaults(global_mean, global_like_rate)),
     ]
     return vector, u.count == 0 or m.count == 0
 
@@ -323,12 +409,16 @@ def feature_matrix(
     u_has_last = np.fromiter((u.last_ts is not None for u in us), dtype=bool, count=size)
     genre_count = np.array([u.genre_count for u in us], dtype=np.int64).reshape(size, N_GENRES)
     genre_total = np.array([u.genre_total for u in us], dtype=np.float64).reshape(size, N_GENRES)
+    u_residual = np.fromiter((u.residual_total for u in us), dtype=np.float64, count=size)
+    u_last_rating = np.fromiter((np.nan if u.last_rating is None else u.last_rating for u in us), np.float64, size)
+    u_recent = np.array([u.recent for u in us], dtype=np.float64).reshape(size, N_RECENT)
 
     m_count = np.fromiter((m.count for m in ms), dtype=np.int64, count=size)
     m_total = np.fromiter((m.total for m in ms), dtype=np.float64, count=size)
     m_total_sq = np.fromiter((m.total_sq for m in ms), dtype=np.float64, count=size)
     m_likes = np.fromiter((m.likes for m in ms), dtype=np.int64, count=size)
     m_year = np.fromiter((-1 if m.year is None else m.year for m in ms), dtype=np.int64, count=size)
+    m_residual = np.fromiter((m.residual_total for m in ms), dtype=np.float64, count=size)
     one_hot = np.zeros((size, N_GENRES), dtype=np.float64)
     for row, m in enumerate(ms):
         one_hot[row, list(m.genres)] = 1.0
@@ -365,7 +455,13 @@ def feature_matrix(
     out[:, 10] = _std_array(m_count, m_total, m_total_sq)
     out[:, 11] = np.where(m_year >= 0, m_year, DEFAULT_MOVIE_YEAR)
     out[:, 12] = (m_year >= 0).astype(np.float64)
-    out[:, _FIRST_GENRE:] = one_hot
+    out[:, _FIRST_GENRE : _FIRST_GENRE + N_GENRES] = one_hot
+    column = _FIRST_SEQUENTIAL
+    out[:, column] = u_residual / (u_count + PRIOR_STRENGTH)
+    out[:, column + 1] = m_residual / (m_count + PRIOR_STRENGTH)
+    out[:, column + 2] = np.where(np.isnan(u_last_rating), global_mean, u_last_rating)
+    defaults = np.array(_recent_defaults(global_mean, global_like_rate))
+    out[:, column + 3 :] = np.where((u_count > 0)[:, None], u_recent, defaults)
     return out
 
 
@@ -418,9 +514,7 @@ class FeatureState:
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
-        user.apply(rating, int(ts), movie.genres)
-        movie.apply(rating)
-        self.globals.apply(rating)
+        apply_rating(user, movie, self.globals, rating, int(ts))
 
     def point_in_time(
         self,
@@ -428,17 +522,26 @@ class FeatureState:
         movie_ids: Sequence[int],
         ratings: Sequence[float],
         timestamps: Sequence[int],
+        lag: int = 0,
     ) -> np.ndarray:
         """Features of every row, then apply it; rows must be in non-decreasing timestamp order.
 
         Rows sharing a timestamp form a group: the whole group's features are computed before any of it is
-        applied, so equal timestamps never see each other. Returns a (rows, N_FEATURES) float64 array in input
-        order.
+        applied, so equal timestamps never see each other. ``lag`` simulates feedback that arrives ``lag`` seconds
+        late: a row at ``t`` then sees only ratings with ``timestamp + lag < t`` (every row is applied by the end,
+        in the same order). Returns a (rows, N_FEATURES) float64 array in input order.
         """
         size = len(user_ids)
         if not len(movie_ids) == len(ratings) == len(timestamps) == size:
             raise ValueError("user_ids, movie_ids, ratings and timestamps differ in length")
+        if lag < 0:
+            raise ValueError(f"lag must be >= 0, got {lag}")
         out = np.empty((size, N_FEATURES), dtype=np.float64)
+        pending: deque[int] = deque()  # rows computed but not applied yet, in order
+
+        def apply_row(row: int) -> None:
+            self.apply(int(user_ids[row]), int(movie_ids[row]), float(ratings[row]), int(timestamps[row]))
+
         start = 0
         while start < size:
             ts = int(timestamps[start])
@@ -447,20 +550,25 @@ class FeatureState:
                 end += 1
             if end < size and int(timestamps[end]) < ts:
                 raise ValueError(f"timestamps must be non-decreasing: row {end} has {timestamps[end]} after {ts}")
+            while pending and int(timestamps[pending[0]]) + lag < ts:
+                apply_row(pending.popleft())
             for row in range(start, end):
                 out[row] = self.features(int(user_ids[row]), int(movie_ids[row]), ts)
-            for row in range(start, end):
-                self.apply(int(user_ids[row]), int(movie_ids[row]), float(ratings[row]), ts)
+            pending.extend(range(start, end))
             start = end
+        while pending:
+            apply_row(pending.popleft())
         return out
 
 
-def point_in_time_features(state: FeatureState, ratings: Any) -> np.ndarray:
+def point_in_time_features(state: FeatureState, ratings: Any, lag: int = 0) -> np.ndarray:
     """:meth:`FeatureState.point_in_time` over a ratings frame sorted by timestamp (columns ``userId``, ``movieId``,
-    ``rating``, ``timestamp``); returns the feature rows in frame order."""
+    ``rating``, ``timestamp``; sort it with :func:`streamml.data.movielens.sort_ratings`, which also fixes the
+    order of equal timestamps that the sequential families depend on); returns the feature rows in frame order."""
     return state.point_in_time(
         ratings["userId"].tolist(),
         ratings["movieId"].tolist(),
         ratings["rating"].tolist(),
         ratings["timestamp"].tolist(),
+        lag,
     )

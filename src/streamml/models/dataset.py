@@ -3,7 +3,9 @@ in MinIO or computed in-process from MovieLens frames (the same features either 
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,16 @@ class Dataset:
     train_labels: np.ndarray
     stream: ev.StreamSet
     feature_version: int | None = None
+    lagged_stream: Callable[[int], np.ndarray] | None = None
+    """Streaming-mode features of the stream rows with feedback ``lag`` seconds late (a replay of every rating with
+    :meth:`~streamml.features.spec.FeatureState.point_in_time`'s ``lag``), for the freshness curve."""
+
+
+def _lagged(state: Callable[[], spec.FeatureState], ordered: Any, stream_rows: int) -> Callable[[int], np.ndarray]:
+    def replay(lag: int) -> np.ndarray:
+        return spec.point_in_time_features(state(), ordered, lag)[len(ordered) - stream_rows :]
+
+    return replay
 
 
 def _matrix(table: Any, part: str) -> np.ndarray:
@@ -47,6 +59,8 @@ def _matrix(table: Any, part: str) -> np.ndarray:
 
 def load_dataset(settings: Settings, version: int) -> Dataset:
     """The training and evaluation data of a feature version in MinIO (both modes of the stream)."""
+    import pyarrow as pa
+
     from streamml.features.batch import read_manifest, read_part
 
     manifest = read_manifest(settings, version)
@@ -69,6 +83,9 @@ def load_dataset(settings: Settings, version: int) -> Dataset:
     )
     train_labels = history.column(spec.LABEL).to_numpy().astype(np.int64)
     stream_labels = stream.column(spec.LABEL).to_numpy().astype(np.int64)
+    keys = ["userId", "movieId", "rating", "timestamp"]
+    ordered = pa.concat_tables([history.select(keys), stream.select(keys)]).to_pandas()
+    catalog = {movie_id: spec.MovieState(genres=m.genres, year=m.year) for movie_id, m in movies.items()}
     logger.info("loaded feature version=%d history=%d stream=%d", version, len(train_labels), len(stream_labels))
     return Dataset(
         train_features=_matrix(history, "history"),
@@ -79,6 +96,7 @@ def load_dataset(settings: Settings, version: int) -> Dataset:
             history_like_rate=float(train_labels.mean()),
         ),
         feature_version=version,
+        lagged_stream=_lagged(lambda: spec.FeatureState(movies=copy.deepcopy(catalog)), ordered, len(stream_labels)),
     )
 
 
@@ -86,6 +104,8 @@ def dataset_from_ratings(
     ratings: pd.DataFrame, movies: pd.DataFrame, quantile: float = names.SPLIT_QUANTILE
 ) -> Dataset:
     """The same data computed in-process from MovieLens frames (spec replay, no Spark, no MinIO)."""
+    import pandas as pd
+
     from streamml.data.movielens import time_split
 
     history, stream, _ = time_split(ratings, quantile)
@@ -110,5 +130,8 @@ def dataset_from_ratings(
             labels=stream_labels,
             features={ev.STREAMING: streaming, ev.FROZEN: frozen},
             history_like_rate=float(train_labels.mean()),
+        ),
+        lagged_stream=_lagged(
+            lambda: spec.FeatureState.from_movies(movies), pd.concat([history, stream], ignore_index=True), len(stream)
         ),
     )

@@ -35,6 +35,8 @@ BASELINE_MOVIE = "baseline_movie"
 BASELINE_USER = "baseline_user"
 BASELINES: tuple[str, ...] = (BASELINE_GLOBAL, BASELINE_MOVIE, BASELINE_USER)
 METRICS: tuple[str, ...] = ("auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
+FRESHNESS_LAGS: tuple[int, ...] = (10, 60, 3600)
+"""Feedback delays (seconds) of the freshness curve: streaming AUC when the updater applies each rating this late."""
 _PROBABILITY_FLOOR = 1e-15
 _USER_LIKE_RATE = spec.FEATURE_NAMES.index("user_like_rate")
 _MOVIE_LIKE_RATE = spec.FEATURE_NAMES.index("movie_like_rate")
@@ -139,10 +141,13 @@ class Evaluation:
     threshold: float
     importance: list[dict[str, float | str]] = field(default_factory=list)
     importance_meta: dict[str, Any] = field(default_factory=dict)
+    freshness: dict[int, float] = field(default_factory=dict)
+    """Streaming AUC per feedback lag in seconds (:data:`FRESHNESS_LAGS`; lag 0 is ``streaming_auc``)."""
 
     def metrics(self) -> dict[str, float]:
-        """Flat metrics for MLflow: ``{mode}_{metric}`` for the model, ``{mode}_{baseline}_{metric}`` for baselines."""
-        return flatten(self.table)
+        """Flat metrics for MLflow: ``{mode}_{metric}`` for the model, ``{mode}_{baseline}_{metric}`` for baselines,
+        ``streaming_auc_lag{seconds}`` for the freshness curve."""
+        return flatten(self.table) | {f"{STREAMING}_auc_lag{lag}": auc for lag, auc in self.freshness.items()}
 
 
 def flatten(table: Table) -> dict[str, float]:
@@ -188,6 +193,18 @@ def evaluate(
             table[mode][BASELINE_USER]["auc"],
         )
     return Evaluation(stream.labels, predictions, baselines, table, threshold)
+
+
+def freshness_curve(
+    predict: Callable[[np.ndarray], np.ndarray],
+    labels: np.ndarray,
+    lagged_stream: Callable[[int], np.ndarray],
+    lags: Sequence[int] = FRESHNESS_LAGS,
+) -> dict[int, float]:
+    """Streaming AUC of ``predict`` when feedback reaches the online features ``lag`` seconds late, per lag."""
+    curve = {lag: classification_metrics(labels, predict(lagged_stream(lag)))["auc"] for lag in lags}
+    logger.info("freshness curve %s", {lag: round(auc, 4) for lag, auc in curve.items()})
+    return curve
 
 
 def permutation_importances(

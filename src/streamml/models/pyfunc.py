@@ -10,7 +10,7 @@ no pandas and no schema enforcement on the hot path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlflow
@@ -18,7 +18,7 @@ import numpy as np
 from mlflow.pyfunc.model import PythonModel
 
 from streamml.errors import ModelUnavailableError
-from streamml.features.spec import FEATURE_NAMES, N_FEATURES
+from streamml.features.spec import AGGREGATE_FEATURES, FEATURE_NAMES, N_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -46,29 +46,42 @@ def as_matrix(model_input: Any) -> np.ndarray:
     return matrix
 
 
-def make_scorer(estimator: Any) -> Scorer:
-    """The fast path: ``predict_proba(features)[:, like]`` with a shape check and nothing else."""
+def make_scorer(estimator: Any, feature_names: Sequence[str] = FEATURE_NAMES) -> Scorer:
+    """The fast path: ``predict_proba(features[:, the model's columns])[:, like]`` with a shape check and nothing
+    else. ``feature_names`` are the columns the estimator was fitted on, a subset of today's
+    :data:`~streamml.features.spec.FEATURE_NAMES` (an older model scores today's matrix on its own columns)."""
     column = like_column(estimator)
+    unknown = [name for name in feature_names if name not in FEATURE_NAMES]
+    if unknown:
+        raise ModelUnavailableError(f"the model uses feature(s) this feature definition lacks: {', '.join(unknown)}")
+    own = tuple(feature_names) == FEATURE_NAMES
+    columns = np.array([FEATURE_NAMES.index(name) for name in feature_names], dtype=np.intp)
     predict_proba = estimator.predict_proba
 
     def score(features: np.ndarray) -> np.ndarray:
         if features.ndim != 2 or features.shape[1] != N_FEATURES:
             raise ValueError(f"expected a feature matrix of shape (n, {N_FEATURES}), got {features.shape}")
-        return np.asarray(predict_proba(features)[:, column], dtype=np.float64)
+        return np.asarray(predict_proba(features if own else features[:, columns])[:, column], dtype=np.float64)
 
     return score
 
 
 class LikeModel(PythonModel):
-    """MLflow pyfunc wrapper of a fitted binary classifier of "like"."""
+    """MLflow pyfunc wrapper of a fitted binary classifier of "like" and the feature columns it was fitted on."""
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, estimator: Any, feature_names: Sequence[str] = FEATURE_NAMES) -> None:
         self.estimator = estimator
+        self.feature_names = tuple(feature_names)
         like_column(estimator)  # refuse an estimator that cannot score likes before it is logged
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The model's feature columns; a model pickled before they were recorded used the 33 aggregates."""
+        return tuple(self.__dict__.get("feature_names", AGGREGATE_FEATURES))
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:  # noqa: ARG002 - pyfunc's signature
         """Probabilities of "like" for a (n, N_FEATURES) float64 matrix."""
-        return make_scorer(self.estimator)(as_matrix(model_input))
+        return make_scorer(self.estimator, self.columns)(as_matrix(model_input))
 
 
 def load_scorer(model_uri: str, tracking_uri: str | None = None) -> Scorer:
@@ -86,4 +99,4 @@ def load_scorer(model_uri: str, tracking_uri: str | None = None) -> Scorer:
     if not isinstance(python_model, LikeModel):
         raise ModelUnavailableError(f"{model_uri} is a {type(python_model).__name__}, not a streamml LikeModel")
     logger.info("loaded scorer model_uri=%s estimator=%s", model_uri, type(python_model.estimator).__name__)
-    return make_scorer(python_model.estimator)
+    return make_scorer(python_model.estimator, python_model.columns)

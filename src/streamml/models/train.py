@@ -149,7 +149,10 @@ def train_and_evaluate(dataset: Dataset, config: ModelConfig) -> tuple[Any, ev.E
     from streamml.models.pyfunc import make_scorer
 
     estimator = fit(config, dataset.train_features, dataset.train_labels)
-    evaluation = ev.evaluate(make_scorer(estimator), dataset.stream, config.threshold)
+    scorer = make_scorer(estimator)
+    evaluation = ev.evaluate(scorer, dataset.stream, config.threshold)
+    if dataset.lagged_stream is not None:
+        evaluation.freshness = ev.freshness_curve(scorer, dataset.stream.labels, dataset.lagged_stream)
     if config.importance_rows > 0:
         evaluation.importance = ev.permutation_importances(
             estimator,

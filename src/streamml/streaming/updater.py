@@ -80,10 +80,7 @@ class FeatureUpdaterHandler:
         if not fresh:
             return None
         for f in sorted(fresh.values(), key=lambda f: (f.event_ts, f.user_id, f.movie_id)):
-            movie = movie_state[f.movie_id]
-            user_state[f.user_id].apply(f.rating, f.event_ts, movie.genres)
-            movie.apply(f.rating)
-            globals_state.apply(f.rating)
+            spec.apply_rating(user_state[f.user_id], movie_state[f.movie_id], globals_state, f.rating, f.event_ts)
         touched_users = {u: packing.pack_user(user_state[u]) for u in {f.user_id for f in fresh.values()}}
         touched_movies = {m: packing.pack_movie(movie_state[m]) for m in {f.movie_id for f in fresh.values()}}
         globals_blob = packing.pack_globals(globals_state)

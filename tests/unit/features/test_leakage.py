@@ -21,7 +21,59 @@ def dataset(movielens_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray
     return ordered, movies, features
 
 
-def _reference(ratings: pd.DataFrame, genres_of: dict[int, set[str]], years: dict[int, float], row: pd.Series) -> dict:
+def _residuals(ratings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each rating's residual against its movie's and against its user's shrunk mean, both taken over the ratings
+    before it in the replay order (what the sequential families sum), from cumulative sums."""
+    k = spec.PRIOR_STRENGTH
+    rating = ratings["rating"].to_numpy()
+    seen = np.arange(len(ratings))
+    global_total = np.cumsum(rating) - rating
+    global_mean = np.where(seen > 0, global_total / np.maximum(seen, 1), spec.PRIOR_MEAN)
+
+    def shrunk_before(key: str) -> np.ndarray:
+        count = ratings.groupby(key).cumcount().to_numpy()
+        total = ratings.groupby(key)["rating"].cumsum().to_numpy() - rating
+        return (total + k * global_mean) / (count + k)
+
+    return rating - shrunk_before("movieId"), rating - shrunk_before("userId")
+
+
+def _sequential_reference(
+    ratings: pd.DataFrame,
+    mine: pd.DataFrame,
+    theirs: pd.DataFrame,
+    residuals: tuple[np.ndarray, np.ndarray],
+    global_mean: float,
+    global_like: float,
+) -> dict[str, float]:
+    k = spec.PRIOR_STRENGTH
+    against_movie, against_user = residuals
+    expected = {
+        "user_residual_mean": against_movie[mine.index].sum() / (len(mine) + k),
+        "movie_residual_mean": against_user[theirs.index].sum() / (len(theirs) + k),
+        "user_last_rating": mine["rating"].iloc[-1] if len(mine) else global_mean,
+    }
+    series = {
+        "rating": (mine["rating"].to_numpy(), global_mean),
+        "residual": (against_movie[mine.index], 0.0),
+        "like": ((mine["rating"] >= 4.0).to_numpy(dtype=float), global_like),
+    }
+    for kind, (values, default) in series.items():
+        for rate in spec.RECENCY_RATES:
+            average = default
+            for position, value in enumerate(values):
+                average = value if position == 0 else (1 - rate) * average + rate * value
+            expected[f"user_recent_{kind}_r{round(rate * 100):02d}"] = average
+    return expected
+
+
+def _reference(
+    ratings: pd.DataFrame,
+    genres_of: dict[int, set[str]],
+    years: dict[int, float],
+    row: pd.Series,
+    residuals: tuple[np.ndarray, np.ndarray],
+) -> dict:
     """Every feature of ``row`` recomputed from scratch, the slow obvious way."""
     earlier = ratings[ratings["timestamp"] < row["timestamp"]]
     k, k_genre = spec.PRIOR_STRENGTH, spec.GENRE_PRIOR_STRENGTH
@@ -65,6 +117,7 @@ def _reference(ratings: pd.DataFrame, genres_of: dict[int, set[str]], years: dic
     }
     for genre in spec.GENRES:
         expected[spec.genre_feature_name(genre)] = 1.0 if genre in genres else 0.0
+    expected |= _sequential_reference(ratings, mine, theirs, residuals, global_mean, global_like)
     return {name: float(value) for name, value in expected.items()}
 
 
@@ -83,8 +136,9 @@ def test_sampled_rows_match_a_pandas_recomputation(dataset: tuple[pd.DataFrame, 
     sample = np.concatenate(
         [[0, len(ratings) - 1], rng.choice(len(ratings), 30, replace=False), tied[:: max(1, len(tied) // 8)]]
     )
+    residuals = _residuals(ratings)
     for position in sample:
-        expected = _reference(ratings, genres_of, years, ratings.iloc[position])
+        expected = _reference(ratings, genres_of, years, ratings.iloc[position], residuals)
         actual = dict(zip(FEATURE_NAMES, features[position].tolist(), strict=True))
         assert actual == pytest.approx(expected, abs=1e-9), f"row {position}"
 
@@ -115,8 +169,9 @@ def test_a_rows_own_rating_never_reaches_its_features(
     same_time_or_earlier = (prefix["timestamp"] <= ts).to_numpy()
     np.testing.assert_array_equal(again[same_time_or_earlier], base[same_time_or_earlier])
     later_same_user = ((prefix["timestamp"] > ts) & (prefix["userId"] == user)).to_numpy()
-    user_mean = FEATURE_NAMES.index("user_mean_shrunk")
-    assert np.all(again[later_same_user, user_mean] != base[later_same_user, user_mean])
+    for name in ("user_mean_shrunk", "user_residual_mean", "user_recent_rating_r03"):
+        column = FEATURE_NAMES.index(name)
+        assert np.all(again[later_same_user, column] != base[later_same_user, column]), name
 
 
 def test_features_of_a_prefix_do_not_depend_on_the_future(

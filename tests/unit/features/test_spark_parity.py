@@ -1,4 +1,5 @@
-"""Spark's batch features and snapshots equal the incremental definition in spec.py, row by row."""
+"""The feature job's rows and snapshots (Spark's windowed aggregates joined with the backfill's sequential families)
+equal the incremental definition in spec.py, row by row."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
 from streamml.features import packing, spec
+from streamml.features.backfill import backfill
 from streamml.features.spec import FEATURE_NAMES, FeatureState
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -82,14 +84,17 @@ def _py(value: object) -> object:
 def test_spark_features_equal_incremental_features(
     spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
-    from streamml.features.spark import build_features
+    from streamml.features.spark import build_features, with_sequential
 
     ratings, movies = data
     ordered = sort_ratings(ratings)
     expected = spec.point_in_time_features(FeatureState.from_movies(movies), ordered)
     spark_ratings, spark_movies = _frames(spark, ratings, movies)
 
-    rows = build_features(spark_ratings, spark_movies).collect()
+    _, _, cutoff = time_split(ratings, 0.8)
+    rows = with_sequential(
+        spark, build_features(spark_ratings, spark_movies), backfill(ratings, movies, cutoff)
+    ).collect()
     assert len(rows) == len(ratings)
     assert rows[0].asDict().keys() >= {"userId", "movieId", "rating", "timestamp", spec.LABEL, *FEATURE_NAMES}
     by_key = {(r["userId"], r["movieId"], r["timestamp"]): r for r in rows}
@@ -103,12 +108,19 @@ def test_spark_features_equal_incremental_features(
     named = pd.DataFrame(actual, columns=list(FEATURE_NAMES))
     assert (named["movie_has_year"] == 0).any() and (named["genre_no_genres_listed"] == 1).any()
     assert (named["user_count"] == 0).any() and (named["user_genre_affinity"] != 0).any()
+    assert (named["movie_residual_mean"] != 0).any() and (named["user_recent_residual_r03"] != 0).any()
 
 
 def test_spark_snapshot_equals_incremental_snapshot(
     spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
-    from streamml.features.spark import cutoff_timestamp, globals_snapshot, movie_snapshot, user_snapshot
+    from streamml.features.spark import (
+        cutoff_timestamp,
+        globals_snapshot,
+        movie_snapshot,
+        user_snapshot,
+        with_sequential_state,
+    )
     from streamml.features.spark import time_split as spark_time_split
 
     ratings, movies = data
@@ -122,11 +134,17 @@ def test_spark_snapshot_equals_incremental_snapshot(
     spark_history, spark_stream, spark_cutoff = spark_time_split(spark_ratings, 0.8)
     assert (spark_cutoff, spark_history.count(), spark_stream.count()) == (cutoff, len(history), len(stream))
 
-    user_rows = user_snapshot(spark_history, spark_movies).collect()
+    spark_user_rows, spark_movie_rows = with_sequential_state(
+        spark,
+        user_snapshot(spark_history, spark_movies),
+        movie_snapshot(spark_history, spark_movies),
+        backfill(ratings, movies, cutoff),
+    )
+    user_rows = spark_user_rows.collect()
     spark_users = {r["userId"]: packing.pack_user(packing.user_state_from_row(r.asDict())) for r in user_rows}
     assert spark_users == users
 
-    movie_rows = movie_snapshot(spark_history, spark_movies).collect()
+    movie_rows = spark_movie_rows.collect()
     spark_movie_blobs = {r["movieId"]: packing.pack_movie(packing.movie_state_from_row(r.asDict())) for r in movie_rows}
     assert spark_movie_blobs == movie_blobs
     assert any(packing.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies

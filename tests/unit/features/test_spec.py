@@ -48,11 +48,13 @@ def _genres_on(named: dict[str, float]) -> set[str]:
 
 
 def test_feature_names_are_unique_and_complete() -> None:
-    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 13 + len(spec.GENRES)
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 13 + len(spec.GENRES) + 2 + 1 + 3 * len(spec.RECENCY_RATES)
     assert len(spec.GENRES) == 20
     assert "genre_sci_fi" in FEATURE_NAMES
     assert "genre_no_genres_listed" in FEATURE_NAMES
-    assert spec.GENRE_FEATURES == FEATURE_NAMES[-20:]
+    assert spec.GENRE_FEATURES == spec.AGGREGATE_FEATURES[-20:]
+    assert FEATURE_NAMES == spec.AGGREGATE_FEATURES + spec.SEQUENTIAL_FEATURES
+    assert sum(len(family) for family in spec.FAMILIES.values()) == len(FEATURE_NAMES)
 
 
 def test_parse_title_and_genres() -> None:
@@ -123,6 +125,25 @@ def test_hand_computed_values() -> None:
     }
     assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
     assert _genres_on(row) == {"genre_comedy"}  # the unknown genre is ignored
+    # Its sequential families. Replay order: row 0 (movie 10 and the globals empty: both means 3.5, so residual
+    # 4 - 3.5 = 0.5), row 1, row 2 (movie 20 empty, global mean (4 + 2) / 2 = 3: residual 3 - 3 = 0).
+    # User 1's ratings 4 then 3 and likes 1 then 0; the first value sets each moving average.
+    expected = {
+        "user_residual_mean": (0.5 + 0.0) / (2 + 5),
+        "movie_residual_mean": 0.0,  # movie 30 has no earlier rating
+        "user_last_rating": 3.0,
+        "user_recent_rating_r50": 0.5 * 4.0 + 0.5 * 3.0,
+        "user_recent_rating_r03": 0.97 * 4.0 + 0.03 * 3.0,
+        "user_recent_residual_r50": 0.5 * 0.5 + 0.5 * 0.0,
+        "user_recent_like_r10": 0.9 * 1.0 + 0.1 * 0.0,
+    }
+    assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+
+    # Row 0 sees nothing: the sequential families take their priors.
+    row = _named(features[0])
+    expected = {"user_last_rating": spec.PRIOR_MEAN, "user_recent_like_r30": spec.PRIOR_LIKE_RATE}
+    expected |= {"user_recent_residual_r10": 0.0, "user_residual_mean": 0.0, "movie_residual_mean": 0.0}
+    assert {name: row[name] for name in expected} == pytest.approx(expected, abs=1e-12)
 
     # Row 4 (user 2, movie 30, ts 300): user 2 rated movie 10 with 2.0 at ts 100.
     row = _named(features[4])
@@ -143,7 +164,13 @@ def test_state_after_replay() -> None:
     assert (user.count, user.total, user.total_sq, user.likes, user.last_ts) == (3, 12.0, 50.0, 2, 300)
     assert user.genre_count[spec.GENRE_INDEX["Comedy"]] == 2
     assert user.genre_total[spec.GENRE_INDEX["Comedy"]] == 9.0
-    assert state.movies[30] == MovieState(genres=(4,), year=2006, count=2, total=9.5, total_sq=45.25, likes=2)
+    movie = state.movies[30]
+    assert movie == MovieState(
+        genres=(4,), year=2006, count=2, total=9.5, total_sq=45.25, likes=2, residual_total=movie.residual_total
+    )
+    # Rows 3 then 4 (one timestamp, applied in replay order), each against its user's shrunk mean just before:
+    # user 1 (7 + 5 * 3) / 7 with the global mean 9 / 3; user 2 (2 + 5 * 3.5) / 6 with the global mean 14 / 4.
+    assert movie.residual_total == pytest.approx((5.0 - 22 / 7) + (4.5 - 19.5 / 6), abs=1e-12)
     assert state.globals == GlobalState(count=5, total=18.5, likes=3)
 
 
@@ -156,7 +183,8 @@ def test_replay_rejects_unsorted_rows() -> None:
 def test_apply_tracks_movies_missing_from_the_catalog() -> None:
     state = FeatureState.from_catalog(*CATALOG)
     state.apply(7, 999, 4.5, 50)
-    assert state.movies[999] == MovieState(count=1, total=4.5, total_sq=20.25, likes=1)
+    # residual 4.5 - 3.5: the first rating anywhere, against the prior mean
+    assert state.movies[999] == MovieState(count=1, total=4.5, total_sq=20.25, likes=1, residual_total=1.0)
     assert state.users[7].genre_count == [0] * spec.N_GENRES
 
 
@@ -195,7 +223,8 @@ def test_pack_unpack_roundtrip() -> None:
         assert packing.unpack_movie(packing.pack_movie(movie)) == movie
     assert packing.unpack_globals(packing.pack_globals(state.globals)) == state.globals
     assert packing.unpack_user(packing.pack_user(UserState())) == UserState()
-    assert len(packing.pack_user(state.users[1])) < 80  # sparse genres keep blobs small
+    # sparse genres keep blobs small: 75 bytes of sums, 9 per moving average and residual
+    assert len(packing.pack_user(state.users[1])) < 200
 
 
 def test_snapshot_blobs_rebuild_the_same_features() -> None:

@@ -26,6 +26,9 @@ def _user_row(user_id: int, state: UserState) -> dict[str, object]:
         "last_ts": state.last_ts,
         "genre_count": list(state.genre_count),
         "genre_total": list(state.genre_total),
+        "residual_total": state.residual_total,
+        "last_rating": state.last_rating,
+        "recent": list(state.recent),
     }
 
 
@@ -38,15 +41,16 @@ def _movie_row(movie_id: int, state: MovieState) -> dict[str, object]:
         "total": state.total,
         "total_sq": state.total_sq,
         "likes": state.likes,
+        "residual_total": state.residual_total,
     }
 
 
 def _snapshot() -> tuple[dict[int, UserState], dict[int, MovieState], GlobalState]:
     user = UserState()
-    user.apply(5.0, 1_000, (GENRE_ACTION,))
-    user.apply(2.0, 1_500, (GENRE_DRAMA,))
+    user.apply(5.0, 1_000, (GENRE_ACTION,), 0.75)
+    user.apply(2.0, 1_500, (GENRE_DRAMA,), -1.25)
     movie = MovieState(genres=(GENRE_ACTION,), year=1995)
-    movie.apply(4.5)
+    movie.apply(4.5, 0.5)
     unrated = MovieState(genres=(GENRE_DRAMA,), year=None)
     return {7: user}, {10: movie, 20: unrated}, GlobalState(count=3, total=11.5, likes=2)
 

@@ -78,3 +78,33 @@ def test_a_model_that_never_saw_a_like_is_refused() -> None:
 def test_loading_nothing_is_model_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailableError):
         load_scorer(str(tmp_path / "missing"))
+
+
+def test_a_model_fitted_on_some_columns_scores_the_full_matrix_on_its_own(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    columns = ("user_like_rate", "user_recent_like_r10", "movie_mean_shrunk")
+    index = [FEATURE_NAMES.index(name) for name in columns]
+    full = rng.normal(size=(200, N_FEATURES))
+    labels = (full[:, index[1]] > 0).astype(int)
+    narrow = LogisticRegression().fit(full[:, index], labels)
+    path = tmp_path / "narrow"
+    mlflow.pyfunc.save_model(str(path), python_model=LikeModel(narrow, columns), pip_requirements=["scikit-learn"])
+
+    expected = narrow.predict_proba(full[:, index])[:, 1]
+    np.testing.assert_array_equal(load_scorer(str(path))(full), expected)
+    np.testing.assert_array_equal(LikeModel(narrow, columns).predict(None, full), expected)
+    with pytest.raises(ModelUnavailableError, match="user_mood"):
+        make_scorer(narrow, ("user_like_rate", "user_mood", "movie_mean_shrunk"))
+
+
+def test_a_model_pickled_before_columns_were_recorded_uses_the_33_aggregates() -> None:
+    from streamml.features.spec import AGGREGATE_FEATURES
+
+    rng = np.random.default_rng(4)
+    full = rng.normal(size=(100, N_FEATURES))
+    aggregates = full[:, : len(AGGREGATE_FEATURES)]
+    old = LogisticRegression().fit(aggregates, (aggregates[:, 2] > 0).astype(int))
+    legacy = LikeModel.__new__(LikeModel)
+    legacy.__dict__.update({"estimator": old})  # what unpickling an old LikeModel restores
+    assert legacy.columns == AGGREGATE_FEATURES
+    np.testing.assert_allclose(legacy.predict(None, full), old.predict_proba(aggregates)[:, 1], rtol=1e-12)

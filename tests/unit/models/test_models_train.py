@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 from streamml.data.movielens import synthesize
+from streamml.features import spec
 from streamml.models import evaluate as ev
 from streamml.models import report
 from streamml.models.dataset import Dataset, dataset_from_ratings
@@ -96,7 +97,7 @@ def test_train_evaluate_and_write_every_artifact(small: Dataset, tmp_path: Path)
     assert 0.5 < metrics["streaming_auc"] <= 1.0
     assert {"frozen_auc", "streaming_baseline_user_auc", "frozen_baseline_global_brier"} <= set(metrics)
     means = [float(item["mean"]) for item in evaluation.importance]
-    assert means == sorted(means, reverse=True) and len(means) == 33
+    assert means == sorted(means, reverse=True) and len(means) == spec.N_FEATURES
 
     written = {path.name for path in report.write_artifacts(evaluation, tmp_path, "hgb")}
     assert written == {

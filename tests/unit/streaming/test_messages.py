@@ -351,12 +351,14 @@ def test_poison_reasons_are_distinct_labels() -> None:
 
 def user_payload(**changes: Any) -> list[Any]:
     fields = {"count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2, "last_ts": 1_000, "genres": [[3, 2, 8.0]]}
+    fields |= {"residual_total": 0.5, "last_rating": 4.0, "recent": [3.5] * spec.N_RECENT}
     fields |= changes
     return [packing.STATE_FORMAT, *fields.values()]
 
 
 def movie_payload(**changes: Any) -> list[Any]:
     fields = {"genres": [3, 7], "year": 1999, "count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2}
+    fields |= {"residual_total": -0.5}
     fields |= changes
     return [packing.STATE_FORMAT, *fields.values()]
 
@@ -394,6 +396,12 @@ BAD_GENRES = [-1, spec.N_GENRES, 20, 999, 2**63, 1.0, "Comedy", None]
         *(user_payload(genres=[[3, c, 4.0]]) for c in BAD_COUNTS),
         *(user_payload(genres=[[3, 1, v]]) for v in BAD_FLOATS),
         *(user_payload(last_ts=v) for v in (-1, 2**32, MAX_TIMESTAMP + 1, 2**63, 2**64 - 1, 1.5, "1")),
+        *(user_payload(residual_total=v) for v in BAD_FLOATS),
+        *(user_payload(last_rating=v) for v in BAD_FLOATS if v is not None),
+        *(user_payload(recent=[*[3.5] * (spec.N_RECENT - 1), v]) for v in BAD_FLOATS),
+        user_payload(recent=[3.5] * (spec.N_RECENT - 1)),
+        user_payload(recent=[3.5] * (spec.N_RECENT + 1)),
+        user_payload(recent=3.5),
         user_payload(likes=5),  # more likes than ratings
         user_payload(genres=[[3, 1]]),
         user_payload(genres=[3, 1, 4.0]),
@@ -417,6 +425,7 @@ def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
         *(movie_payload(likes=v) for v in BAD_COUNTS),
         *(movie_payload(genres=[g]) for g in BAD_GENRES),
         *(movie_payload(year=v) for v in (-1, 10_000, 2**64 - 1, 1999.0, "1999")),
+        *(movie_payload(residual_total=v) for v in BAD_FLOATS),
         movie_payload(genres=3),
         movie_payload(genres=[3, 3]),  # a genre twice: the scalar and vectorised definitions would disagree
         movie_payload(genres=[7, 3]),
@@ -462,7 +471,7 @@ UNPACKS = [packing.unpack_user, packing.unpack_movie, packing.unpack_globals]
         pack(None),
         pack(b"bin"),
         pack([]),
-        pack([2, 0, 0.0, 0]),  # another format
+        pack([1, 0, 0.0, 0]),  # another format (the one before the sequential families)
         pack([None]),
         msgpack.packb(msgpack.ExtType(5, b"xyz")),
         b"\x81\x91\x01\x01",  # a map with a list as key

@@ -398,14 +398,14 @@ def scorer_worlds(draw: st.DrawFn, corrupt: bool = True) -> ScorerWorld:
         if kind == 1:
             blobs[names.user_features_key(VERSION, user)] = draw(st.sampled_from(GOOD_USER_BLOBS))
         elif kind == 2:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 7))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 10))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 2 if corrupt else 1))
         if kind == 1:
             blobs[names.movie_features_key(VERSION, movie)] = draw(st.sampled_from(GOOD_MOVIE_BLOBS))
         elif kind == 2:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 7))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 8))
             bad_movies.add(movie)
     for movie, blob in MODEL_MOVIE_BLOBS.items():
         blobs[names.movie_features_key(VERSION, movie)] = blob
@@ -477,6 +477,8 @@ def extreme_user_blobs(draw: st.DrawFn) -> bytes:
     genres = draw(st.lists(st.tuples(st.integers(0, spec.N_GENRES - 1), IN_BOUNDS_COUNTS, IN_BOUNDS_SUMS), max_size=3))
     last_ts = draw(st.none() | TIMESTAMPS)
     payload = [packing.STATE_FORMAT, count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), likes, last_ts, genres]
+    recent = draw(st.lists(IN_BOUNDS_SUMS, min_size=spec.N_RECENT, max_size=spec.N_RECENT))
+    payload += [draw(IN_BOUNDS_SUMS), draw(st.none() | IN_BOUNDS_SUMS), recent]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -484,7 +486,7 @@ def extreme_user_blobs(draw: st.DrawFn) -> bytes:
 def extreme_movie_blobs(draw: st.DrawFn) -> bytes:
     genres = sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True)))
     payload = [packing.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
-    payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
+    payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS)]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -546,7 +548,9 @@ def test_scorer_accounts_for_requests_on_forged_states_within_the_blob_bounds(
 def test_scorer_refuses_a_forged_user_whose_mean_leaves_the_feature_bounds() -> None:
     """The smallest case of the property above: a user blob that unpacks (its count 2**41 is within unpack_user's
     bound) gives user_count 2.2e12 > MAX_FEATURE_MAGNITUDE, so no Prediction can carry it."""
-    forged = bytes(msgpack.packb([packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, []]))
+    forged = bytes(
+        msgpack.packb([packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, [], 0.0, None, [0.0] * spec.N_RECENT])
+    )
     assert isinstance(packing.unpack_user(forged), spec.UserState)
     store = MemoryFeatureStore({names.user_features_key(VERSION, 1): forged})
     handler = ScorerHandler(store, refusing_model)  # type: ignore[arg-type]
@@ -592,7 +596,7 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.user_features_key(VERSION, user)] = blob
             initial.users[user] = packing.unpack_user(blob)
         elif kind == 3:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 7))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 10))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 3))
@@ -601,7 +605,7 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.movie_features_key(VERSION, movie)] = blob
             initial.movies[movie] = packing.unpack_movie(blob)
         elif kind == 3:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 7))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 8))
             bad_movies.add(movie)
     bad_globals = draw(st.integers(0, 9)) == 0
     if bad_globals:
