@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,11 @@ class Backfill:
     cutoff (catalog or rated)."""
 
 
+def _copy(value: Any) -> Any:
+    # The replay goes on past the cutoff and updates the per-genre lists in place.
+    return list(value) if isinstance(value, list) else value
+
+
 def backfill(ratings: pd.DataFrame, movies: pd.DataFrame, cutoff: int) -> Backfill:
     """Replay ``ratings`` (``userId, movieId, rating, timestamp``) with the catalog ``movies``; the snapshot is taken
     after every rating with ``timestamp < cutoff``."""
@@ -49,11 +55,17 @@ def backfill(ratings: pd.DataFrame, movies: pd.DataFrame, cutoff: int) -> Backfi
     state = spec.FeatureState.from_movies(movies)
     history = spec.point_in_time_features(state, ordered.iloc[:split])
     users = pd.DataFrame(
-        [(user_id, user.residual_total, user.last_rating, list(user.recent)) for user_id, user in state.users.items()],
+        [
+            (user_id, *(_copy(getattr(user, name)) for name in packing.SEQUENTIAL_USER_COLUMNS))
+            for user_id, user in state.users.items()
+        ],
         columns=["userId", *packing.SEQUENTIAL_USER_COLUMNS],
     )
     movie_rows = pd.DataFrame(
-        [(movie_id, movie.residual_total) for movie_id, movie in state.movies.items()],
+        [
+            (movie_id, *(getattr(movie, name) for name in packing.SEQUENTIAL_MOVIE_COLUMNS))
+            for movie_id, movie in state.movies.items()
+        ],
         columns=["movieId", *packing.SEQUENTIAL_MOVIE_COLUMNS],
     )
     stream = spec.point_in_time_features(state, ordered.iloc[split:])

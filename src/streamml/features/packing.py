@@ -23,7 +23,18 @@ STATE_FORMAT = 2
 
 def pack_user(state: UserState) -> bytes:
     """Compact msgpack blob of a user's state."""
-    genres = [[g, state.genre_count[g], state.genre_total[g]] for g in range(N_GENRES) if state.genre_count[g]]
+    genres = [
+        [
+            g,
+            state.genre_count[g],
+            state.genre_total[g],
+            state.genre_residual_recent[g],
+            state.genre_residual_total[g],
+            state.genre_like_recent[g],
+        ]
+        for g in range(N_GENRES)
+        if state.genre_count[g]
+    ]
     payload = [
         STATE_FORMAT,
         state.count,
@@ -35,6 +46,9 @@ def pack_user(state: UserState) -> bytes:
         state.residual_total,
         state.last_rating,
         state.recent,
+        [state.half_stars, state.five_stars, state.low_ratings],
+        [state.residual_sq_total, state.residual_sq_recent, state.line_x, state.line_xx, state.line_xy, state.line_y],
+        state.first_ts,
     ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
@@ -43,9 +57,15 @@ def unpack_user(blob: bytes) -> UserState:
     """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "user")
     try:
-        _, count, total, total_sq, likes, last_ts, genres, residual_total, last_rating, recent = payload
-        if len(recent) != N_RECENT:
-            raise ValueError(f"{len(recent)} moving averages, expected {N_RECENT}")
+        _, count, total, total_sq, likes, last_ts, genres, residual_total, last_rating, recent, stars, sums, first = (
+            payload
+        )
+        if len(recent) != N_RECENT or len(stars) != 3 or len(sums) != 6:
+            raise ValueError(f"{len(recent)} moving averages, {len(stars)} star counts, {len(sums)} sums")
+        half, five, low = (_count(value) for value in stars)
+        sq_total, sq_recent, line_x, line_xx, line_xy, line_y = _sums(sums)
+        if min(sq_total, sq_recent, line_xx) < 0.0:
+            raise ValueError(f"a sum of squares is negative: {sq_total}, {sq_recent}, {line_xx}")
         state = UserState(
             _count(count),
             _sum(total),
@@ -54,16 +74,31 @@ def unpack_user(blob: bytes) -> UserState:
             None if last_ts is None else _time(last_ts),
             residual_total=_sum(residual_total),
             last_rating=None if last_rating is None else _sum(last_rating),
-            recent=[_sum(value) for value in recent],
+            recent=_sums(recent),
+            half_stars=half,
+            five_stars=five,
+            low_ratings=low,
+            residual_sq_total=sq_total,
+            residual_sq_recent=sq_recent,
+            first_ts=None if first is None else _time(first),
+            line_x=line_x,
+            line_xx=line_xx,
+            line_xy=line_xy,
+            line_y=line_y,
         )
-        for genre, genre_count, genre_total in genres:
+        for genre, genre_count, *sums_of_genre in genres:
             index = _genre(genre)
             state.genre_count[index] = _count(genre_count)
-            state.genre_total[index] = _sum(genre_total)
+            (
+                state.genre_total[index],
+                state.genre_residual_recent[index],
+                state.genre_residual_total[index],
+                state.genre_like_recent[index],
+            ) = _sums(sums_of_genre)
     except (TypeError, ValueError, IndexError) as exc:
         raise DataValidationError(f"user state blob: malformed ({exc})") from exc
-    if state.likes > state.count:
-        raise DataValidationError("user state blob: more likes than ratings")
+    if state.likes > state.count or max(state.half_stars, state.five_stars, state.low_ratings) > state.count:
+        raise DataValidationError("user state blob: more likes or star counts than ratings")
     return state
 
 
@@ -92,6 +127,23 @@ def _sum(value: Any) -> float:
     return float(value)
 
 
+def _sums(values: Any) -> list[float]:
+    """:func:`_sum` over a list, in bulk (the hot path reads a blob per touched user and movie)."""
+    if type(values) is not list or not all(type(v) is float or type(v) is int for v in values):
+        raise ValueError(f"{values!r:.80} is not a list of numbers")
+    floats = [float(v) for v in values]
+    if not all(-MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE for v in floats):  # False for NaN too
+        raise ValueError(f"{values!r:.80} holds a sum that is not finite or beyond +-{MAX_FEATURE_MAGNITUDE:g}")
+    return floats
+
+
+def _genres(values: Any) -> tuple[int, ...]:
+    """:func:`_genre` over a movie's genre list, in bulk."""
+    if type(values) is not list or not all(type(g) is int and 0 <= g < N_GENRES for g in values):
+        raise ValueError(f"genres {values!r:.80} are not genre indices in 0..{N_GENRES - 1}")
+    return tuple(values)
+
+
 def pack_movie(state: MovieState) -> bytes:
     """Compact msgpack blob of a movie's state (metadata included)."""
     payload = [
@@ -103,6 +155,7 @@ def pack_movie(state: MovieState) -> bytes:
         state.total_sq,
         state.likes,
         state.residual_total,
+        state.first_ts,
     ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
@@ -111,19 +164,21 @@ def unpack_movie(blob: bytes) -> MovieState:
     """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
     payload = _unpack(blob, "movie")
     try:
-        _, genres, year, count, total, total_sq, likes, residual_total = payload
+        _, genres, year, count, total, total_sq, likes, residual_total, first = payload
+        total, total_sq, residual_total = _sums([total, total_sq, residual_total])
         state = MovieState(
-            tuple(_genre(g) for g in genres),
+            _genres(genres),
             None if year is None else _int_in(year, 0, 9999, "year"),
             _count(count),
-            _sum(total),
-            _sum(total_sq),
+            total,
+            total_sq,
             _count(likes),
-            _sum(residual_total),
+            residual_total,
+            None if first is None else _time(first),
         )
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
-    if list(state.genres) != sorted(set(state.genres)):
+    if not all(a < b for a, b in zip(state.genres, state.genres[1:], strict=False)):
         # pack_movie writes each genre once, in order; a repeated genre would count twice in the scalar definition
         # and once in the vectorised one.
         raise DataValidationError(f"movie state blob: genres {list(state.genres)} are not distinct and sorted")
@@ -160,9 +215,29 @@ def _unpack(blob: bytes, kind: str) -> list[Any]:
 
 # Snapshot rows (as produced by the Spark snapshot transforms) -> states.
 
-SEQUENTIAL_USER_COLUMNS: tuple[str, ...] = ("residual_total", "last_rating", "recent")
-"""The state of the sequential families (:mod:`.backfill` writes these; Spark the others)."""
-SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = ("residual_total",)
+SEQUENTIAL_USER_SCHEMA: dict[str, str] = {
+    "residual_total": "double",
+    "last_rating": "double",
+    "recent": "array<double>",
+    "genre_residual_recent": "array<double>",
+    "genre_residual_total": "array<double>",
+    "genre_like_recent": "array<double>",
+    "half_stars": "long",
+    "five_stars": "long",
+    "low_ratings": "long",
+    "residual_sq_total": "double",
+    "residual_sq_recent": "double",
+    "first_ts": "long",
+    "line_x": "double",
+    "line_xx": "double",
+    "line_xy": "double",
+    "line_y": "double",
+}
+"""The user state of the sequential families, as snapshot columns and their Spark types (:mod:`.backfill` writes
+these; Spark the others); each is the :class:`~streamml.features.spec.UserState` field of that name."""
+SEQUENTIAL_MOVIE_SCHEMA: dict[str, str] = {"residual_total": "double", "first_ts": "long"}
+SEQUENTIAL_USER_COLUMNS: tuple[str, ...] = tuple(SEQUENTIAL_USER_SCHEMA)
+SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = tuple(SEQUENTIAL_MOVIE_SCHEMA)
 USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "userId",
     "count",
@@ -200,6 +275,19 @@ def user_state_from_row(row: Mapping[str, Any]) -> UserState:
         residual_total=float(row["residual_total"]),
         last_rating=None if row["last_rating"] is None else float(row["last_rating"]),
         recent=[float(value) for value in row["recent"]],
+        genre_residual_recent=[float(value) for value in row["genre_residual_recent"]],
+        genre_residual_total=[float(value) for value in row["genre_residual_total"]],
+        genre_like_recent=[float(value) for value in row["genre_like_recent"]],
+        half_stars=int(row["half_stars"]),
+        five_stars=int(row["five_stars"]),
+        low_ratings=int(row["low_ratings"]),
+        residual_sq_total=float(row["residual_sq_total"]),
+        residual_sq_recent=float(row["residual_sq_recent"]),
+        first_ts=None if row["first_ts"] is None else int(row["first_ts"]),
+        line_x=float(row["line_x"]),
+        line_xx=float(row["line_xx"]),
+        line_xy=float(row["line_xy"]),
+        line_y=float(row["line_y"]),
     )
 
 
@@ -213,6 +301,7 @@ def movie_state_from_row(row: Mapping[str, Any]) -> MovieState:
         total_sq=float(row["total_sq"] or 0.0),
         likes=int(row["likes"] or 0),
         residual_total=float(row["residual_total"] or 0.0),
+        first_ts=None if row["first_ts"] is None else int(row["first_ts"]),
     )
 
 

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from streamml import names
 from streamml.data.movielens import cutoff_index
 from streamml.features.backfill import RATING_KEY, Backfill
-from streamml.features.packing import SEQUENTIAL_MOVIE_COLUMNS, SEQUENTIAL_USER_COLUMNS
+from streamml.features.packing import SEQUENTIAL_MOVIE_SCHEMA, SEQUENTIAL_USER_SCHEMA
 from streamml.features.spec import (
     AGGREGATE_FEATURES,
     DEFAULT_MOVIE_YEAR,
@@ -198,13 +198,13 @@ def with_sequential_state(
 ) -> tuple[DataFrame, DataFrame]:
     """The user and movie snapshots joined with the backfill's state at the cutoff (a movie the backfill never saw
     has no residuals)."""
-    backfill_users = spark.createDataFrame(
-        backfill.users, "userId long, residual_total double, last_rating double, recent array<double>"
-    )
-    backfill_movies = spark.createDataFrame(backfill.movies, "movieId long, residual_total double")
-    users = users.join(backfill_users, "userId", "left").select(*users.columns, *SEQUENTIAL_USER_COLUMNS)
+    user_schema = ", ".join(f"{name} {kind}" for name, kind in SEQUENTIAL_USER_SCHEMA.items())
+    movie_schema = ", ".join(f"{name} {kind}" for name, kind in SEQUENTIAL_MOVIE_SCHEMA.items())
+    backfill_users = spark.createDataFrame(backfill.users, f"userId long, {user_schema}")
+    backfill_movies = spark.createDataFrame(backfill.movies, f"movieId long, {movie_schema}")
+    users = users.join(backfill_users, "userId", "left").select(*users.columns, *SEQUENTIAL_USER_SCHEMA)
     movies = movies.join(backfill_movies, "movieId", "left").select(
-        *movies.columns, *[_or_zero(F.col(name), 0.0).alias(name) for name in SEQUENTIAL_MOVIE_COLUMNS]
+        *movies.columns, _or_zero(F.col("residual_total"), 0.0).alias("residual_total"), "first_ts"
     )
     return users, movies
 

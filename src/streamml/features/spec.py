@@ -91,6 +91,21 @@ N_RECENT = 3 * N_RATES
 """Length of :attr:`UserState.recent`: the rating, residual and like averages, each once per rate."""
 _TAKE = RECENCY_RATES * 3
 _KEEP = tuple(1.0 - rate for rate in _TAKE)
+GENRE_RECENCY_RATE = 0.2
+"""Weight of the newest rating in the user's per-genre moving averages."""
+SQUARED_RESIDUAL_RATE = 0.1
+"""Weight of the newest squared residual in the user's moving average of it."""
+SLOPE_PRIOR = 2.0
+"""Pseudo-variance shrinking the user's taste slope toward 1 (a user who follows the crowd)."""
+NO_YEAR_AGE = -100.0
+"""``movie_age_years`` of a movie without a release year."""
+NO_FIRST_RATING = -1.0
+"""``*_days_since_first_rating`` of a user or movie without an earlier rating."""
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_YEAR = 31_557_600
+"""A Julian year: ``movie_age_years`` uses 1970 + t / SECONDS_PER_YEAR as the rating's year."""
+POPULARITY_SCALE = 1e4
+"""``movie_popularity`` is the movie's share of every earlier rating, per POPULARITY_SCALE."""
 
 GENRES: tuple[str, ...] = (
     "Action",
@@ -158,15 +173,43 @@ RECENCY_FEATURES: tuple[str, ...] = (
     "user_last_rating",
     *(f"user_recent_{kind}_{_rate_suffix(rate)}" for kind in ("rating", "residual", "like") for rate in RECENCY_RATES),
 )
+GENRE_TASTE_FEATURES: tuple[str, ...] = (
+    "user_genre_recent_residual",
+    "user_genre_residual_mean",
+    "user_genre_residual_max",
+    "user_genre_residual_min",
+    "user_genre_recent_like_residual",
+)
+RATING_SCALE_FEATURES: tuple[str, ...] = (
+    "user_half_star_share",
+    "user_five_star_share",
+    "user_low_rating_share",
+    "user_recent_residual_sq",
+    "user_residual_rms",
+)
+AGE_FEATURES: tuple[str, ...] = (
+    "movie_age_years",
+    "movie_days_since_first_rating",
+    "user_days_since_first_rating",
+    "movie_ratings_per_day",
+    "movie_popularity",
+)
+TASTE_LINE_FEATURES: tuple[str, ...] = ("user_taste_slope", "user_taste_prediction")
 AGGREGATE_FEATURES: tuple[str, ...] = USER_FEATURES + MOVIE_FEATURES + GENRE_FEATURES
 FAMILIES: dict[str, tuple[str, ...]] = {
     "aggregates": AGGREGATE_FEATURES,
     "residuals": RESIDUAL_FEATURES,
     "recency": RECENCY_FEATURES,
+    "genre_taste": GENRE_TASTE_FEATURES,
+    "rating_scale": RATING_SCALE_FEATURES,
+    "age": AGE_FEATURES,
+    "taste_line": TASTE_LINE_FEATURES,
 }
 """Feature families, in :data:`FEATURE_NAMES` order: the windowed aggregates (Spark windows offline) and the
 sequential families (the backfill offline)."""
-SEQUENTIAL_FEATURES: tuple[str, ...] = RESIDUAL_FEATURES + RECENCY_FEATURES
+SEQUENTIAL_FEATURES: tuple[str, ...] = tuple(
+    name for family, members in FAMILIES.items() if family != "aggregates" for name in members
+)
 FEATURE_NAMES: tuple[str, ...] = tuple(name for family in FAMILIES.values() for name in family)
 """The model's input columns, in order."""
 N_FEATURES = len(FEATURE_NAMES)
@@ -229,10 +272,51 @@ class UserState:
     residual_total: float = 0.0
     last_rating: float | None = None
     recent: list[float] = field(default_factory=_zeros_recent)
+    genre_residual_recent: list[float] = field(default_factory=_zeros_float)
+    genre_residual_total: list[float] = field(default_factory=_zeros_float)
+    genre_like_recent: list[float] = field(default_factory=_zeros_float)
+    half_stars: int = 0
+    five_stars: int = 0
+    low_ratings: int = 0
+    residual_sq_total: float = 0.0
+    residual_sq_recent: float = 0.0
+    first_ts: int | None = None
+    line_x: float = 0.0
+    line_xx: float = 0.0
+    line_xy: float = 0.0
+    line_y: float = 0.0
 
-    def apply(self, rating: float, ts: int, genres: Sequence[int], residual: float = 0.0) -> None:
-        """Add one rating of a movie with ``genres`` (indices) at time ``ts``; ``residual`` is the rating minus the
-        movie's shrunk mean just before it."""
+    def apply(
+        self,
+        rating: float,
+        ts: int,
+        genres: Sequence[int],
+        residual: float = 0.0,
+        like_residual: float = 0.0,
+        movie_offset: float = 0.0,
+        global_mean: float = PRIOR_MEAN,
+    ) -> None:
+        """Add one rating of a movie with ``genres`` (indices) at time ``ts``. Against the states just before it:
+        ``residual`` is the rating minus the movie's shrunk mean, ``like_residual`` the like (0/1) minus the movie's
+        shrunk like-rate, ``movie_offset`` the movie's shrunk mean minus ``global_mean``."""
+        keep = 1.0 - GENRE_RECENCY_RATE
+        for genre in genres:
+            self.genre_residual_recent[genre] = keep * self.genre_residual_recent[genre] + GENRE_RECENCY_RATE * residual
+            self.genre_residual_total[genre] += residual
+            self.genre_like_recent[genre] = keep * self.genre_like_recent[genre] + GENRE_RECENCY_RATE * like_residual
+        squared = residual * residual
+        self.half_stars += (rating * 2.0) % 2.0 == 1.0
+        self.five_stars += rating == 5.0
+        self.low_ratings += rating <= 2.0
+        self.residual_sq_total += squared
+        self.residual_sq_recent = (
+            1.0 - SQUARED_RESIDUAL_RATE
+        ) * self.residual_sq_recent + SQUARED_RESIDUAL_RATE * squared
+        self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+        self.line_x += movie_offset
+        self.line_xx += movie_offset * movie_offset
+        self.line_xy += movie_offset * (rating - global_mean)
+        self.line_y += rating - global_mean
         values = (rating,) * N_RATES + (residual,) * N_RATES + ((1.0 if rating >= LIKE_THRESHOLD else 0.0),) * N_RATES
         if self.count == 0:
             self.recent = list(values)
@@ -264,15 +348,18 @@ class MovieState:
     total_sq: float = 0.0
     likes: int = 0
     residual_total: float = 0.0
+    first_ts: int | None = None
 
     @classmethod
     def from_metadata(cls, title: str | None, genres: str | None) -> MovieState:
         """A movie with no ratings yet, from its catalog title and genre string."""
         return cls(genres=parse_genres(genres), year=parse_year(title))
 
-    def apply(self, rating: float, residual: float = 0.0) -> None:
-        """Add one rating; ``residual`` is the rating minus the user's shrunk mean just before it."""
+    def apply(self, rating: float, residual: float = 0.0, ts: int | None = None) -> None:
+        """Add one rating (at ``ts``); ``residual`` is the rating minus the user's shrunk mean just before it."""
         self.residual_total += residual
+        if ts is not None:
+            self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
         self.count += 1
         self.total += rating
         self.total_sq += rating * rating
@@ -312,10 +399,14 @@ def apply_rating(user: UserState, movie: MovieState, globals_: GlobalState, rati
     """The one incremental update: add a rating to its user, its movie and the global sums. The residuals are taken
     against the states just before the rating; :meth:`FeatureState.apply` and the feature updater both call this."""
     global_mean = globals_.mean
-    movie_residual = rating - shrunk_mean(movie.total, movie.count, global_mean)
+    movie_mean = shrunk_mean(movie.total, movie.count, global_mean)
+    movie_like_rate = shrunk_mean(float(movie.likes), movie.count, globals_.like_rate)
+    like = 1.0 if rating >= LIKE_THRESHOLD else 0.0
     user_residual = rating - shrunk_mean(user.total, user.count, global_mean)
-    user.apply(rating, ts, movie.genres, movie_residual)
-    movie.apply(rating, user_residual)
+    user.apply(
+        rating, ts, movie.genres, rating - movie_mean, like - movie_like_rate, movie_mean - global_mean, global_mean
+    )
+    movie.apply(rating, user_residual, ts)
     globals_.apply(rating)
 
 
@@ -376,8 +467,63 @@ def features_from_states(
         m.residual_total / (m.count + PRIOR_STRENGTH),
         global_mean if u.last_rating is None else u.last_rating,
         *(u.recent if u.count > 0 else _recent_defaults(global_mean, global_like_rate)),
+        *_genre_taste(u, m.genres),
+        *_rating_scale(u),
+        *_age(u, m, globals_, ts),
+        *_taste_line(u, (m.total + PRIOR_STRENGTH * global_mean) / (m.count + PRIOR_STRENGTH) - global_mean),
     ]
     return vector, u.count == 0 or m.count == 0
+
+
+def _genre_taste(u: UserState, genres: Sequence[int]) -> list[float]:
+    if not genres:
+        return [0.0] * len(GENRE_TASTE_FEATURES)
+    recent = mean = like = 0.0
+    top, bottom = -math.inf, math.inf
+    for genre in genres:
+        recent += u.genre_residual_recent[genre]
+        shrunk = u.genre_residual_total[genre] / (u.genre_count[genre] + GENRE_PRIOR_STRENGTH)
+        mean += shrunk
+        top, bottom = max(top, shrunk), min(bottom, shrunk)
+        like += u.genre_like_recent[genre]
+    n = len(genres)
+    return [recent / n, mean / n, top, bottom, like / n]
+
+
+def _rating_scale(u: UserState) -> list[float]:
+    n = u.count + 1.0
+    return [
+        u.half_stars / n,
+        u.five_stars / n,
+        u.low_ratings / n,
+        u.residual_sq_recent,
+        math.sqrt(u.residual_sq_total / n),
+    ]
+
+
+def _days_since(ts: int, first: int | None) -> float:
+    return NO_FIRST_RATING if first is None else max(ts - first, 0) / SECONDS_PER_DAY
+
+
+def _age(u: UserState, m: MovieState, globals_: GlobalState, ts: int) -> list[float]:
+    movie_days = _days_since(ts, m.first_ts)
+    return [
+        NO_YEAR_AGE if m.year is None else 1970.0 + ts / SECONDS_PER_YEAR - m.year,
+        movie_days,
+        _days_since(ts, u.first_ts),
+        0.0 if m.first_ts is None else m.count / (movie_days + 1.0),
+        m.count / (globals_.count + 1.0) * POPULARITY_SCALE,
+    ]
+
+
+def _taste_line(u: UserState, movie_offset: float) -> list[float]:
+    if u.count == 0:
+        return [1.0, movie_offset]
+    x_mean = u.line_x / u.count
+    y_mean = u.line_y / u.count
+    variance = max(u.line_xx - u.line_x * x_mean, 0.0)
+    slope = (u.line_xy - u.line_x * y_mean + SLOPE_PRIOR) / (variance + SLOPE_PRIOR)
+    return [slope, y_mean + slope * (movie_offset - x_mean)]
 
 
 def feature_matrix(
@@ -461,7 +607,60 @@ def feature_matrix(
     out[:, column + 1] = m_residual / (m_count + PRIOR_STRENGTH)
     out[:, column + 2] = np.where(np.isnan(u_last_rating), global_mean, u_last_rating)
     defaults = np.array(_recent_defaults(global_mean, global_like_rate))
-    out[:, column + 3 :] = np.where((u_count > 0)[:, None], u_recent, defaults)
+    column += 3
+    out[:, column : column + N_RECENT] = np.where((u_count > 0)[:, None], u_recent, defaults)
+    column += N_RECENT
+
+    # genre taste: accumulated genre by genre, in GENRES order, as the scalar path does
+    genre_recent = np.array([u.genre_residual_recent for u in us], dtype=np.float64).reshape(size, N_GENRES)
+    genre_residual = np.array([u.genre_residual_total for u in us], dtype=np.float64).reshape(size, N_GENRES)
+    genre_like = np.array([u.genre_like_recent for u in us], dtype=np.float64).reshape(size, N_GENRES)
+    recent_sum, mean_sum, like_sum = np.zeros(size), np.zeros(size), np.zeros(size)
+    top, bottom = np.full(size, -np.inf), np.full(size, np.inf)
+    for genre in range(N_GENRES):
+        member = one_hot[:, genre] > 0.0
+        shrunk = genre_residual[:, genre] / (genre_count[:, genre] + GENRE_PRIOR_STRENGTH)
+        recent_sum = np.where(member, recent_sum + genre_recent[:, genre], recent_sum)
+        mean_sum = np.where(member, mean_sum + shrunk, mean_sum)
+        like_sum = np.where(member, like_sum + genre_like[:, genre], like_sum)
+        top = np.where(member, np.maximum(top, shrunk), top)
+        bottom = np.where(member, np.minimum(bottom, shrunk), bottom)
+    has_genres = n_movie_genres > 0
+    divisor = np.maximum(n_movie_genres, 1.0)
+    for offset, values in enumerate((recent_sum / divisor, mean_sum / divisor, top, bottom, like_sum / divisor)):
+        out[:, column + offset] = np.where(has_genres, values, 0.0)
+    column += len(GENRE_TASTE_FEATURES)
+
+    n = u_count + 1.0
+    out[:, column] = np.fromiter((u.half_stars for u in us), np.float64, size) / n
+    out[:, column + 1] = np.fromiter((u.five_stars for u in us), np.float64, size) / n
+    out[:, column + 2] = np.fromiter((u.low_ratings for u in us), np.float64, size) / n
+    out[:, column + 3] = np.fromiter((u.residual_sq_recent for u in us), np.float64, size)
+    out[:, column + 4] = np.sqrt(np.fromiter((u.residual_sq_total for u in us), np.float64, size) / n)
+    column += len(RATING_SCALE_FEATURES)
+
+    m_first = np.fromiter((-1 if m.first_ts is None else m.first_ts for m in ms), np.int64, size)
+    u_first = np.fromiter((-1 if u.first_ts is None else u.first_ts for u in us), np.int64, size)
+    movie_days = np.where(m_first >= 0, np.maximum(stamps - m_first, 0) / SECONDS_PER_DAY, NO_FIRST_RATING)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, column] = np.where(m_year >= 0, 1970.0 + stamps / SECONDS_PER_YEAR - m_year, NO_YEAR_AGE)
+        out[:, column + 1] = movie_days
+        out[:, column + 2] = np.where(u_first >= 0, np.maximum(stamps - u_first, 0) / SECONDS_PER_DAY, NO_FIRST_RATING)
+        out[:, column + 3] = np.where(m_first >= 0, m_count / (movie_days + 1.0), 0.0)
+    out[:, column + 4] = m_count / (globals_.count + 1.0) * POPULARITY_SCALE
+    column += len(AGE_FEATURES)
+
+    movie_offset = (m_total + PRIOR_STRENGTH * global_mean) / (m_count + PRIOR_STRENGTH) - global_mean
+    line_x = np.fromiter((u.line_x for u in us), np.float64, size)
+    line_xx = np.fromiter((u.line_xx for u in us), np.float64, size)
+    line_xy = np.fromiter((u.line_xy for u in us), np.float64, size)
+    line_y = np.fromiter((u.line_y for u in us), np.float64, size)
+    rated = u_count > 0
+    x_mean = line_x / np.maximum(u_count, 1)
+    y_mean = line_y / np.maximum(u_count, 1)
+    slope = (line_xy - line_x * y_mean + SLOPE_PRIOR) / (np.maximum(line_xx - line_x * x_mean, 0.0) + SLOPE_PRIOR)
+    out[:, column] = np.where(rated, slope, 1.0)
+    out[:, column + 1] = np.where(rated, y_mean + slope * (movie_offset - x_mean), movie_offset)
     return out
 
 

@@ -52,9 +52,15 @@ class LogRegParams(_Params):
 
 
 class HGBParams(_Params):
-    max_iter: int = Field(300, ge=1, description="Maximum boosting iterations (early stopping may use fewer).")
-    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage of each tree's contribution.")
-    max_depth: int | None = Field(6, ge=1, description="Maximum depth of each tree; None for unlimited.")
+    """Defaults chosen on a validation split inside history (docs/models.md), never on the stream."""
+
+    max_iter: int = Field(1500, ge=1, description="Boosting iterations (all of them unless early_stopping).")
+    learning_rate: float = Field(0.02, gt=0, le=1, description="Shrinkage of each tree's contribution.")
+    max_depth: int | None = Field(None, ge=1, description="Maximum depth of each tree; None for unlimited.")
+    max_leaf_nodes: int = Field(15, ge=2, description="Maximum leaves of each tree.")
+    min_samples_leaf: int = Field(100, ge=1, description="Minimum training rows in a leaf.")
+    l2_regularization: float = Field(1.0, ge=0, description="L2 penalty on leaf values.")
+    early_stopping: bool = Field(False, description="Stop on a 10% validation holdout of the training rows.")
 
 
 class RFParams(_Params):
@@ -109,9 +115,7 @@ def build_estimator(config: ModelConfig) -> Any:
         return Pipeline([("scale", StandardScaler()), ("classifier", classifier)])
     if config.model_type == "hgb":
         h = config.hgb
-        return HistGradientBoostingClassifier(
-            max_iter=h.max_iter, learning_rate=h.learning_rate, max_depth=h.max_depth, random_state=seed
-        )
+        return HistGradientBoostingClassifier(**h.model_dump(), random_state=seed)
     if config.model_type == "rf":
         r = config.rf
         return RandomForestClassifier(n_estimators=r.n_estimators, max_depth=r.max_depth, n_jobs=2, random_state=seed)

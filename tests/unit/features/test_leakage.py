@@ -21,49 +21,110 @@ def dataset(movielens_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray
     return ordered, movies, features
 
 
-def _residuals(ratings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each rating's residual against its movie's and against its user's shrunk mean, both taken over the ratings
-    before it in the replay order (what the sequential families sum), from cumulative sums."""
+def _residuals(ratings: pd.DataFrame) -> dict[str, np.ndarray]:
+    """What each rating adds to the sequential families, taken against the ratings before it in the replay order,
+    from cumulative sums: its residual against its movie's and its user's shrunk mean, its like minus the movie's
+    shrunk like-rate, the movie's shrunk mean minus the global mean, and the rating minus the global mean."""
     k = spec.PRIOR_STRENGTH
     rating = ratings["rating"].to_numpy()
+    like = (rating >= 4.0).astype(float)
     seen = np.arange(len(ratings))
-    global_total = np.cumsum(rating) - rating
-    global_mean = np.where(seen > 0, global_total / np.maximum(seen, 1), spec.PRIOR_MEAN)
+    global_mean = np.where(seen > 0, (np.cumsum(rating) - rating) / np.maximum(seen, 1), spec.PRIOR_MEAN)
+    global_like = np.where(seen > 0, (np.cumsum(like) - like) / np.maximum(seen, 1), spec.PRIOR_LIKE_RATE)
 
-    def shrunk_before(key: str) -> np.ndarray:
+    def shrunk_before(key: str, values: np.ndarray, prior: np.ndarray) -> np.ndarray:
         count = ratings.groupby(key).cumcount().to_numpy()
-        total = ratings.groupby(key)["rating"].cumsum().to_numpy() - rating
-        return (total + k * global_mean) / (count + k)
+        total = pd.Series(values).groupby(ratings[key].to_numpy()).cumsum().to_numpy() - values
+        return (total + k * prior) / (count + k)
 
-    return rating - shrunk_before("movieId"), rating - shrunk_before("userId")
+    movie_mean = shrunk_before("movieId", rating, global_mean)
+    return {
+        "against_movie": rating - movie_mean,
+        "against_user": rating - shrunk_before("userId", rating, global_mean),
+        "like_against_movie": like - shrunk_before("movieId", like, global_like),
+        "movie_offset": movie_mean - global_mean,
+        "rating_offset": rating - global_mean,
+    }
+
+
+def _fold(values: np.ndarray, rate: float, start: float | None = None) -> float:
+    """An exponentially weighted moving average: ``start`` (or the first value when None), then each value."""
+    average = start
+    for value in values:
+        average = value if average is None else (1 - rate) * average + rate * value
+    return 0.0 if average is None else float(average)
 
 
 def _sequential_reference(
     ratings: pd.DataFrame,
+    row: pd.Series,
     mine: pd.DataFrame,
     theirs: pd.DataFrame,
-    residuals: tuple[np.ndarray, np.ndarray],
+    genres: list[str],
+    genres_of: dict[int, set[str]],
+    year: float,
+    sequential: dict[str, np.ndarray],
     global_mean: float,
     global_like: float,
 ) -> dict[str, float]:
     k = spec.PRIOR_STRENGTH
-    against_movie, against_user = residuals
+    residual = sequential["against_movie"][mine.index]
     expected = {
-        "user_residual_mean": against_movie[mine.index].sum() / (len(mine) + k),
-        "movie_residual_mean": against_user[theirs.index].sum() / (len(theirs) + k),
+        "user_residual_mean": residual.sum() / (len(mine) + k),
+        "movie_residual_mean": sequential["against_user"][theirs.index].sum() / (len(theirs) + k),
         "user_last_rating": mine["rating"].iloc[-1] if len(mine) else global_mean,
     }
     series = {
         "rating": (mine["rating"].to_numpy(), global_mean),
-        "residual": (against_movie[mine.index], 0.0),
+        "residual": (residual, 0.0),
         "like": ((mine["rating"] >= 4.0).to_numpy(dtype=float), global_like),
     }
     for kind, (values, default) in series.items():
         for rate in spec.RECENCY_RATES:
-            average = default
-            for position, value in enumerate(values):
-                average = value if position == 0 else (1 - rate) * average + rate * value
-            expected[f"user_recent_{kind}_r{round(rate * 100):02d}"] = average
+            expected[f"user_recent_{kind}_r{round(rate * 100):02d}"] = _fold(values, rate) if len(mine) else default
+
+    taste = {"recent": [], "mean": [], "like": []}
+    for genre in genres:
+        in_genre = mine["movieId"].map(lambda m, g=genre: g in genres_of[m]).to_numpy(dtype=bool)
+        taste["recent"].append(_fold(residual[in_genre], 0.2, 0.0))
+        taste["mean"].append(residual[in_genre].sum() / (in_genre.sum() + spec.GENRE_PRIOR_STRENGTH))
+        taste["like"].append(_fold(sequential["like_against_movie"][mine.index][in_genre], 0.2, 0.0))
+    expected |= {
+        "user_genre_recent_residual": np.mean(taste["recent"]) if genres else 0.0,
+        "user_genre_residual_mean": np.mean(taste["mean"]) if genres else 0.0,
+        "user_genre_residual_max": max(taste["mean"]) if genres else 0.0,
+        "user_genre_residual_min": min(taste["mean"]) if genres else 0.0,
+        "user_genre_recent_like_residual": np.mean(taste["like"]) if genres else 0.0,
+    }
+
+    n = len(mine) + 1.0
+    stars = mine["rating"].to_numpy()
+    expected |= {
+        "user_half_star_share": ((stars * 2) % 2 == 1).sum() / n,
+        "user_five_star_share": (stars == 5.0).sum() / n,
+        "user_low_rating_share": (stars <= 2.0).sum() / n,
+        "user_recent_residual_sq": _fold(residual**2, 0.1, 0.0),
+        "user_residual_rms": np.sqrt((residual**2).sum() / n),
+    }
+
+    ts = row["timestamp"]
+    movie_days = (ts - theirs["timestamp"].min()) / 86_400 if len(theirs) else -1.0
+    earlier = (ratings["timestamp"] < ts).sum()
+    expected |= {
+        "movie_age_years": 1970 + ts / 31_557_600 - year if not np.isnan(year) else -100.0,
+        "movie_days_since_first_rating": movie_days,
+        "user_days_since_first_rating": (ts - mine["timestamp"].min()) / 86_400 if len(mine) else -1.0,
+        "movie_ratings_per_day": len(theirs) / (movie_days + 1) if len(theirs) else 0.0,
+        "movie_popularity": len(theirs) / (earlier + 1) * 1e4,
+    }
+
+    movie_offset = (theirs["rating"].sum() + k * global_mean) / (len(theirs) + k) - global_mean
+    if len(mine):  # a least-squares line of the user's ratings on the movies' means, shrunk toward slope 1
+        x, y = sequential["movie_offset"][mine.index], sequential["rating_offset"][mine.index]
+        slope = (((x - x.mean()) * (y - y.mean())).sum() + 2.0) / (((x - x.mean()) ** 2).sum() + 2.0)
+        expected |= {"user_taste_slope": slope, "user_taste_prediction": y.mean() + slope * (movie_offset - x.mean())}
+    else:
+        expected |= {"user_taste_slope": 1.0, "user_taste_prediction": movie_offset}
     return expected
 
 
@@ -72,7 +133,7 @@ def _reference(
     genres_of: dict[int, set[str]],
     years: dict[int, float],
     row: pd.Series,
-    residuals: tuple[np.ndarray, np.ndarray],
+    residuals: dict[str, np.ndarray],
 ) -> dict:
     """Every feature of ``row`` recomputed from scratch, the slow obvious way."""
     earlier = ratings[ratings["timestamp"] < row["timestamp"]]
@@ -117,7 +178,9 @@ def _reference(
     }
     for genre in spec.GENRES:
         expected[spec.genre_feature_name(genre)] = 1.0 if genre in genres else 0.0
-    expected |= _sequential_reference(ratings, mine, theirs, residuals, global_mean, global_like)
+    expected |= _sequential_reference(
+        ratings, row, mine, theirs, genres, genres_of, year, residuals, global_mean, global_like
+    )
     return {name: float(value) for name, value in expected.items()}
 
 

@@ -48,7 +48,11 @@ def _genres_on(named: dict[str, float]) -> set[str]:
 
 
 def test_feature_names_are_unique_and_complete() -> None:
-    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 13 + len(spec.GENRES) + 2 + 1 + 3 * len(spec.RECENCY_RATES)
+    assert (
+        len(set(FEATURE_NAMES))
+        == len(FEATURE_NAMES)
+        == 13 + len(spec.GENRES) + 2 + 1 + 3 * len(spec.RECENCY_RATES) + 5 + 5 + 5 + 2
+    )
     assert len(spec.GENRES) == 20
     assert "genre_sci_fi" in FEATURE_NAMES
     assert "genre_no_genres_listed" in FEATURE_NAMES
@@ -166,7 +170,14 @@ def test_state_after_replay() -> None:
     assert user.genre_total[spec.GENRE_INDEX["Comedy"]] == 9.0
     movie = state.movies[30]
     assert movie == MovieState(
-        genres=(4,), year=2006, count=2, total=9.5, total_sq=45.25, likes=2, residual_total=movie.residual_total
+        genres=(4,),
+        year=2006,
+        count=2,
+        total=9.5,
+        total_sq=45.25,
+        likes=2,
+        residual_total=movie.residual_total,
+        first_ts=300,
     )
     # Rows 3 then 4 (one timestamp, applied in replay order), each against its user's shrunk mean just before:
     # user 1 (7 + 5 * 3) / 7 with the global mean 9 / 3; user 2 (2 + 5 * 3.5) / 6 with the global mean 14 / 4.
@@ -184,7 +195,7 @@ def test_apply_tracks_movies_missing_from_the_catalog() -> None:
     state = FeatureState.from_catalog(*CATALOG)
     state.apply(7, 999, 4.5, 50)
     # residual 4.5 - 3.5: the first rating anywhere, against the prior mean
-    assert state.movies[999] == MovieState(count=1, total=4.5, total_sq=20.25, likes=1, residual_total=1.0)
+    assert state.movies[999] == MovieState(count=1, total=4.5, total_sq=20.25, likes=1, residual_total=1.0, first_ts=50)
     assert state.users[7].genre_count == [0] * spec.N_GENRES
 
 
@@ -223,8 +234,8 @@ def test_pack_unpack_roundtrip() -> None:
         assert packing.unpack_movie(packing.pack_movie(movie)) == movie
     assert packing.unpack_globals(packing.pack_globals(state.globals)) == state.globals
     assert packing.unpack_user(packing.pack_user(UserState())) == UserState()
-    # sparse genres keep blobs small: 75 bytes of sums, 9 per moving average and residual
-    assert len(packing.pack_user(state.users[1])) < 200
+    # sparse genres keep blobs small: 3 rated genres of 20 here, 9 bytes per float
+    assert len(packing.pack_user(state.users[1])) < 350
 
 
 def test_snapshot_blobs_rebuild_the_same_features() -> None:

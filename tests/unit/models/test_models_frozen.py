@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from streamml.data.movielens import synthesize, time_split
-from streamml.features import spec
+from streamml.features import packing, spec
 from streamml.features.spec import FEATURE_NAMES, FeatureState, GlobalState, MovieState, UserState
 from streamml.models import evaluate as ev
 from streamml.models.dataset import dataset_from_ratings
@@ -26,9 +26,7 @@ def _user_row(user_id: int, state: UserState) -> dict[str, object]:
         "last_ts": state.last_ts,
         "genre_count": list(state.genre_count),
         "genre_total": list(state.genre_total),
-        "residual_total": state.residual_total,
-        "last_rating": state.last_rating,
-        "recent": list(state.recent),
+        **{name: getattr(state, name) for name in packing.SEQUENTIAL_USER_COLUMNS},
     }
 
 
@@ -41,7 +39,7 @@ def _movie_row(movie_id: int, state: MovieState) -> dict[str, object]:
         "total": state.total,
         "total_sq": state.total_sq,
         "likes": state.likes,
-        "residual_total": state.residual_total,
+        **{name: getattr(state, name) for name in packing.SEQUENTIAL_MOVIE_COLUMNS},
     }
 
 

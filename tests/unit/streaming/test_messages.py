@@ -350,15 +350,21 @@ def test_poison_reasons_are_distinct_labels() -> None:
 
 
 def user_payload(**changes: Any) -> list[Any]:
-    fields = {"count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2, "last_ts": 1_000, "genres": [[3, 2, 8.0]]}
-    fields |= {"residual_total": 0.5, "last_rating": 4.0, "recent": [3.5] * spec.N_RECENT}
+    fields = {"count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2, "last_ts": 1_000}
+    fields |= {"genres": [[3, 2, 8.0, 0.1, 0.2, -0.1]], "residual_total": 0.5, "last_rating": 4.0}
+    fields |= {
+        "recent": [3.5] * spec.N_RECENT,
+        "stars": [1, 1, 0],
+        "sums": [0.5, 0.1, 0.2, 0.3, 0.1, 0.4],
+        "first": 900,
+    }
     fields |= changes
     return [packing.STATE_FORMAT, *fields.values()]
 
 
 def movie_payload(**changes: Any) -> list[Any]:
     fields = {"genres": [3, 7], "year": 1999, "count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2}
-    fields |= {"residual_total": -0.5}
+    fields |= {"residual_total": -0.5, "first": 900}
     fields |= changes
     return [packing.STATE_FORMAT, *fields.values()]
 
@@ -392,9 +398,19 @@ BAD_GENRES = [-1, spec.N_GENRES, 20, 999, 2**63, 1.0, "Comedy", None]
         *(user_payload(total_sq=v) for v in BAD_FLOATS),
         *(user_payload(count=v) for v in BAD_COUNTS),
         *(user_payload(likes=v) for v in BAD_COUNTS),
-        *(user_payload(genres=[[g, 1, 4.0]]) for g in BAD_GENRES),
-        *(user_payload(genres=[[3, c, 4.0]]) for c in BAD_COUNTS),
-        *(user_payload(genres=[[3, 1, v]]) for v in BAD_FLOATS),
+        *(user_payload(genres=[[g, 1, 4.0, 0.0, 0.0, 0.0]]) for g in BAD_GENRES),
+        *(user_payload(genres=[[3, c, 4.0, 0.0, 0.0, 0.0]]) for c in BAD_COUNTS),
+        *(user_payload(genres=[[3, 1, v, 0.0, 0.0, 0.0]]) for v in BAD_FLOATS),
+        *(user_payload(genres=[[3, 1, 4.0, 0.0, v, 0.0]]) for v in BAD_FLOATS),
+        user_payload(genres=[[3, 1, 4.0, 0.0, 0.0]]),
+        *(user_payload(stars=[c, 0, 0]) for c in BAD_COUNTS),
+        user_payload(stars=[5, 0, 0]),  # more half stars than ratings
+        user_payload(stars=[1, 1]),
+        *(user_payload(sums=[0.0, 0.0, 0.0, v, 0.0, 0.0]) for v in BAD_FLOATS),
+        user_payload(sums=[0.0] * 5),
+        user_payload(sums=[-0.5, 0.1, 0.2, 0.3, 0.1, 0.4]),  # a negative sum of squares (sqrt of it in the features)
+        user_payload(sums=[0.5, 0.1, 0.2, -0.3, 0.1, 0.4]),
+        *(user_payload(first=v) for v in (-1, 2**32, 1.5, "1")),
         *(user_payload(last_ts=v) for v in (-1, 2**32, MAX_TIMESTAMP + 1, 2**63, 2**64 - 1, 1.5, "1")),
         *(user_payload(residual_total=v) for v in BAD_FLOATS),
         *(user_payload(last_rating=v) for v in BAD_FLOATS if v is not None),
@@ -426,6 +442,7 @@ def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
         *(movie_payload(genres=[g]) for g in BAD_GENRES),
         *(movie_payload(year=v) for v in (-1, 10_000, 2**64 - 1, 1999.0, "1999")),
         *(movie_payload(residual_total=v) for v in BAD_FLOATS),
+        *(movie_payload(first=v) for v in (-1, 2**32, 1.5, "1")),
         movie_payload(genres=3),
         movie_payload(genres=[3, 3]),  # a genre twice: the scalar and vectorised definitions would disagree
         movie_payload(genres=[7, 3]),

@@ -398,14 +398,14 @@ def scorer_worlds(draw: st.DrawFn, corrupt: bool = True) -> ScorerWorld:
         if kind == 1:
             blobs[names.user_features_key(VERSION, user)] = draw(st.sampled_from(GOOD_USER_BLOBS))
         elif kind == 2:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 10))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 13))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 2 if corrupt else 1))
         if kind == 1:
             blobs[names.movie_features_key(VERSION, movie)] = draw(st.sampled_from(GOOD_MOVIE_BLOBS))
         elif kind == 2:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 8))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 9))
             bad_movies.add(movie)
     for movie, blob in MODEL_MOVIE_BLOBS.items():
         blobs[names.movie_features_key(VERSION, movie)] = blob
@@ -474,11 +474,23 @@ def extreme_user_blobs(draw: st.DrawFn) -> bytes:
     """A user blob within every bound unpack_user checks, with extreme (forged) values."""
     count = draw(IN_BOUNDS_COUNTS)
     likes = draw(st.integers(0, count))
-    genres = draw(st.lists(st.tuples(st.integers(0, spec.N_GENRES - 1), IN_BOUNDS_COUNTS, IN_BOUNDS_SUMS), max_size=3))
+    genre = st.tuples(st.integers(0, spec.N_GENRES - 1), IN_BOUNDS_COUNTS, *[IN_BOUNDS_SUMS] * 4)
+    genres = draw(st.lists(genre, max_size=3))
     last_ts = draw(st.none() | TIMESTAMPS)
     payload = [packing.STATE_FORMAT, count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), likes, last_ts, genres]
     recent = draw(st.lists(IN_BOUNDS_SUMS, min_size=spec.N_RECENT, max_size=spec.N_RECENT))
     payload += [draw(IN_BOUNDS_SUMS), draw(st.none() | IN_BOUNDS_SUMS), recent]
+    squares = st.floats(0.0, 1e12)
+    sums = [
+        draw(squares),
+        draw(squares),
+        draw(IN_BOUNDS_SUMS),
+        draw(squares),
+        draw(IN_BOUNDS_SUMS),
+        draw(IN_BOUNDS_SUMS),
+    ]
+    payload += [[draw(st.integers(0, count)) for _ in range(3)], sums]
+    payload.append(draw(st.none() | TIMESTAMPS))
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -487,6 +499,7 @@ def extreme_movie_blobs(draw: st.DrawFn) -> bytes:
     genres = sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True)))
     payload = [packing.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
     payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS)]
+    payload.append(draw(st.none() | TIMESTAMPS))
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
 
@@ -549,7 +562,10 @@ def test_scorer_refuses_a_forged_user_whose_mean_leaves_the_feature_bounds() -> 
     """The smallest case of the property above: a user blob that unpacks (its count 2**41 is within unpack_user's
     bound) gives user_count 2.2e12 > MAX_FEATURE_MAGNITUDE, so no Prediction can carry it."""
     forged = bytes(
-        msgpack.packb([packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, [], 0.0, None, [0.0] * spec.N_RECENT])
+        msgpack.packb(
+            [packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, [], 0.0, None, [0.0] * spec.N_RECENT, [0, 0, 0]]
+            + [[0.0] * 6, None]
+        )
     )
     assert isinstance(packing.unpack_user(forged), spec.UserState)
     store = MemoryFeatureStore({names.user_features_key(VERSION, 1): forged})
@@ -596,7 +612,7 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.user_features_key(VERSION, user)] = blob
             initial.users[user] = packing.unpack_user(blob)
         elif kind == 3:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 10))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 13))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 3))
@@ -605,7 +621,7 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.movie_features_key(VERSION, movie)] = blob
             initial.movies[movie] = packing.unpack_movie(blob)
         elif kind == 3:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 8))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 9))
             bad_movies.add(movie)
     bad_globals = draw(st.integers(0, 9)) == 0
     if bad_globals:
