@@ -186,3 +186,18 @@ def task_timeline(tasks: pd.DataFrame, height: int | None = None) -> alt.Chart:
         )
         .properties(height=height or 60 + 32 * len(started))
     )
+
+
+def freshness_lines(frame: pd.DataFrame, height: int = 240) -> alt.Chart:
+    """Streaming AUC against feedback lag (log-like point scale: 0, 10, 60, 3600 s), one line per version."""
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True, strokeWidth=2)
+        .encode(
+            x=alt.X("lag_s:O", title="feedback lag (s)", sort="ascending"),
+            y=alt.Y("auc:Q", title="streaming AUC", scale=alt.Scale(zero=False), axis=alt.Axis(format=".3f")),
+            color=alt.Color("version:N", title=None),
+            tooltip=["version:N", alt.Tooltip("lag_s:O", title="lag (s)"), alt.Tooltip("auc:Q", format=".4f")],
+        )
+        .properties(height=height)
+    )

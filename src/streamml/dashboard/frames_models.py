@@ -49,6 +49,26 @@ def compare_versions(models: Mapping[str, Any], versions: Sequence[str] | None =
     return pd.DataFrame(data, index=pd.Index(metric_names, name="metric"))
 
 
+FRESHNESS_PREFIX = "streaming_auc_lag"
+
+
+def freshness_frame(models: Mapping[str, Any], versions: Sequence[str] | None = None) -> pd.DataFrame:
+    """``version, lag_s, auc``: each version's streaming AUC with feedback 0 s late (``streaming_auc``) and each lag of
+    its ``streaming_auc_lag{s}`` metrics; a version logged without the curve has no rows."""
+    rows = []
+    for v in models.get("versions", []):
+        if versions is not None and str(v["version"]) not in versions:
+            continue
+        metrics = v.get("metrics") or {}
+        lags = {int(k.removeprefix(FRESHNESS_PREFIX)): m for k, m in metrics.items() if k.startswith(FRESHNESS_PREFIX)}
+        if not lags or "streaming_auc" not in metrics:
+            continue
+        label = f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v.get("aliases") else "")
+        for lag, auc in sorted({0: metrics["streaming_auc"], **lags}.items()):
+            rows.append({"version": label, "lag_s": lag, "auc": number(auc)})
+    return pd.DataFrame(rows, columns=["version", "lag_s", "auc"])
+
+
 def confusion_frame(matrix: Sequence[Sequence[int]], classes: Sequence[str] | None = None) -> pd.DataFrame:
     """``actual, predicted, count, share`` cells of a confusion matrix ``[[tn, fp], [fn, tp]]`` (rows actual)."""
     classes = class_labels(classes)

@@ -35,9 +35,10 @@ Definitions (``n`` a count, ``K`` = :data:`PRIOR_STRENGTH`, ``K_g`` = :data:`GEN
   else :data:`DEFAULT_MOVIE_YEAR`; ``movie_has_year`` is 1.0 when the title has a year.
 - ``genre_<name>``: one-hot of the movie's genres over :data:`GENRES`; unknown genre names are ignored.
 
-Sequential families (their values depend on the order ratings are applied: event time, then user, then movie, the
-order of :meth:`FeatureState.point_in_time` and of the feature updater; offline they are the streaming code
-replayed over history by :mod:`.backfill`, since no window expresses them):
+Sequential families, chosen on a validation split inside history (docs/models.md). Their values depend on the
+order ratings are applied in (event time, then user, then movie: the order of :meth:`FeatureState.point_in_time`
+and of the feature updater), so no window expresses them; offline they are the streaming code replayed over history
+by :mod:`.backfill`. Residuals and offsets are taken against the states just before the rating:
 
 - residuals: applying a rating ``r`` adds ``r - movie_mean_shrunk`` (the movie's and the global state just before
   the rating) to the user's ``residual_total`` and ``r - user_mean_shrunk`` to the movie's.
@@ -47,6 +48,22 @@ replayed over history by :mod:`.backfill`, since no window expresses them):
   average to its value, every later one moves it to ``(1 - a) * average + a * value``. ``user_last_rating`` is the
   latest applied rating. A user without a rating gets ``global_mean`` for the rating averages and the last rating,
   0 for the residual averages and ``global_like_rate`` for the like averages.
+- genre taste: per genre of the rated movie, the user keeps a moving average (:data:`GENRE_RECENCY_RATE`, from 0)
+  of the residual and of the like residual (the like minus the movie's shrunk like-rate), and the residuals' sum.
+  Over this movie's genres: ``user_genre_recent_residual`` and ``user_genre_recent_like_residual`` are the means of
+  the averages; ``user_genre_residual_mean``/``_max``/``_min`` the mean, max and min of the genre's residual sum
+  / (genre count + K_g). All 0 when the movie has no genre.
+- rating scale: the user's shares of half-star ratings, of 5.0 and of ratings <= 2.0 (count / (n_u + 1)), a moving
+  average of the squared residual (:data:`SQUARED_RESIDUAL_RATE`, from 0) and the root of sum of squared residuals
+  / (n_u + 1).
+- age: ``movie_age_years`` = 1970 + t / :data:`SECONDS_PER_YEAR` - release year (:data:`NO_YEAR_AGE` without a
+  year); ``movie_days_since_first_rating`` and ``user_days_since_first_rating`` from the earliest applied rating
+  (:data:`NO_FIRST_RATING` without one); ``movie_ratings_per_day`` = movie count / (those days + 1) (0 without a
+  rating); ``movie_popularity`` = movie count / (global count + 1) * :data:`POPULARITY_SCALE`.
+- taste line: a least-squares line of the user's ratings on the movies' means, both centred on the global mean at
+  the time (x = the movie's shrunk mean - global mean, y = rating - global mean, summed per user). With the user's
+  means x̄, ȳ: ``user_taste_slope`` = (Sxy - Sx ȳ + :data:`SLOPE_PRIOR`) / (max(Sxx - Sx x̄, 0) + SLOPE_PRIOR), and
+  ``user_taste_prediction`` = ȳ + slope * (x_this_movie - x̄); a user without a rating gets slope 1 and x_this_movie.
 
 A user or movie without state (never seen, or absent from the catalog) gets zero counts, so every mean falls back
 to the global prior; an unknown movie has no genres and no year. ``cold_start`` is true when the user or the movie

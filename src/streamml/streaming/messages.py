@@ -58,17 +58,17 @@ class Feedback(Message):
     @model_validator(mode="before")
     @classmethod
     def _derive_rating_id(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "rating_id" not in data:
+        """Derive ``rating_id`` from the fields, or check a given one against them. Fields that are not all ints
+        fail their own (strict) validation, so a ``rating_id`` beside them needs no check."""
+        if isinstance(data, dict):
             fields = (data.get("user_id"), data.get("movie_id"), data.get("event_ts"))
             if all(type(value) is int for value in fields):
-                return {**data, "rating_id": rating_id(*fields)}  # type: ignore[arg-type]
+                derived = rating_id(*fields)  # type: ignore[arg-type]
+                if "rating_id" not in data:
+                    return {**data, "rating_id": derived}
+                if data["rating_id"] != derived:
+                    raise ValueError("rating_id must be user_id:movie_id:event_ts")
         return data
-
-    @model_validator(mode="after")
-    def _check_rating_id(self) -> Feedback:
-        if self.rating_id != rating_id(self.user_id, self.movie_id, self.event_ts):
-            raise ValueError("rating_id must be user_id:movie_id:event_ts")
-        return self
 
 
 class Prediction(Message):

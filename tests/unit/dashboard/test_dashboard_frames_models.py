@@ -97,3 +97,20 @@ def test_runs_and_datasets_tables() -> None:
         [{"snapshot": "s2", "created": "2026-01-01T00:00:00Z", "rows": {"ratings": 5}}]
     )
     assert nested.iloc[0]["ratings"] == 5 and nested.iloc[0]["created"] == pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def test_freshness_frame_has_a_curve_per_version_that_logged_one() -> None:
+    models = {
+        "versions": [
+            {"version": "3", "aliases": ["champion"], "metrics": {"streaming_auc": 0.853, "streaming_auc_lag10": 0.845,
+                                                                 "streaming_auc_lag3600": 0.729}},
+            {"version": "2", "aliases": [], "metrics": {"streaming_auc": 0.811}},  # before the curve was logged
+        ]
+    }  # fmt: skip
+    frame = frames_models.freshness_frame(models)
+    assert frame.values.tolist() == [
+        ["v3 (champion)", 0, 0.853],
+        ["v3 (champion)", 10, 0.845],
+        ["v3 (champion)", 3600, 0.729],
+    ]
+    assert frames_models.freshness_frame(models, ["2"]).empty

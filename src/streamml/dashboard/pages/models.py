@@ -73,6 +73,10 @@ def registry(settings: Settings, models: dict[str, Any]) -> None:
     chosen = st.multiselect("Compare", versions, default=versions[:4], format_func=lambda v: f"v{v}")
     if chosen:
         st.dataframe(frames_models.compare_versions(models, chosen).style.format("{:.4f}", na_rep="—"), width="stretch")
+        freshness = frames_models.freshness_frame(models, chosen)
+        if not freshness.empty:
+            st.markdown("**Freshness**: streaming AUC when feedback reaches the online features this late")
+            st.altair_chart(charts.freshness_lines(freshness), width="stretch")
 
     st.subheader("Report", anchor=False)
     default = versions.index(champion) if champion in versions else 0
