@@ -129,18 +129,31 @@ def _sum(value: Any) -> float:
 
 def _sums(values: Any) -> list[float]:
     """:func:`_sum` over a list, in bulk (the hot path reads a blob per touched user and movie)."""
-    if type(values) is not list or not all(type(v) is float or type(v) is int for v in values):
+    if type(values) is not list:
         raise ValueError(f"{values!r:.80} is not a list of numbers")
-    floats = [float(v) for v in values]
-    if not all(-MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE for v in floats):  # False for NaN too
-        raise ValueError(f"{values!r:.80} holds a sum that is not finite or beyond +-{MAX_FEATURE_MAGNITUDE:g}")
+    floats = []
+    for value in values:
+        kind = type(value)
+        if kind is not float and kind is not int:
+            raise ValueError(f"{value!r:.40} is not a number")
+        if not -MAX_FEATURE_MAGNITUDE <= value <= MAX_FEATURE_MAGNITUDE:  # False for NaN too
+            raise ValueError(f"sum {value!r} is not a finite number within +-{MAX_FEATURE_MAGNITUDE:g}")
+        floats.append(float(value))
     return floats
 
 
 def _genres(values: Any) -> tuple[int, ...]:
-    """:func:`_genre` over a movie's genre list, in bulk."""
-    if type(values) is not list or not all(type(g) is int and 0 <= g < N_GENRES for g in values):
-        raise ValueError(f"genres {values!r:.80} are not genre indices in 0..{N_GENRES - 1}")
+    """A movie's genre list: distinct genre indices in increasing order (the order :func:`pack_movie` writes; a
+    repeated genre would count twice in the scalar definition and once in the vectorised one)."""
+    if type(values) is not list:
+        raise ValueError(f"genres {values!r:.80} are not a list")
+    previous = -1
+    for genre in values:
+        if type(genre) is not int or not 0 <= genre < N_GENRES:
+            raise ValueError(f"genre index {genre!r:.40} is not an int in 0..{N_GENRES - 1}")
+        if genre <= previous:
+            raise DataValidationError(f"movie state blob: genres {values!r:.80} are not distinct and sorted")
+        previous = genre
     return tuple(values)
 
 
@@ -178,10 +191,6 @@ def unpack_movie(blob: bytes) -> MovieState:
         )
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
-    if not all(a < b for a, b in zip(state.genres, state.genres[1:], strict=False)):
-        # pack_movie writes each genre once, in order; a repeated genre would count twice in the scalar definition
-        # and once in the vectorised one.
-        raise DataValidationError(f"movie state blob: genres {list(state.genres)} are not distinct and sorted")
     return state
 
 

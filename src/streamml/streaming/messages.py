@@ -61,9 +61,9 @@ class Feedback(Message):
         """Derive ``rating_id`` from the fields, or check a given one against them. Fields that are not all ints
         fail their own (strict) validation, so a ``rating_id`` beside them needs no check."""
         if isinstance(data, dict):
-            fields = (data.get("user_id"), data.get("movie_id"), data.get("event_ts"))
-            if all(type(value) is int for value in fields):
-                derived = rating_id(*fields)  # type: ignore[arg-type]
+            user, movie, ts = data.get("user_id"), data.get("movie_id"), data.get("event_ts")
+            if type(user) is int and type(movie) is int and type(ts) is int:
+                derived = rating_id(user, movie, ts)
                 if "rating_id" not in data:
                     return {**data, "rating_id": derived}
                 if data["rating_id"] != derived:
