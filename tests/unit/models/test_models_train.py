@@ -37,9 +37,13 @@ def test_default_config_is_hgb_with_fixed_seed_and_flat_params() -> None:
         "threshold": 0.5,
         "importance_rows": 2000,
         "importance_repeats": 3,
-        "hgb.max_iter": 300,
-        "hgb.learning_rate": 0.05,
-        "hgb.max_depth": 6,
+        "hgb.max_iter": 1500,
+        "hgb.learning_rate": 0.02,
+        "hgb.max_depth": None,
+        "hgb.max_leaf_nodes": 15,
+        "hgb.min_samples_leaf": 100,
+        "hgb.l2_regularization": 1.0,
+        "hgb.early_stopping": False,
     }
     with pytest.raises(ValidationError):
         ModelConfig(model_type="svm")  # type: ignore[arg-type]
