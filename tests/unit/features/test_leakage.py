@@ -246,3 +246,23 @@ def test_features_of_a_prefix_do_not_depend_on_the_future(
     cut = int(tied[len(tied) // 2]) if len(tied) else len(ratings) // 2
     prefix_features = spec.point_in_time_features(FeatureState.from_movies(movies), ratings.iloc[:cut])
     np.testing.assert_array_equal(prefix_features, features[:cut])
+
+
+def test_permuting_every_rating_from_a_time_on_leaves_every_earlier_row_bit_identical(
+    dataset: tuple[pd.DataFrame, pd.DataFrame, np.ndarray],
+) -> None:
+    """The issue's check, for every family: shuffle the ratings (values) of all rows at or after T; every row before
+    T keeps its features to the bit, and later rows do change (in every family that reads rating values)."""
+    ratings, movies, features = dataset
+    cut = len(ratings) * 3 // 5
+    t = ratings["timestamp"].iloc[cut]
+    after = (ratings["timestamp"] >= t).to_numpy()
+    shuffled = ratings.copy()
+    shuffled.loc[after, "rating"] = np.random.default_rng(7).permutation(ratings.loc[after, "rating"].to_numpy())
+    again = spec.point_in_time_features(FeatureState.from_movies(movies), shuffled)
+    np.testing.assert_array_equal(again[~after], features[~after])
+    for family, names in spec.FAMILIES.items():
+        if family == "age":  # counts and times only: the rating values do not reach it
+            continue
+        columns = [FEATURE_NAMES.index(name) for name in names]
+        assert (again[after][:, columns] != features[after][:, columns]).any(), family
