@@ -38,7 +38,9 @@ Definitions (``n`` a count, ``K`` = :data:`PRIOR_STRENGTH`, ``K_g`` = :data:`GEN
 Sequential families, chosen on a validation split inside history (docs/models.md). Their values depend on the
 order ratings are applied in (event time, then user, then movie: the order of :meth:`FeatureState.point_in_time`
 and of the feature updater), so no window expresses them; offline they are the streaming code replayed over history
-by :mod:`.backfill`. Residuals and offsets are taken against the states just before the rating:
+by :mod:`.backfill`. Online they equal offline while feedback is applied in event order (the replayer sends it so,
+keyed by user); feedback applied out of order across users keeps every count and sum exact but moves these values.
+Residuals and offsets are taken against the states just before the rating:
 
 - residuals: applying a rating ``r`` adds ``r - movie_mean_shrunk`` (the movie's and the global state just before
   the rating) to the user's ``residual_total`` and ``r - user_mean_shrunk`` to the movie's.
