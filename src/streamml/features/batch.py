@@ -17,7 +17,6 @@ from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
 from streamml.features import packing, spec
-from streamml.features.backfill import backfill
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
@@ -91,6 +90,7 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     from pyspark.sql import functions as F
 
     from streamml.features import spark as fs
+    from streamml.features.backfill import backfill  # pandas: only the Spark driver needs it
 
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
     store.delete_prefix(f"v{version}/")  # a rerun replaces its own version whole
