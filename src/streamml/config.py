@@ -110,6 +110,12 @@ class DashboardSettings(_Section):
 class ScorerSettings(_Section):
     metrics_port: int = Field(9464, description="Port of the scorer's Prometheus endpoint (/metrics).")
     batch_size: int = Field(500, ge=1, description="Messages per micro-batch.")
+    model_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="Seconds between two reads of the model aliases (scorer and API)."
+    )
+    shadow: bool = Field(
+        True, description="Shadow-score @challenger beside @champion when they differ (to predictions.shadow.v1)."
+    )
 
 
 class AggregatorSettings(_Section):

@@ -7,10 +7,19 @@ from __future__ import annotations
 TOPIC_REQUESTS = "ratings.requests.v1"
 TOPIC_FEEDBACK = "ratings.feedback.v1"
 TOPIC_PREDICTIONS = "predictions.v1"
+TOPIC_PREDICTIONS_SHADOW = "predictions.shadow.v1"  # the challenger's scores of the champion's requests
 TOPIC_REQUESTS_DLQ = "ratings.requests.dlq.v1"
 TOPIC_METRICS = "metrics.v1"
 TOPIC_MODEL_EVENTS = "model-events.v1"
-TOPICS = (TOPIC_REQUESTS, TOPIC_FEEDBACK, TOPIC_PREDICTIONS, TOPIC_REQUESTS_DLQ, TOPIC_METRICS, TOPIC_MODEL_EVENTS)
+TOPICS = (
+    TOPIC_REQUESTS,
+    TOPIC_FEEDBACK,
+    TOPIC_PREDICTIONS,
+    TOPIC_PREDICTIONS_SHADOW,
+    TOPIC_REQUESTS_DLQ,
+    TOPIC_METRICS,
+    TOPIC_MODEL_EVENTS,
+)
 
 # Consumer groups.
 GROUP_SCORER = "streamml-scorer"

@@ -50,12 +50,17 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         features = RedisFeatureStore(redis_client(settings.redis))
-        champion = ChampionModel(settings.mlflow.tracking_uri)  # polls the alias; promotions here refresh it
+        # Follows the aliases from a thread of its own; promotions through this API also refresh it at once.
+        champion = ChampionModel(
+            settings.mlflow.tracking_uri, poll_seconds=settings.scorer.model_poll_seconds, watch=True
+        )
+        champion.start()
         airflow = AirflowClient(settings.airflow)
         app.state.services = Services(settings, ScorerHandler(features, champion), champion, airflow, features)
         try:
             yield
         finally:
+            champion.close()
             airflow.close()
             features.client.close()
 

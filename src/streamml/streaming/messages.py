@@ -92,6 +92,22 @@ class Prediction(Message):
     globals_used: tuple[Count, FeatureValue, Count]
 
 
+class ShadowPrediction(Message):
+    """The challenger's score of a request the champion scored, on the same features in the same batch
+    (``predictions.shadow.v1``); never a result (``pred:{id}`` holds only the champion's)."""
+
+    request_id: Text
+    user_id: Id
+    movie_id: Id
+    score: Probability
+    model_name: Text
+    model_version: Text
+    champion_version: Text
+    feature_version: Count
+    event_ts: Timestamp
+    scored_at: Instant
+
+
 class DeadLetter(Message):
     """A message that can never be processed, with where it came from and why (``reason``: a
     :data:`POISON_REASONS` label)."""

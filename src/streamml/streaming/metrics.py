@@ -1,5 +1,9 @@
 """The metrics aggregator: joins predictions with feedback by request id and publishes live quality and speed.
 
+While the scorer shadow-scores a challenger, the aggregator also joins each shadow score with its request's feedback
+and its champion score, and keeps both models' rolling AUC and log loss over the same requests (``shadow`` of the
+snapshot): the promotion gate's online evidence.
+
 State is bounded: unjoined predictions and feedback wait at most ``join_ttl`` seconds (feedback that never comes
 expires). Per joined event it records ``|label - score|``; every ``publish_every`` seconds it computes rolling AUC,
 accuracy, log loss and MAE over the last ``window`` joined events, throughput, end-to-end latency percentiles, the DLQ
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -24,7 +29,7 @@ from streamml import names
 from streamml.errors import PoisonMessageError
 from streamml.features.spec import FEATURE_NAMES, LIKE_THRESHOLD, NO_PREVIOUS_RATING
 from streamml.stores.metrics import RedisMetricsStore
-from streamml.streaming.messages import Feedback, Message, Prediction, parse
+from streamml.streaming.messages import Feedback, Message, Prediction, ShadowPrediction, parse
 from streamml.streaming.worker import BatchResult, Output
 
 logger = logging.getLogger(__name__)
@@ -34,7 +39,22 @@ STALE_HISTORY = 64  # feedback event times kept per user
 QUALITY_WINDOW = 5000  # joined predictions behind the rolling quality and staleness (the dashboard labels say so)
 LATENCY_WINDOW = 5000  # scored predictions behind the latency percentiles
 PUBLISH_SECONDS = 2.0  # between two snapshots; the throughput is what was scored in between
+SHADOW_IDLE_SECONDS = 60.0  # without a shadow score for this long, joins stop waiting for theirs
 LOG_HEADER = "id,y_true,y_pred,absolute_error,model_version,latency_ms,event_ts\n"
+
+
+class ShadowSnapshot(Message):
+    """Champion and challenger on the same joined requests: since this pair of versions began, and over the window."""
+
+    champion_version: str
+    challenger_version: str
+    paired_total: int
+    window: int
+    last_at: float
+    champion_auc: float | None
+    challenger_auc: float | None
+    champion_log_loss: float | None
+    challenger_log_loss: float | None
 
 
 class MetricsSnapshot(Message):
@@ -57,6 +77,7 @@ class MetricsSnapshot(Message):
     stale_share: float | None = None
     stale_mean: float | None = None
     refused_total: int = 0
+    shadow: ShadowSnapshot | None = None
 
 
 @dataclass
@@ -109,6 +130,14 @@ class MetricsState:
     # Event times of each user's latest feedback, to count the ratings a prediction was scored without (staleness).
     user_feedback: OrderedDict[int, deque[int]] = field(default_factory=OrderedDict)
     max_users: int = 100_000
+    # Shadow scores waiting for their request's join, and joins waiting for their shadow score (once shadows flow).
+    shadows: OrderedDict[str, tuple[float, ShadowPrediction]] = field(default_factory=OrderedDict)
+    awaiting_shadow: OrderedDict[str, tuple[float, int, float, str]] = field(default_factory=OrderedDict)
+    paired: deque[tuple[int, float, float]] = field(default_factory=deque)  # label, champion, challenger scores
+    pair: tuple[str, str] | None = None  # (champion, challenger) versions of ``paired``
+    paired_total: int = 0
+    shadow_at: float | None = None  # when the last pair was joined
+    shadow_seen: float = -math.inf  # when the last shadow score arrived
 
     def add_prediction(self, p: Prediction, now: float) -> Joined | None:
         self.scored_since_publish += 1
@@ -116,7 +145,7 @@ class MetricsState:
         self.model_version = p.model_version
         fb = self.feedback.pop(p.request_id, None)
         if fb is not None:
-            return self._join(p, fb[1])
+            return self._join(p, fb[1], now)
         self.predictions[p.request_id] = (now, p)
         return None
 
@@ -131,7 +160,7 @@ class MetricsState:
         seen.append(f.event_ts)
         pred = self.predictions.pop(f.request_id, None)
         if pred is not None:
-            return self._join(pred[1], f)
+            return self._join(pred[1], f, now)
         self.feedback[f.request_id] = (now, f)
         return None
 
@@ -143,7 +172,29 @@ class MetricsState:
         served_last = p.event_ts - since if since != NO_PREVIOUS_RATING else -1
         return sum(served_last < ts < p.event_ts for ts in self.user_feedback.get(p.user_id, ()))
 
-    def _join(self, p: Prediction, f: Feedback) -> Joined:
+    def add_shadow(self, s: ShadowPrediction, now: float) -> None:
+        self.shadow_seen = now
+        waiting = self.awaiting_shadow.pop(s.request_id, None)
+        if waiting is None:
+            self.shadows[s.request_id] = (now, s)
+        else:
+            _, y_true, champion_score, champion_version = waiting
+            self._pair(y_true, champion_score, champion_version, s, now)
+
+    def _pair(self, y_true: int, champion_score: float, champion_version: str, s: ShadowPrediction, now: float) -> None:
+        if s.champion_version != champion_version:  # not the same request scoring (a redelivery across a promotion)
+            return
+        pair = (champion_version, s.model_version)
+        if pair != self.pair:
+            self.pair, self.paired_total = pair, 0
+            self.paired.clear()
+        self.paired.append((y_true, champion_score, s.score))
+        while len(self.paired) > self.window:
+            self.paired.popleft()
+        self.paired_total += 1
+        self.shadow_at = now
+
+    def _join(self, p: Prediction, f: Feedback, now: float) -> Joined:
         joined = Joined(
             p.request_id,
             int(f.rating >= LIKE_THRESHOLD),
@@ -157,10 +208,21 @@ class MetricsState:
         while len(self.recent) > self.window:
             self.recent.popleft()
         self.joined_total += 1
+        shadow = self.shadows.pop(p.request_id, None)
+        if shadow is not None:
+            self._pair(joined.y_true, p.score, p.model_version, shadow[1], now)
+        elif now - self.shadow_seen < SHADOW_IDLE_SECONDS:  # shadows flow: this request's may still come
+            self.awaiting_shadow[p.request_id] = (now, joined.y_true, p.score, p.model_version)
         return joined
 
     def expire(self, now: float) -> None:
-        for pending in (self.predictions, self.feedback):
+        pendings: tuple[OrderedDict[str, Any], ...] = (
+            self.predictions,
+            self.feedback,
+            self.shadows,
+            self.awaiting_shadow,
+        )
+        for pending in pendings:
             while pending and (
                 now - next(iter(pending.values()))[0] > self.join_ttl or len(pending) > self.max_pending
             ):
@@ -192,9 +254,27 @@ class MetricsState:
             stale_share=float(np.mean(stale > 0)) if len(stale) else None,
             stale_mean=float(np.mean(stale)) if len(stale) else None,
             refused_total=self.refused_total,
+            shadow=self.shadow_snapshot(),
         )
         self.scored_since_publish = 0
         return snap
+
+    def shadow_snapshot(self) -> ShadowSnapshot | None:
+        if self.pair is None or not self.paired or self.shadow_at is None:
+            return None
+        y_true, champion, challenger = (np.array(column, dtype=np.float64) for column in zip(*self.paired, strict=True))
+        ours, theirs = rolling_metrics(y_true, champion), rolling_metrics(y_true, challenger)
+        return ShadowSnapshot(
+            champion_version=self.pair[0],
+            challenger_version=self.pair[1],
+            paired_total=self.paired_total,
+            window=len(self.paired),
+            last_at=self.shadow_at,
+            champion_auc=ours["auc"],
+            challenger_auc=theirs["auc"],
+            champion_log_loss=ours["log_loss"],
+            challenger_log_loss=theirs["log_loss"],
+        )
 
 
 class MetricLog:
@@ -235,6 +315,7 @@ class MetricsHandler:
         metrics_topic: str = names.TOPIC_METRICS,
         feedback_topic: str = names.TOPIC_FEEDBACK,
         dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
+        shadow_topic: str = names.TOPIC_PREDICTIONS_SHADOW,
         clock: Callable[[], float] = time.time,
         on_snapshot: Callable[[MetricsSnapshot], None] | None = None,
     ) -> None:
@@ -247,6 +328,7 @@ class MetricsHandler:
         self.metrics_topic = metrics_topic
         self.feedback_topic = feedback_topic
         self.dlq_topic = dlq_topic
+        self.shadow_topic = shadow_topic
         self.clock = clock
         self._last_publish = clock()
 
@@ -262,6 +344,9 @@ class MetricsHandler:
             try:
                 if topic == self.feedback_topic:
                     j = self.state.add_feedback(cast(Feedback, parse(Feedback, msg.value())), now)
+                elif topic == self.shadow_topic:
+                    self.state.add_shadow(cast(ShadowPrediction, parse(ShadowPrediction, msg.value())), now)
+                    continue
                 else:
                     j = self.state.add_prediction(cast(Prediction, parse(Prediction, msg.value())), now)
             except PoisonMessageError as exc:

@@ -51,6 +51,7 @@ class ScorerTopics:
     predictions: str = names.TOPIC_PREDICTIONS
     dlq: str = names.TOPIC_REQUESTS_DLQ
     model_events: str = names.TOPIC_MODEL_EVENTS
+    shadow: str = names.TOPIC_PREDICTIONS_SHADOW
 
 
 def metrics_host(settings: Settings) -> str:
@@ -67,7 +68,8 @@ def run_scorer(
     model_name: str = names.MODEL_NAME,
     model: Callable[[], ServingModel] | None = None,
 ) -> None:
-    """Score ``topics.requests`` with @champion of ``model_name`` (or ``model``, when given) until SIGTERM.
+    """Score ``topics.requests`` with @champion of ``model_name`` (or ``model``, when given) until SIGTERM; with
+    ``settings.scorer.shadow``, @challenger too, to ``topics.shadow``.
 
     Prometheus metrics are served on ``settings.scorer.metrics_port`` from the start, also while waiting for a
     first champion.
@@ -82,9 +84,11 @@ def run_scorer(
 
     metrics = ScorerMetrics()
     serve_metrics(settings.scorer.metrics_port, metrics_host(settings))
-    used = [topics.requests, topics.predictions, topics.dlq] + ([topics.model_events] if model is None else [])
+    used = [topics.requests, topics.predictions, topics.dlq, topics.shadow]
+    used += [topics.model_events] if model is None else []
     retry("topic creation", lambda: ensure_topics(settings.kafka, used))
     events: Consumer | None = None
+    champion: ChampionModel | None = None
     try:
         if model is None:
             # Each scorer process sees every model event: its own group, starting at the end.
@@ -94,8 +98,10 @@ def run_scorer(
             champion = ChampionModel(
                 settings.mlflow.tracking_uri,
                 model_name=model_name,
+                poll_seconds=settings.scorer.model_poll_seconds,
                 events=events,
-                background=True,
+                watch=True,
+                shadow=settings.scorer.shadow,
                 on_loaded=metrics.model_loaded,
                 on_failed=metrics.model_failed,
             )
@@ -109,9 +115,13 @@ def run_scorer(
             model,
             predictions_topic=topics.predictions,
             dlq_topic=topics.dlq,
+            shadow=champion.challenger if champion is not None and champion.shadow else None,
+            shadow_topic=topics.shadow,
         )
         _worker(settings, group, topics.requests, handler, batch_size, observer=metrics).run()
     finally:
+        if champion is not None:
+            champion.close()  # the watcher polls the events consumer: stop it first
         if events is not None:
             events.close()
 
@@ -287,7 +297,7 @@ def run_metrics(settings: Settings, batch_size: int = 1000, log_path: Path | Non
         consumer_lag(settings),
         on_snapshot=gauges.update,
     )
-    topics = [names.TOPIC_PREDICTIONS, names.TOPIC_FEEDBACK, names.TOPIC_REQUESTS_DLQ]
+    topics = [names.TOPIC_PREDICTIONS, names.TOPIC_PREDICTIONS_SHADOW, names.TOPIC_FEEDBACK, names.TOPIC_REQUESTS_DLQ]
     worker = _worker(settings, names.GROUP_METRICS, topics, handler, batch_size)
     worker.on_idle = lambda: worker.process([])
     worker.run()

@@ -1,6 +1,8 @@
 """The scorer's handler: a micro-batch of rating requests -> predictions, dead letters and Redis results.
 
-Per batch: one Redis round trip for every user, movie and the globals blob; one vectorised predict; no pandas.
+Per batch: one Redis round trip for every user, movie and the globals blob; one vectorised predict; no pandas. With a
+challenger to shadow (``shadow``), the same feature matrix is scored by it too and its scores go to
+``predictions.shadow.v1`` only; a challenger that fails never touches the champion's results.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from streamml.bounds import MAX_FEATURE_MAGNITUDE
 from streamml.errors import DataValidationError, PoisonMessageError, TransientError
 from streamml.features import packing, spec
 from streamml.stores.features import RedisFeatureStore
-from streamml.streaming.messages import Prediction, RatingRequest
+from streamml.streaming.messages import Prediction, RatingRequest, ShadowPrediction
 from streamml.streaming.worker import BatchResult, Output, parse_batch
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class ScoredBatch(BatchResult):
     """A scorer batch's result, with what observers count once it is delivered (never sent anywhere itself)."""
 
     predictions: list[Prediction] = field(default_factory=list)
+    shadowed: int = 0
+    shadow_failures: int = 0
 
 
 Outcome = Prediction | PoisonMessageError
@@ -59,11 +63,15 @@ class ScorerHandler:
         clock: Callable[[], float] = time.time,
         predictions_topic: str = names.TOPIC_PREDICTIONS,
         dlq_topic: str = names.TOPIC_REQUESTS_DLQ,
+        shadow: Callable[[], ServingModel | None] | None = None,
+        shadow_topic: str = names.TOPIC_PREDICTIONS_SHADOW,
     ) -> None:
         self.features = features
         self.predictions_topic = predictions_topic
         self.dlq_topic = dlq_topic
         self.model = model
+        self.shadow = shadow
+        self.shadow_topic = shadow_topic
         self.ttl = prediction_ttl_seconds
         self.refresh = feature_version_refresh_seconds
         self.clock = clock
@@ -85,7 +93,11 @@ class ScorerHandler:
         if not parsed:
             return result
         results: list[tuple[str, bytes]] = []
-        for (msg, _), outcome in zip(parsed, self.score([r for _, r in parsed]), strict=True):
+        challenger = self.shadow() if self.shadow is not None else None
+        outcomes, matrix, rows = self._score([r for _, r in parsed])
+        if challenger is not None and rows:
+            self._shadow(challenger, outcomes, matrix, rows, result)
+        for (msg, _), outcome in zip(parsed, outcomes, strict=True):
             if isinstance(outcome, PoisonMessageError):
                 result.refuse(msg, outcome, self.dlq_topic)
                 continue
@@ -100,9 +112,53 @@ class ScorerHandler:
         result.sink = write_results if results else None
         return result
 
+    def _shadow(
+        self,
+        challenger: ServingModel,
+        outcomes: list[Outcome],
+        matrix: np.ndarray,
+        rows: list[int],
+        result: ScoredBatch,
+    ) -> None:
+        """Score the champion's predictions again with ``challenger`` into shadow outputs; a failure only counts."""
+        scored = [(k, p) for k, i in enumerate(rows) if isinstance(p := outcomes[i], Prediction)]
+        if not scored:
+            return
+        try:
+            scores = challenger.predict(matrix[[k for k, _ in scored]] if len(scored) < len(rows) else matrix)
+            scores = np.asarray(scores, dtype=np.float64).reshape(len(scored))
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the challenger is on trial: its failure must not cost a result
+            logger.warning("challenger version=%s failed on a batch of %d: %s", challenger.version, len(scored), exc)
+            result.shadow_failures += 1
+            return
+        scored_at = self.clock()
+        for (_, p), s in zip(scored, scores.tolist(), strict=True):
+            if not 0.0 <= s <= 1.0:  # NaN too
+                continue
+            shadow = ShadowPrediction.model_construct(  # every field comes from a validated prediction
+                request_id=p.request_id,
+                user_id=p.user_id,
+                movie_id=p.movie_id,
+                score=s,
+                model_name=challenger.name,
+                model_version=challenger.version,
+                champion_version=p.model_version,
+                feature_version=p.feature_version,
+                event_ts=p.event_ts,
+                scored_at=scored_at,
+            )
+            result.outputs.append(Output(self.shadow_topic, str(p.user_id), shadow.encode()))
+            result.shadowed += 1
+
     def score(self, requests: Sequence[RatingRequest]) -> list[Outcome]:
         """One outcome per request, in order. A request whose user's, movie's or the globals' online state cannot be
         read, or that the model cannot score, is refused; the others are scored. Only infrastructure faults raise."""
+        return self._score(requests)[0]
+
+    def _score(self, requests: Sequence[RatingRequest]) -> tuple[list[Outcome], np.ndarray, list[int]]:
+        """:meth:`score`, and the feature matrix of the requests whose state could be read (``rows``)."""
         version = self.feature_version()
         model = self.model()
         n = len(requests)
@@ -112,10 +168,11 @@ class ScorerHandler:
         try:
             globals_state = packing.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
         except DataValidationError as exc:
-            return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n
+            return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n, _NO_ROWS, []
         users = _unpack_each(blobs[:n], packing.unpack_user, "user", [r.user_id for r in requests], outcomes)
         movies = _unpack_each(blobs[n : 2 * n], packing.unpack_movie, "movie", [r.movie_id for r in requests], outcomes)
         rows = [i for i in range(n) if outcomes[i] is None]
+        matrix = _NO_ROWS
         if rows:
             matrix = spec.feature_matrix(
                 [users[i] for i in rows],
@@ -163,7 +220,10 @@ class ScorerHandler:
                     features=tuple(matrix[k].tolist()),
                     globals_used=served_globals,
                 )
-        return cast(list[Outcome], outcomes)
+        return cast(list[Outcome], outcomes), matrix, rows
+
+
+_NO_ROWS = np.empty((0, spec.N_FEATURES))
 
 
 S = TypeVar("S")

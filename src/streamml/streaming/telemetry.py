@@ -12,6 +12,8 @@ process, as Prometheus expects.
 | ``streamml_scorer_consumer_errors_total`` | counter | |
 | ``streamml_scorer_predictions_total`` | counter | |
 | ``streamml_scorer_cold_starts_total`` | counter | (predictions for a user or movie without history) |
+| ``streamml_scorer_shadow_predictions_total`` | counter | (the challenger's scores delivered to the shadow topic) |
+| ``streamml_scorer_shadow_failures_total`` | counter | (batches the challenger failed to score) |
 | ``streamml_scorer_dlq_records_total`` | counter | ``reason``: a ``POISON_REASONS`` label |
 | ``streamml_scorer_batch_size`` | histogram | (messages per delivered batch) |
 | ``streamml_scorer_batch_seconds`` | histogram | (handler + Redis write + flush + commit) |
@@ -55,6 +57,12 @@ class ScorerMetrics:
         self.predictions = Counter(name("predictions"), "Predictions delivered (topic and Redis).", registry=registry)
         self.cold_starts = Counter(
             name("cold_starts"), "Predictions for a user or a movie without history.", registry=registry
+        )
+        self.shadowed = Counter(
+            name("shadow_predictions"), "Challenger scores delivered to the shadow topic.", registry=registry
+        )
+        self.shadow_failures = Counter(
+            name("shadow_failures"), "Batches the challenger failed to score.", registry=registry
         )
         self.dlq = Counter(
             name("dlq_records"), "Requests refused into the DLQ, by reason.", ["reason"], registry=registry
@@ -101,6 +109,8 @@ class ScorerMetrics:
         if isinstance(result, ScoredBatch):
             self.predictions.inc(len(result.predictions))
             self.cold_starts.inc(sum(p.cold_start for p in result.predictions))
+            self.shadowed.inc(result.shadowed)
+            self.shadow_failures.inc(result.shadow_failures)
 
     # ChampionModel hooks
     def model_loaded(self, model: ServingModel) -> None:
@@ -135,11 +145,21 @@ class LiveMetrics:
             "dlq_total": gauge("dlq_records", "DLQ records seen since the start."),
             "refused_total": gauge("refused_total", "Unreadable predictions and feedback the aggregator refused."),
         }
+        self.shadow = {
+            "champion_auc": gauge("shadow_champion_auc", "Rolling AUC of the champion on the shadowed requests."),
+            "challenger_auc": gauge("shadow_challenger_auc", "Rolling AUC of the challenger on the same requests."),
+            "paired_total": gauge("shadow_paired_total", "Requests joined with both models' scores (this pair)."),
+        }
 
     def update(self, snapshot: Any) -> None:
         for field_name, g in self.gauges.items():
-            value = getattr(snapshot, field_name)
-            g.set(float("nan") if value is None else float(value))
+            _set(g, getattr(snapshot, field_name))
+        for field_name, g in self.shadow.items():
+            _set(g, None if snapshot.shadow is None else getattr(snapshot.shadow, field_name))
+
+
+def _set(g: Gauge, value: float | None) -> None:
+    g.set(float("nan") if value is None else float(value))
 
 
 def serve_metrics(

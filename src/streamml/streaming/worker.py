@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -287,12 +287,15 @@ class Worker:
 
 
 def _merge(first: BatchResult, second: BatchResult) -> BatchResult:
-    """Both results as one (their sinks already ran), of the more specific of their two types."""
+    """Both results as one (their sinks already ran), of the more specific of their two types: lists are joined,
+    counts added."""
     target = type(first) if isinstance(first, type(second)) else type(second)
-    values = {
-        f.name: getattr(first, f.name, []) + getattr(second, f.name, []) for f in fields(target) if f.name != "sink"
-    }
-    return target(**values)  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for f in fields(target):
+        if f.name != "sink":
+            empty: Any = f.default_factory() if f.default_factory is not MISSING else f.default
+            values[f.name] = getattr(first, f.name, empty) + getattr(second, f.name, empty)
+    return target(**values)
 
 
 class _Undeliverable(StreamMLError):

@@ -9,8 +9,8 @@ from streaming_fakes import FakeRedis, Msg
 
 from streamml.features.spec import FEATURE_NAMES, N_FEATURES, NO_PREVIOUS_RATING
 from streamml.stores.metrics import RedisMetricsStore
-from streamml.streaming.messages import Feedback, Prediction
-from streamml.streaming.metrics import LOG_HEADER, MetricLog, MetricsState, rolling_metrics
+from streamml.streaming.messages import Feedback, Prediction, ShadowPrediction
+from streamml.streaming.metrics import LOG_HEADER, SHADOW_IDLE_SECONDS, MetricLog, MetricsState, rolling_metrics
 
 SINCE = FEATURE_NAMES.index("seconds_since_user_prev_rating")
 
@@ -104,16 +104,18 @@ def test_handler_routes_by_exact_topic_and_publishes_a_snapshot(tmp_path: Path) 
     redis_fake = FakeRedis()
     handler = MetricsHandler(
         RedisMetricsStore(redis_fake), MetricLog(tmp_path / "log.csv"), lambda: {"0": 0}, publish_every=1.0,  # type: ignore[arg-type]
-        metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", clock=lambda: next(clock),
+        metrics_topic="m", feedback_topic="fb", dlq_topic="dlq", shadow_topic="sh", clock=lambda: next(clock),
     )  # fmt: skip
     result = handler(
-        [Msg(pred(1, 0.8).encode(), topic_="preds"), Msg(fb(1, 5.0).encode(), topic_="fb"), Msg(b"{}", topic_="dlq")]
-    )
+        [Msg(pred(1, 0.8).encode(), topic_="preds"), Msg(shadow(1, 0.9).encode(), topic_="sh"),
+         Msg(fb(1, 5.0).encode(), topic_="fb"), Msg(b"{}", topic_="dlq")]
+    )  # fmt: skip
     assert result.sink is not None
     result.sink()
     snap = MetricsSnapshot.model_validate_json(result.outputs[0].value)
     assert result.outputs[0].topic == "m"
     assert (snap.joined_total, snap.dlq_total) == (1, 1)
+    assert snap.shadow is not None and snap.shadow.paired_total == 1
     assert redis_fake.store[METRICS_ERRORS] == ["0.200000"]
     assert METRICS_LATEST in redis_fake.store
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 2
@@ -137,3 +139,60 @@ def test_a_forged_prediction_is_dead_lettered_and_bad_feedback_only_counted(tmp_
     assert [o.topic for o in result.outputs] == ["dlq"]
     assert result.refused == ["out_of_range"]
     assert handler.state.refused_total == 2 and len(handler.state.predictions) == 1
+
+
+def shadow(i: int, score: float, version: str = "4", champion: str = "3") -> ShadowPrediction:
+    return ShadowPrediction(
+        request_id=f"r{i}", user_id=1, movie_id=2, score=score, model_name="m", model_version=version,
+        champion_version=champion, feature_version=1, event_ts=10, scored_at=100.02,
+    )  # fmt: skip
+
+
+def test_shadow_scores_pair_with_their_request_in_any_arrival_order() -> None:
+    rng = np.random.default_rng(3)
+    state = MetricsState(window=1000)
+    labels = rng.integers(0, 2, 300)
+    ours, theirs = rng.uniform(size=300), np.clip(labels * 0.6 + rng.uniform(size=300) * 0.4, 0, 1)
+    for i in range(300):
+        order = i % 3  # shadow first, between, or after the join
+        if order == 0:
+            state.add_shadow(shadow(i, float(theirs[i])), now=0)
+        state.add_prediction(pred(i, float(ours[i])), now=0)
+        if order == 1:
+            state.add_shadow(shadow(i, float(theirs[i])), now=0)
+        state.add_feedback(fb(i, 5.0 if labels[i] else 1.0), now=0)
+        if order == 2:
+            state.add_shadow(shadow(i, float(theirs[i])), now=0)
+    snap = state.snapshot(now=1, elapsed=1, lag={})
+    assert snap.shadow is not None
+    assert (snap.shadow.champion_version, snap.shadow.challenger_version, snap.shadow.paired_total) == ("3", "4", 300)
+    assert snap.shadow.champion_auc == pytest.approx(roc_auc_score(labels, ours))
+    assert snap.shadow.challenger_auc == pytest.approx(roc_auc_score(labels, theirs))
+    assert not state.shadows and not state.awaiting_shadow
+
+
+def test_a_new_pair_of_versions_starts_its_evidence_afresh_and_mismatched_champions_do_not_pair() -> None:
+    state = MetricsState()
+    for i, version in enumerate(["4", "4", "5"]):
+        state.add_shadow(shadow(i, 0.5, version=version), now=0)
+        state.add_prediction(pred(i, 0.5), now=0)
+        state.add_feedback(fb(i, 5.0), now=0)
+    state.add_shadow(shadow(9, 0.5, version="5", champion="2"), now=0)  # scored beside another champion
+    state.add_prediction(pred(9, 0.5), now=0)
+    state.add_feedback(fb(9, 5.0), now=0)
+    snap = state.snapshot(now=1, elapsed=1, lag={})
+    assert snap.shadow is not None and (snap.shadow.challenger_version, snap.shadow.paired_total) == ("5", 1)
+    assert MetricsState().snapshot(now=1, elapsed=1, lag={}).shadow is None
+
+
+def test_without_shadows_flowing_joins_do_not_wait_for_one() -> None:
+    state = MetricsState()
+    state.add_prediction(pred(1, 0.5), now=0)
+    state.add_feedback(fb(1, 5.0), now=0)
+    assert not state.awaiting_shadow
+    state.add_shadow(shadow(2, 0.5), now=100)
+    state.add_prediction(pred(3, 0.5), now=100 + SHADOW_IDLE_SECONDS + 1)
+    state.add_feedback(fb(3, 5.0), now=100 + SHADOW_IDLE_SECONDS + 1)
+    assert not state.awaiting_shadow
+    state.expire(now=100 + state.join_ttl + 1)
+    assert not state.shadows

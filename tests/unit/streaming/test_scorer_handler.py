@@ -13,7 +13,7 @@ from streaming_fakes import Msg
 from streamml import names
 from streamml.errors import TransientError
 from streamml.features import packing, spec
-from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
+from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest, ShadowPrediction
 from streamml.streaming.scorer import ScorerHandler, ServingModel
 from streamml.streaming.worker import BatchResult, Output, Worker
 
@@ -168,3 +168,48 @@ def test_worker_retries_a_transient_sink_failure_then_commits(
     assert "pred:r1" in store.written
     assert len(consumer.commits) == 1
     assert np.isfinite(Prediction.model_validate_json(store.written["pred:r1"]).score)
+
+
+def test_shadow_scores_the_same_rows_on_the_same_features_and_never_writes_results(store: MemoryFeatures) -> None:
+    seen: list[np.ndarray] = []
+
+    def challenger_predict(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return np.full(len(x), 0.25)
+
+    challenger = ServingModel("m", "8", challenger_predict)
+    handler = ScorerHandler(store, like_rate_model, clock=lambda: 5.0, shadow=lambda: challenger)  # type: ignore[arg-type]
+    result = handler([Msg(request(1, user=1)), Msg(b"{oops"), Msg(request(3, user=2, movie=11))])
+    preds = [Prediction.model_validate_json(o.value) for o in result.outputs if o.topic == names.TOPIC_PREDICTIONS]
+    shadows = [
+        ShadowPrediction.model_validate_json(o.value)
+        for o in result.outputs
+        if o.topic == names.TOPIC_PREDICTIONS_SHADOW
+    ]
+    assert [s.request_id for s in shadows] == [p.request_id for p in preds] == ["r1", "r3"]
+    assert all((s.model_version, s.champion_version, s.score) == ("8", "7", 0.25) for s in shadows)
+    assert np.array_equal(seen[0], np.array([p.features for p in preds]))  # the champion's very features
+    assert result.shadowed == 2 and result.shadow_failures == 0
+    assert result.sink is not None
+    result.sink()
+    assert {json.loads(v)["model_version"] for v in store.written.values()} == {"7"}  # pred:{id} is the champion's
+
+
+def test_a_failing_or_absent_challenger_costs_the_champion_nothing(store: MemoryFeatures) -> None:
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise ValueError("challenger bug")
+
+    for shadow in (lambda: ServingModel("m", "8", broken), lambda: None):
+        handler = ScorerHandler(store, like_rate_model, shadow=shadow)  # type: ignore[arg-type]
+        result = handler([Msg(request(1)), Msg(request(2, user=2))])
+        assert [o.topic for o in result.outputs] == [names.TOPIC_PREDICTIONS] * 2
+        assert not result.refused
+    assert result.shadowed == 0
+
+
+def test_out_of_range_challenger_scores_are_dropped_not_sent(store: MemoryFeatures) -> None:
+    challenger = ServingModel("m", "8", lambda x: np.array([np.nan, 1.5, 0.5])[: len(x)])
+    handler = ScorerHandler(store, like_rate_model, shadow=lambda: challenger)  # type: ignore[arg-type]
+    result = handler([Msg(request(1)), Msg(request(2, user=2)), Msg(request(3, user=3))])
+    shadows = [o for o in result.outputs if o.topic == names.TOPIC_PREDICTIONS_SHADOW]
+    assert len(shadows) == 1 and json.loads(shadows[0].value)["request_id"] == "r3"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +156,7 @@ def test_other_handlers_count_messages_and_batches_only() -> None:
 def test_model_loads_and_the_version_serving() -> None:
     registry = CollectorRegistry()
     metrics = ScorerMetrics(registry)
-    versions = iter(["3", "4", "5"])
+    versions = iter(["3", "4", "5", "5"])
 
     def loader(uri: str) -> Any:
         if uri.endswith("/5"):
@@ -165,12 +166,13 @@ def test_model_loads_and_the_version_serving() -> None:
     champion = ChampionModel(
         "http://unused", loader=loader, on_loaded=metrics.model_loaded, on_failed=metrics.model_failed
     )
-    champion._champion_version = lambda: next(versions)  # type: ignore[method-assign]
+    champion._aliases = lambda: {"champion": next(versions)}  # type: ignore[method-assign]
     assert champion.refresh() and champion().version == "3"
     assert value(registry, "streamml_scorer_model_version") == 3
     assert value(registry, "streamml_scorer_model_info", model_name="movielens-like", model_version="3") == 1
     assert champion.refresh()
     assert not champion.refresh()  # version 5 does not load: 4 keeps serving, the error is reported
+    assert not champion.refresh()  # ... and it is not tried again at once
     assert champion._model is not None and champion._model.version == "4"
     assert champion.last_error is not None and "artifact store down" in champion.last_error
     assert value(registry, "streamml_scorer_model_version") == 4
@@ -180,45 +182,115 @@ def test_model_loads_and_the_version_serving() -> None:
     assert registry.get_sample_value("streamml_scorer_model_info", old) is None
 
 
-def test_a_model_event_reloads_in_the_background_without_blocking_the_batch() -> None:
+def watched(aliases: dict[str, str], loader: Any, **kwargs: Any) -> ChampionModel:
+    champion = ChampionModel("http://unused", poll_seconds=0.02, loader=loader, watch=True, **kwargs)
+    champion._aliases = lambda: dict(aliases)  # type: ignore[method-assign]
+    return champion
+
+
+def test_the_watcher_follows_an_alias_moved_by_anyone_without_an_event_or_a_batch() -> None:
     import threading
 
-    release = threading.Event()
-    loaded: list[str] = []
-    versions = iter(["1", "2"])
+    aliases = {"champion": "1"}
+    loaded = threading.Event()
+    champion = watched(aliases, lambda uri: lambda x: x, on_loaded=lambda m: m.version == "2" and loaded.set())
+    try:
+        assert champion().version == "1"
+        aliases["champion"] = "2"  # as the MLflow UI or client would: no model event
+        assert loaded.wait(10)
+        assert champion().version == "2"
+    finally:
+        champion.close()
+
+
+def test_a_slow_load_keeps_the_old_model_briefly_then_batches_wait_for_the_new_one() -> None:
+    import threading
+
+    aliases = {"champion": "1"}
+    release, loading = threading.Event(), threading.Event()
 
     def loader(uri: str) -> Any:
         if uri.endswith("/2"):
-            release.wait(10)  # a slow load: the batch must not wait for it
+            loading.set()
+            release.wait(10)
         return lambda x: x
+
+    champion = watched(aliases, loader, stale_seconds=0.3)
+    try:
+        assert champion().version == "1"
+        aliases["champion"] = "2"
+        assert loading.wait(10)
+        assert champion().version == "1"  # just seen: the batch is not held up
+        served: list[str] = []
+        late = threading.Thread(target=lambda: (time.sleep(0.5), served.append(champion().version)))
+        late.start()
+        time.sleep(1.0)
+        assert served == []  # past stale_seconds: the batch waits for the load ...
+        release.set()
+        late.join(10)
+        assert served == ["2"]  # ... and is scored by the new champion
+    finally:
+        release.set()
+        champion.close()
+
+
+def test_an_event_wakes_the_watcher_at_once() -> None:
+    import threading
 
     @dataclass
     class Events:
         pending: int = 0
+        polls: list[float] = field(default_factory=list)
 
-        def poll(self, _: float) -> Any:
+        def poll(self, timeout: float) -> Any:
+            self.polls.append(timeout)
             if not self.pending:
+                time.sleep(min(timeout, 0.05))
                 return None
             self.pending -= 1
             return Msg(b"{}")
 
+    aliases = {"champion": "1"}
+    loaded = threading.Event()
     events = Events()
-    done = threading.Event()
     champion = ChampionModel(
-        "http://unused",
-        loader=loader,
-        events=events,
-        background=True,
-        on_loaded=lambda m: (loaded.append(m.version), done.set() if m.version == "2" else None),
-    )
-    champion._champion_version = lambda: next(versions)  # type: ignore[method-assign]
-    assert champion().version == "1"
-    events.pending = 1
-    assert champion().version == "1"  # the event woke the reload thread; this batch keeps the old model
-    release.set()
-    assert done.wait(10)
-    assert champion().version == "2"
-    assert loaded == ["1", "2"]
+        "http://unused", poll_seconds=3600, events=events, loader=lambda uri: lambda x: x, watch=True,
+        on_loaded=lambda m: m.version == "2" and loaded.set(),
+    )  # fmt: skip
+    champion._aliases = lambda: dict(aliases)  # type: ignore[method-assign]
+    try:
+        assert champion().version == "1"
+        aliases["champion"] = "2"
+        events.pending = 1
+        assert loaded.wait(10)
+        assert champion().version == "2"
+        assert all(t == 3600 for t in events.polls)  # only the watcher polls the consumer
+    finally:
+        champion.close()
+
+
+def test_shadow_follows_the_challenger_only_while_it_differs_and_loads() -> None:
+    def loader(uri: str) -> Any:
+        if uri.endswith("/9"):
+            raise ValueError("cannot unpickle")
+        return lambda x: x
+
+    aliases = {"champion": "1", "challenger": "2"}
+    champion = ChampionModel("http://unused", loader=loader, shadow=True)
+    champion._aliases = lambda: dict(aliases)  # type: ignore[method-assign]
+    champion.refresh()
+    challenger = champion.challenger()
+    assert challenger is not None and challenger.version == "2"
+    aliases["champion"] = "2"
+    champion.refresh()
+    assert champion().version == "2" and champion.challenger() is None  # promoted: nothing left to shadow
+    aliases["challenger"] = "9"
+    champion.refresh()
+    assert champion.challenger() is None and champion().version == "2"  # a broken challenger is not shadowed
+    del aliases["challenger"]
+    champion.refresh()
+    assert champion.challenger() is None
+    assert ChampionModel("http://unused", loader=loader).challenger() is None
 
 
 @pytest.mark.parametrize(
