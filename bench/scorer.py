@@ -141,12 +141,15 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
 
     settings = Settings()
     model = _serving_model(settings, cfg["model_uri"])
+    challenger = _serving_model(settings, cfg["shadow_uri"]) if cfg.get("shadow_uri") else None
     handler = ScorerHandler(
         RedisFeatureStore(redis_client(settings.redis)),
         lambda: model,
         prediction_ttl_seconds=PREDICTION_TTL,
         predictions_topic=cfg["predictions"],
         dlq_topic=cfg["dlq"],
+        shadow=None if challenger is None else lambda: challenger,
+        shadow_topic=cfg["shadow"],
     )
     worker = BenchWorker(
         Consumer(consumer_config(settings.kafka, cfg["group"], client_id=cfg["group"])),
@@ -455,7 +458,7 @@ def produce_requests(settings: Settings, topic: str, rows: list[tuple[int, int, 
 def measure_latency(settings: Settings, base: dict[str, Any], rate: int, args: argparse.Namespace) -> dict[str, Any]:
     from streamml.streaming.clients import ensure_topics
 
-    topics = {k: f"{base['topic_prefix']}.lat{rate}.{k}" for k in ("requests", "predictions", "dlq")}
+    topics = {k: f"{base['topic_prefix']}.lat{rate}.{k}" for k in ("requests", "predictions", "dlq", "shadow")}
     ensure_topics(settings.kafka, topics.values(), partitions=3)
     cfg = {**base, **topics, "rate": rate, "seconds": args.seconds, "prefix": f"{base['run']}-lat{rate}"}
     start_at = _ctx.Value("d", 0.0)
@@ -509,6 +512,9 @@ def main() -> int:
     parser.add_argument("--sample-every", type=int, default=20, help="poll Redis for every Nth request's result")
     parser.add_argument("--cpu", type=int, default=1, help="core the scorer is pinned to (the others use core 0)")
     parser.add_argument("--model-uri", default=f"models:/{names.MODEL_NAME}/1")
+    parser.add_argument(
+        "--shadow-uri", help="also run the platform variant shadow-scoring this challenger (e.g. models:/NAME/2)"
+    )
     parser.add_argument("--redis-db", type=int, default=14, help="scratch Redis database (flushed at the end)")
     parser.add_argument("--source-db", type=int, default=0, help="Redis database the features are copied from")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="time limit of each throughput variant")
@@ -528,7 +534,7 @@ def main() -> int:
     from streamml.streaming.clients import admin_config
 
     run = f"bench.{uuid.uuid4().hex[:12]}"
-    topics = {k: f"{run}.{k}" for k in ("requests", "predictions", "dlq")}
+    topics = {k: f"{run}.{k}" for k in ("requests", "predictions", "dlq", "shadow")}
     scratch = redis_client(settings.redis)
     load = os.getloadavg()
     console.print(
@@ -584,6 +590,11 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
     console.print("platform: Worker + ScorerHandler")
     plat = _child(run_platform, {**cfg, "group": f"{base['run']}-platform", "limit": args.requests,
                                  "profile": args.profile}, timeout=timeout)  # fmt: skip
+    shadow = None
+    if args.shadow_uri:
+        console.print(f"platform + shadow scoring of {args.shadow_uri}")
+        shadow = _child(run_platform, {**cfg, "group": f"{base['run']}-shadow", "limit": args.requests,
+                                       "shadow_uri": args.shadow_uri}, timeout=timeout)  # fmt: skip
     console.print("baseline: per message")
     base_r = _child(run_baseline, {**cfg, "group": f"{base['run']}-baseline", "limit": args.baseline_requests},
                     timeout=timeout)  # fmt: skip
@@ -596,6 +607,8 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
         ("ceiling: handler.score + Redis writes", ceil["count"], ceil["score_seconds"], ceil["score_cpu"]),
         ("ceiling: whole handler call + sink (parse too)", ceil["count"], ceil["handler_seconds"], ceil["handler_cpu"]),
     ]
+    if shadow is not None:
+        rows_out.insert(1, ("platform + shadow scoring", shadow["count"], shadow["seconds"], shadow["cpu"]))
     table = Table(title=f"Scorer throughput, one process on cpu {args.cpu}, batch {args.batch}")
     for name, justify in (("variant", "left"), ("events", "right"), ("s", "right"), ("events/s", "right"),
                           ("process cpu %", "right"), ("events/cpu-s", "right")):  # fmt: skip
@@ -612,9 +625,12 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
         f"platform/baseline {p / b:.1f}x (target {TARGET_RATIO}x); platform/ceiling {p / c:.2f}; "
         f"platform {p:,.0f} events/s (target {TARGET_EVENTS_PER_SECOND:,})"
     )
+    if shadow is not None:
+        cost = 1 - rates["platform + shadow scoring"] / p
+        console.print(f"shadow scoring costs {100 * cost:.0f}% of the platform's throughput (limit 40%)")
     if plat.get("profile"):
         console.print(plat["profile"], markup=False, highlight=False)
-    return {"platform": plat, "baseline": base_r, "ceiling": ceil, "rates": rates}
+    return {"platform": plat, "baseline": base_r, "ceiling": ceil, "rates": rates, "shadow": shadow}
 
 
 def print_latency(result: dict[str, Any]) -> None:

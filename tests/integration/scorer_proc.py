@@ -2,7 +2,9 @@
 
 python scorer_proc.py REQUESTS PREDICTIONS DLQ GROUP                  fixed row model (no MLflow needed)
 python scorer_proc.py REQUESTS PREDICTIONS DLQ GROUP MODEL EVENTS     @champion of registered MODEL, hot-reloaded
-                                                                      on EVENTS (the test's model-events topic)
+                                                                      on EVENTS (the test's model-events topic) or
+                                                                      an alias move; @challenger shadowed to
+                                                                      PREDICTIONS.shadow
 Redis db from STREAMML_REDIS__DB, metrics port from STREAMML_SCORER__METRICS_PORT.
 """
 
@@ -30,11 +32,11 @@ def main() -> None:
     configure_logging("INFO")
     if champion:
         model_name, events = champion
-        topics = ScorerTopics(requests, predictions, dlq, events)
+        topics = ScorerTopics(requests, predictions, dlq, events, shadow=f"{predictions}.shadow")
         run_scorer(Settings(), 200, topics=topics, group=group, model_name=model_name)
     else:
         fixed = ServingModel("test", "1", row_model)
-        topics = ScorerTopics(requests, predictions, dlq, f"{requests}.model-events")
+        topics = ScorerTopics(requests, predictions, dlq, f"{requests}.model-events", f"{predictions}.shadow")
         run_scorer(Settings(), 200, topics=topics, group=group, model=lambda: fixed)
 
 

@@ -1,6 +1,7 @@
-"""Hot reload on the real MLflow, Kafka and Redis: a running scorer process switches to the version promoted to
-@champion (registry.promote publishes on the model-events topic) without a restart, and a champion whose artifacts
-cannot be loaded leaves the previous model serving and is reported (log and /metrics).
+"""Hot reload on the real MLflow, Kafka and Redis: a running scorer process shadow-scores @challenger, switches to the
+version moved to @champion without a restart (by the MLflow client alone, as the MLflow UI would, and by
+registry.promote, which also publishes on the model-events topic), and a champion whose artifacts cannot be loaded
+leaves the previous model serving and is reported (log and /metrics).
 
 The model is a small LikeModel logged by the test under a registered name of its own, so the platform's champion and
 other tests are never touched; topics, consumer group and Redis database 9 are the test's own too.
@@ -22,12 +23,13 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from streaming_fixtures import free_port, load_history_snapshot, movielens_split, scrape, start_scorer
 
+from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.models import registry
 from streamml.models.pyfunc import LikeModel
 from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
-from streamml.streaming.messages import Prediction, RatingRequest
+from streamml.streaming.messages import Prediction, RatingRequest, ShadowPrediction
 
 pytestmark = [
     pytest.mark.integration,
@@ -75,7 +77,9 @@ class Traffic:
     def __init__(self, settings: Settings, topics: list[str], uid: str) -> None:
         self.producer = Producer(producer_config(settings.kafka))
         self.consumer = Consumer(consumer_config(settings.kafka, f"test-hot-reload-read-{uid}"))
-        self.consumer.subscribe([topics[1]])
+        self.consumer.subscribe([topics[1], f"{topics[1]}.shadow"])
+        self.shadow_topic = f"{topics[1]}.shadow"
+        self.shadows: list[ShadowPrediction] = []
         self.topic = topics[0]
         self.uid = uid
         self.sent = 0
@@ -95,10 +99,10 @@ class Traffic:
         assert self.producer.flush(30) == 0
 
     def read(self, seconds: float = 1.0) -> list[Prediction]:
-        new = [
-            Prediction.model_validate_json(m.value())
-            for m in self.consumer.consume(1000, timeout=seconds)
-            if m.error() is None
+        messages = [m for m in self.consumer.consume(1000, timeout=seconds) if m.error() is None]
+        new = [Prediction.model_validate_json(m.value()) for m in messages if m.topic() != self.shadow_topic]
+        self.shadows += [
+            ShadowPrediction.model_validate_json(m.value()) for m in messages if m.topic() == self.shadow_topic
         ]
         self.predictions += new
         return new
@@ -123,8 +127,10 @@ def test_promotion_hot_reloads_and_a_broken_champion_keeps_the_old_model(
     history, _, movies = movielens_split()
     load_history_snapshot(redis_db, history, movies)
     topics = [f"test.{uid}.{t}" for t in ("requests", "predictions", "dlq", "model-events")]
-    ensure_topics(settings.kafka, topics, partitions=3)
+    ensure_topics(settings.kafka, [*topics, f"{topics[1]}.shadow"], partitions=3)
     registry.promote(settings, 1, model_name=name, topic=topics[3])
+    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    client.set_registered_model_alias(name, "challenger", "2")
 
     port = free_port()
     db = redis_db.connection_pool.connection_kwargs["db"]
@@ -136,13 +142,22 @@ def test_promotion_hot_reloads_and_a_broken_champion_keeps_the_old_model(
         before = scrape(port)
         assert before[f'streamml_scorer_model_info{{model_name="{name}",model_version="1"}}'] == 1
 
-        # Promote version 2: the same process serves it from some batch on, and never version 1 again.
-        registry.promote(settings, 2, model_name=name, topic=topics[3])
+        # @challenger 2 is shadow-scored on the same requests; the results stay the champion's.
+        traffic.until(lambda _: len(traffic.shadows) >= 20, scorer)
+        assert {(s.model_version, s.champion_version) for s in traffic.shadows} == {("2", "1")}
+        assert {s.request_id for s in traffic.shadows} <= {f"{uid}-{i}" for i in range(traffic.sent)}
+        stored = redis_db.get(names.prediction_key(traffic.shadows[0].request_id))
+        assert stored is not None and Prediction.model_validate_json(stored).model_version == "1"
+
+        # Move @champion to version 2 with the MLflow client alone (no model event, as the MLflow UI would): the same
+        # process serves it from some batch on, never version 1 again, and stops shadowing (nothing differs).
+        client.set_registered_model_alias(name, "champion", "2")
         traffic.until(lambda ps: sum(p.model_version == "2" for p in ps) >= 20, scorer)
         versions = [p.model_version for p in sorted(traffic.predictions, key=lambda p: p.scored_at)]
         first_v2 = versions.index("2")
         assert set(versions[first_v2:]) == {"2"}
         assert versions[:first_v2] and set(versions[:first_v2]) == {"1"}
+        assert all(s.champion_version == "1" for s in traffic.shadows)  # nothing is shadowed beside champion 2
 
         # Promote version 3, whose artifacts are missing: the load fails, version 2 keeps serving, it is reported.
         registry.promote(settings, 3, model_name=name, topic=topics[3])

@@ -134,8 +134,8 @@ class ChampionModel:
             changed = False
             if self._model is None or self._model.version != version and self._should_try(version):
                 changed = self._swap_champion(version)
-            if self.shadow:
-                self._follow_challenger(aliases.get(names.ALIAS_CHALLENGER), version)
+            if self.shadow and self._model is not None:
+                self._follow_challenger(aliases.get(names.ALIAS_CHALLENGER), self._model.version)
         return changed
 
     def _swap_champion(self, version: str) -> bool:
