@@ -124,6 +124,39 @@ class AggregatorSettings(_Section):
     )
 
 
+class MonitorSettings(_Section):
+    """The drift and quality monitor (in the metrics aggregator) and its automatic retraining trigger."""
+
+    window: int = Field(5000, ge=100, description="Served predictions behind the per-feature and score PSI.")
+    quality_window: int = Field(
+        500, ge=50, description="Joined predictions per slice (all, and each genre) behind the calibration gap."
+    )
+    min_window: int = Field(2000, ge=1, description="No alarm before the window holds this many predictions.")
+    feature_psi: float = Field(0.25, gt=0, description="PSI at or above which a feature counts as drifted.")
+    min_drifted_features: int = Field(
+        0, ge=0, description="Alarm when this many features drift at once (0: off; see docs/operations.md)."
+    )
+    score_psi: float = Field(0.25, gt=0, description="Alarm when the score's PSI against the reference reaches this.")
+    calibration_gap: float = Field(
+        0.15, gt=0, le=1, description="Alarm when |live like rate - mean score| of a slice reaches this."
+    )
+    persist: int = Field(2, ge=1, description="Consecutive assessments a rule must hold before it alarms.")
+    trigger: bool = Field(True, description="Trigger movielens_retrain through Airflow's REST API on an alarm.")
+    cooldown_seconds: float = Field(3600.0, ge=0, description="At most one automatic retrain per this many seconds.")
+
+
+class RetrainSettings(_Section):
+    """movielens_retrain's promotion gate."""
+
+    min_shadow_pairs: int = Field(
+        1000, ge=1, description="Joined shadow-scored requests the online gate needs; fewer fall back to offline."
+    )
+    shadow_wait_seconds: float = Field(
+        600.0, ge=0, description="How long the gate waits for that shadow evidence after registering."
+    )
+    margin: float = Field(0.002, ge=0, description="AUC margin the challenger must beat the champion by.")
+
+
 class ReplaySettings(_Section):
     rate: float = Field(50.0, gt=0, description="Requests per second of the replay that deploy starts (open loop).")
     feedback_delay: float = Field(1.0, ge=0, description="Seconds between a replayed request and its true rating.")
@@ -165,6 +198,8 @@ class Settings(BaseSettings):
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="Scorer processes.")
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings, description="Metrics aggregator.")
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="The replay that deploy starts.")
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="Drift monitor and retrain trigger.")
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings, description="movielens_retrain's gate.")
 
     @model_validator(mode="after")
     def _no_default_secrets_outside_local(self) -> Settings:

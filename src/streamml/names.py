@@ -63,6 +63,7 @@ DECISION_THRESHOLD = 0.5  # P(like) at or above which a prediction counts as a l
 # Airflow DAGs.
 DAG_TRAINING = "movielens_training"
 DAG_BATCH_SCORING = "batch_scoring"
+DAG_RETRAIN = "movielens_retrain"
 ASSET_CHAMPION = "movielens_like_champion"  # the Airflow Asset the training DAG updates and batch scoring follows
 
 # Redis keys.

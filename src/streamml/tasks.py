@@ -86,6 +86,39 @@ def promote(settings: Settings, version: int, margin: float | None = None) -> di
     return promote_if_better(settings, version, DEFAULT_MARGIN if margin is None else margin)
 
 
+def retrain_snapshot(settings: Settings) -> dict[str, Any]:
+    """History + the archived feedback as a new raw snapshot, and the split quantile that evaluates on the newest
+    feedback; raises Airflow's skip when the archive holds too little to retrain on."""
+    from streamml.models.retrain import NotEnoughFeedback, build_retrain_snapshot
+
+    try:
+        return build_retrain_snapshot(settings)
+    except NotEnoughFeedback as exc:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(str(exc)) from exc
+
+
+def promote_on_evidence(
+    settings: Settings,
+    version: int,
+    margin: float | None = None,
+    min_pairs: int | None = None,
+    wait_seconds: float | None = None,
+) -> dict[str, Any]:
+    """The retrained version's gate: online shadow evidence first, the offline gate without it."""
+    from streamml.models.registry import promote_on_evidence as run
+
+    retrain = settings.retrain
+    return run(
+        settings,
+        version,
+        retrain.margin if margin is None else margin,
+        min_pairs=retrain.min_shadow_pairs if min_pairs is None else min_pairs,
+        wait_seconds=retrain.shadow_wait_seconds if wait_seconds is None else wait_seconds,
+    )
+
+
 def batch_score(settings: Settings, feature_version: int | None = None) -> dict[str, Any]:
     """Score the whole stream period with @champion (offline batch inference) into MinIO; return counts."""
     from streamml.models.batch_scoring import score_stream_period

@@ -48,3 +48,16 @@ def test_batch_scoring_follows_the_champion_asset_the_training_dag_updates(dagba
     assert [outlet.name for outlet in promote.outlets] == [names.ASSET_CHAMPION]
     scoring = dagbag.dags[names.DAG_BATCH_SCORING]
     assert [asset.name for asset in scoring.timetable.asset_condition.objects] == [names.ASSET_CHAMPION]
+
+
+def test_retrain_dag_extends_the_snapshot_trains_and_gates_daily(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from streamml import names
+
+    dag = dagbag.dags[names.DAG_RETRAIN]
+    order = ["extend_snapshot", "features", "train", "gate"]
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    assert dag.timetable.serialize()["expression"] == "0 0 * * *" and not dag.catchup
+    assert not dag.timetable.serialize()["run_immediately"]  # no run at deploy: the first is at midnight
+    assert set(dag.params) == {"reason", "model", "min_shadow_pairs", "shadow_wait_seconds", "promotion_margin"}
+    assert [outlet.name for outlet in dag.get_task("gate").outlets] == [names.ASSET_CHAMPION]

@@ -1,7 +1,10 @@
 """The MLflow model registry: register versions, gate promotions, promote, roll back. Aliases only, no stages.
 
 A new version gets the alias ``challenger``. The gate (:func:`decide`) makes it ``champion`` only when its streaming
-AUC beats the champion's by more than a margin, or when there is no champion. Both AUCs are measured on the same
+AUC beats the champion's by more than a margin, or when there is no champion. With online evidence
+(:func:`promote_on_evidence`: the scorer shadow-scored the challenger on live requests, and the metrics aggregator
+joined at least N of them with their feedback), the same rule compares the two models' online AUC on those
+requests instead; without it, the offline gate decides. Both AUCs are measured on the same
 stream: when the champion was evaluated on another feature version, it is re-scored on the candidate's stream
 first. Each promotion records the version it replaced in the new champion's ``previous_champion`` tag, which is what
 :func:`rollback` follows, and publishes a :class:`~streamml.models.events.ModelEvent` so scorers hot-reload.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +271,126 @@ def rollback(
         "alias": names.ALIAS_CHAMPION,
         "rolled_back_from": int(current.version),
     }
+
+
+@dataclass(frozen=True)
+class ShadowEvidence:
+    """The challenger and the champion on the same joined live requests (the aggregator's ``shadow`` snapshot)."""
+
+    champion_version: int
+    challenger_version: int
+    paired: int
+    champion_auc: float | None
+    challenger_auc: float | None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any] | None) -> ShadowEvidence | None:
+        shadow = (snapshot or {}).get("shadow")
+        if not shadow:
+            return None
+        try:
+            return cls(
+                champion_version=int(shadow["champion_version"]),
+                challenger_version=int(shadow["challenger_version"]),
+                paired=int(shadow["paired_total"]),
+                champion_auc=shadow.get("champion_auc"),
+                challenger_auc=shadow.get("challenger_auc"),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def live_evidence(settings: Settings) -> ShadowEvidence | None:
+    """The shadow evidence in the latest published metrics snapshot (Redis ``metrics:latest``), if any."""
+    import json
+
+    from streamml.stores.metrics import RedisMetricsStore
+    from streamml.stores.redis_client import redis_client
+
+    raw = RedisMetricsStore(redis_client(settings.redis)).latest()
+    return ShadowEvidence.from_snapshot(json.loads(raw)) if raw else None
+
+
+def promote_on_evidence(
+    settings: Settings,
+    version: int,
+    margin: float = DEFAULT_MARGIN,
+    *,
+    min_pairs: int,
+    wait_seconds: float,
+    poll_seconds: float = 5.0,
+    evidence: Callable[[], ShadowEvidence | None] | None = None,
+    model_name: str = names.MODEL_NAME,
+    topic: str = names.TOPIC_MODEL_EVENTS,
+) -> dict[str, Any]:
+    """Wait up to ``wait_seconds`` for ``min_pairs`` shadow-scored requests of ``version`` against the current
+    champion joined with their feedback; then promote when its online AUC beats the champion's by ``margin``.
+    Without that evidence in time, :func:`promote_if_better` (offline) decides. The result says which
+    (``evidence``: ``online`` or ``offline``) and, online, the numbers; both are recorded on the run."""
+    read = evidence or (lambda: live_evidence(settings))
+    deadline = time.monotonic() + wait_seconds
+    found: ShadowEvidence | None = None
+    while True:
+        current = champion_version(settings, model_name)
+        candidate = read()
+        if (
+            candidate is not None
+            and candidate.challenger_version == version
+            and candidate.champion_version == current
+            and candidate.paired >= min_pairs
+            and candidate.champion_auc is not None
+            and candidate.challenger_auc is not None
+        ):
+            found = candidate
+            break
+        if current == version or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_seconds)
+    if found is None:
+        logger.info("no shadow evidence of %d requests for version=%d: the offline gate decides", min_pairs, version)
+        result = promote_if_better(settings, version, margin, model_name=model_name, topic=topic)
+        with mlflow_errors(f"record the gate's evidence for version {version}"):
+            client(settings.mlflow).set_tag(_run_id(settings, model_name, version), "gate.evidence", "offline")
+        return {**result, "evidence": "offline"}
+    decision = decide(float(found.challenger_auc or 0.0), found.champion_auc, margin)
+    reason = f"online, {found.paired} shadowed requests: {decision.reason}"
+    with mlflow_errors(f"log the online gate decision of version {version}"):
+        mlflow_client = client(settings.mlflow)
+        run_id = _run_id(settings, model_name, version)
+        mlflow_client.log_metric(run_id, "gate_online_challenger_auc", float(found.challenger_auc or 0.0))
+        mlflow_client.log_metric(run_id, "gate_online_champion_auc", float(found.champion_auc or 0.0))
+        mlflow_client.log_metric(run_id, "gate_online_pairs", float(found.paired))
+        mlflow_client.log_metric(run_id, "gate_margin", margin)
+        mlflow_client.log_metric(run_id, "gate_promoted", float(decision.promote))
+        for key, value in {
+            "gate.evidence": "online",
+            "gate.decision": "promote" if decision.promote else "reject",
+            "gate.reason": reason,
+            "gate.champion_version": str(found.champion_version),
+        }.items():
+            mlflow_client.set_tag(run_id, key, value)
+        mlflow_client.set_model_version_tag(
+            model_name, str(version), "gate_decision", "promote" if decision.promote else "reject"
+        )
+    logger.info("online gate model=%s version=%d promote=%s reason=%s", model_name, version, decision.promote, reason)
+    if decision.promote:
+        promote(settings, version, model_name=model_name, topic=topic, reason=reason)
+    return {
+        "model_name": model_name,
+        "version": version,
+        "champion_version": found.champion_version,
+        **decision.as_dict(),
+        "reason": reason,
+        "evidence": "online",
+        "paired": found.paired,
+    }
+
+
+def _run_id(settings: Settings, model_name: str, version: int) -> str:
+    run_id = client(settings.mlflow).get_model_version(model_name, str(version)).run_id
+    if not run_id:
+        raise StreamMLError(f"{model_name} version {version} has no run")
+    return str(run_id)
 
 
 def _int_tag(tags: dict[str, str], key: str) -> int | None:

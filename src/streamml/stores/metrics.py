@@ -57,6 +57,14 @@ class RedisMetricsStore:
         latest, history, errors, recent, feature_version = pipe.execute()
         return latest, history, errors, recent, feature_version
 
+    def latest(self) -> bytes | str | None:
+        """``metrics:latest`` (the last snapshot's JSON), or None before the first."""
+        try:
+            raw: bytes | str | None = self.client.get(names.METRICS_LATEST)
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis read of {names.METRICS_LATEST} failed: {exc}") from exc
+        return raw
+
     def applied_latencies_ms(self) -> list[float]:
         """The feature updater's latest feedback-to-applied latencies, in milliseconds."""
         try:
