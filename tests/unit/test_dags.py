@@ -57,7 +57,7 @@ def test_retrain_dag_extends_the_snapshot_trains_and_gates_daily(dagbag) -> None
     order = ["extend_snapshot", "features", "train", "gate"]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
-    assert dag.timetable.serialize()["expression"] == "0 0 * * *" and not dag.catchup
-    assert not dag.timetable.serialize()["run_immediately"]  # no run at deploy: the first is at midnight
+    assert dag.timetable.expression == "0 0 * * *" and not dag.catchup
+    assert not dag.timetable.run_immediately  # no run at deploy: the first is at midnight
     assert set(dag.params) == {"reason", "model", "min_shadow_pairs", "shadow_wait_seconds", "promotion_margin"}
     assert [outlet.name for outlet in dag.get_task("gate").outlets] == [names.ASSET_CHAMPION]
