@@ -59,6 +59,17 @@ def replay(
             "are not applied twice); default STREAMML_REPLAY__AGAIN.",
         ),
     ] = None,
+    drift_from: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Inject drift from this request on: a share of the ratings come from new users with the opposite "
+            "taste (each real user's twin, rating 5.5 - r). The drift monitor should alarm and retrain.",
+        ),
+    ] = None,
+    drift_share: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Share of the ratings from the drifted population.")
+    ] = 0.5,
 ) -> None:
     """Replay the stream period as live requests (and feedback) in time order, open loop, with a progress bar.
 
@@ -66,6 +77,7 @@ def replay(
     change nothing, and the platform would score requests with features that already saw their ratings."""
     from rich.progress import Progress
 
+    from streamml.streaming.replayer import Drift
     from streamml.streaming.runners import plan_replay, run_replay
 
     if rate is not None and speedup is not None:
@@ -79,6 +91,7 @@ def replay(
         feedback_delay=feedback_delay,
         feature_version=feature_version,
         again=again,
+        drift=None if drift_from is None else Drift(drift_from, drift_share),
     )
     if plan.skipped is not None:
         console.print(
@@ -90,6 +103,7 @@ def replay(
     console.print(
         f"replaying {plan.goal:,} requests of feature version {plan.version} at {plan.pace_text}, "
         f"feedback +{plan.feedback_delay:g} s"
+        + ("" if plan.drift is None else f", drift from request {plan.drift.start:,} ({plan.drift.share:.0%} twins)")
     )
     # A live bar on a terminal; a line per 1,000 requests in a log file (the supervised replayer).
     with Progress(console=console, disable=not console.is_terminal) as progress:

@@ -14,7 +14,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,36 @@ class Rating:
     movie_id: int
     rating: float
     event_ts: int
+
+
+TWIN_OFFSET = 1_000_000_000
+"""A drifted replay's new users: user ``u``'s twin is ``u + TWIN_OFFSET`` (far above MovieLens' ids)."""
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A change of the world injected into a replay (``streamml replay --drift-from N``): from the ``start``-th
+    rating on, a ``share`` of the ratings (drawn with ``seed``) come from a new population instead, each real user's
+    twin with the opposite taste (``5.5 - rating``: 5.0 becomes 0.5, 4.0 becomes 1.5). The twins are new users, so
+    their rating ids are new: the online features learn them like any new user's."""
+
+    start: int
+    share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or not 0.0 < self.share <= 1.0:
+            raise ValueError(f"drift needs start >= 0 and 0 < share <= 1, got {self.start}, {self.share}")
+
+    def apply(self, ratings: Iterable[Rating]) -> Iterator[Rating]:
+        import random
+
+        rng = random.Random(self.seed)  # noqa: S311 - a reproducible scenario, not a secret
+        for i, r in enumerate(ratings):
+            if i >= self.start and rng.random() < self.share:
+                yield Rating(r.user_id + TWIN_OFFSET, r.movie_id, 5.5 - r.rating, r.event_ts)
+            else:
+                yield r
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.errors import ModelUnavailableError, TransientError
 from streamml.streaming.clients import consumer_config, ensure_topics, partition_lag, producer_config
-from streamml.streaming.replayer import Pace, Rating, send_ratings
+from streamml.streaming.replayer import Drift, Pace, Rating, send_ratings
 from streamml.streaming.scorer import ServingModel
 from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
 
@@ -169,6 +169,7 @@ class ReplayPlan:
     pace: Pace
     feedback_delay: float
     skipped: dict[str, Any] | None = None
+    drift: Drift | None = None
 
     @property
     def pace_text(self) -> str:
@@ -184,6 +185,7 @@ def plan_replay(
     feedback_delay: float | None = None,
     feature_version: int | None = None,
     again: bool | None = None,
+    drift: Drift | None = None,
 ) -> ReplayPlan:
     """The replay of a feature version's stream period (default: the active one) at ``rate`` or ``speedup`` (default
     ``settings.replay.rate``). A period fully replayed on that version already is skipped unless ``again``: its
@@ -206,6 +208,7 @@ def plan_replay(
         pace=Pace(rate=settings.replay.rate if rate is None and speedup is None else rate, speedup=speedup),
         feedback_delay=settings.replay.feedback_delay if feedback_delay is None else feedback_delay,
         skipped=skipped,
+        drift=drift,
     )
 
 
@@ -219,8 +222,9 @@ def run_replay(settings: Settings, plan: ReplayPlan, on_progress: Callable[[int]
 
     ensure_topics(settings.kafka, names.TOPICS)
     producer = Producer(producer_config(settings.kafka, client_id="streamml-replayer"))
+    ratings = stream_ratings(settings, plan.version)
     sent = send_ratings(
-        stream_ratings(settings, plan.version),
+        ratings if plan.drift is None else plan.drift.apply(ratings),
         producer,
         plan.pace,
         feedback_delay=plan.feedback_delay,

@@ -90,3 +90,24 @@ def test_a_second_replay_has_new_request_ids_and_the_same_rating_ids() -> None:
     assert not {f.request_id for f in fb_a} & {f.request_id for f in fb_b}
     # Each feedback carries when it was (meant to be) sent, the start of its feedback-to-applied latency.
     assert all(f.sent_at is not None and f.sent_at >= 1000.0 for f in fb_a + fb_b)
+
+
+def test_drift_replaces_a_share_after_its_start_with_opposite_twins_reproducibly() -> None:
+    from streamml.streaming.replayer import TWIN_OFFSET, Drift, Rating
+
+    ratings = [Rating(u % 7, 100 + u, 0.5 + (u % 10) / 2, 1_000 + u) for u in range(2_000)]
+    drift = Drift(start=500, share=0.5, seed=1)
+    out = list(drift.apply(ratings))
+    assert out[:500] == ratings[:500]
+    twins = [(o, r) for o, r in zip(out[500:], ratings[500:], strict=True) if o != r]
+    assert 0.45 < len(twins) / 1500 < 0.55
+    for o, r in twins:
+        assert (o.user_id, o.movie_id, o.rating, o.event_ts) == (
+            r.user_id + TWIN_OFFSET,
+            r.movie_id,
+            5.5 - r.rating,
+            r.event_ts,
+        )
+    assert list(drift.apply(ratings)) == out
+    with pytest.raises(ValueError):
+        Drift(start=0, share=0.0)
