@@ -63,13 +63,18 @@ def replay(
         int | None,
         typer.Option(
             min=0,
-            help="Inject drift from this request on: a share of the ratings come from new users with the opposite "
-            "taste (each real user's twin, rating 5.5 - r). The drift monitor should alarm and retrain.",
+            help="Inject drift from this request on (see --drift-kind); the drift monitor should alarm and retrain.",
         ),
     ] = None,
-    drift_share: Annotated[
-        float, typer.Option(min=0.01, max=1.0, help="Share of the ratings from the drifted population.")
-    ] = 0.5,
+    drift_kind: Annotated[
+        str,
+        typer.Option(
+            help="genre: the ratings of --drift-genre's movies become 5.5 - r (needs a period not replayed yet); "
+            "twins: --drift-share of the ratings come from new users with the opposite taste."
+        ),
+    ] = "genre",
+    drift_genre: Annotated[str, typer.Option(help="The genre whose ratings are turned over.")] = "Drama",
+    drift_share: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of the ratings from the twins.")] = 0.5,
 ) -> None:
     """Replay the stream period as live requests (and feedback) in time order, open loop, with a progress bar.
 
@@ -82,6 +87,8 @@ def replay(
 
     if rate is not None and speedup is not None:
         raise UsageError("give one of --rate N or --speedup X, not both")
+    if drift_kind not in ("genre", "twins"):
+        raise UsageError(f"--drift-kind is genre or twins, not {drift_kind!r}")
     settings = load_settings()
     plan = plan_replay(
         settings,
@@ -91,7 +98,7 @@ def replay(
         feedback_delay=feedback_delay,
         feature_version=feature_version,
         again=again,
-        drift=None if drift_from is None else Drift(drift_from, drift_share),
+        drift=None if drift_from is None else Drift(drift_from, drift_kind, drift_genre, drift_share),  # type: ignore[arg-type]
     )
     if plan.skipped is not None:
         console.print(
@@ -103,7 +110,7 @@ def replay(
     console.print(
         f"replaying {plan.goal:,} requests of feature version {plan.version} at {plan.pace_text}, "
         f"feedback +{plan.feedback_delay:g} s"
-        + ("" if plan.drift is None else f", drift from request {plan.drift.start:,} ({plan.drift.share:.0%} twins)")
+        + ("" if plan.drift is None else f", {plan.drift.kind} drift from request {plan.drift.start:,}")
     )
     # A live bar on a terminal; a line per 1,000 requests in a log file (the supervised replayer).
     with Progress(console=console, disable=not console.is_terminal) as progress:

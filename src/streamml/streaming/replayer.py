@@ -14,9 +14,9 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from streamml import names
 from streamml.streaming.messages import Feedback, RatingRequest, rating_id
@@ -38,12 +38,19 @@ TWIN_OFFSET = 1_000_000_000
 
 @dataclass(frozen=True)
 class Drift:
-    """A change of the world injected into a replay (``streamml replay --drift-from N``): from the ``start``-th
-    rating on, a ``share`` of the ratings (drawn with ``seed``) come from a new population instead, each real user's
-    twin with the opposite taste (``5.5 - rating``: 5.0 becomes 0.5, 4.0 becomes 1.5). The twins are new users, so
-    their rating ids are new: the online features learn them like any new user's."""
+    """A change of the world injected into a replay (``streamml replay --drift-from N``), from its ``start``-th
+    rating on. Either ``kind``:
+
+    - ``genre``: the ratings of the movies in ``genre`` are the opposite (``5.5 - rating``: 5.0 becomes 0.5, 4.0
+      becomes 1.5). They keep their rating ids, so the stream period must not have been replayed on the active
+      feature version already (a fresh deploy's first replay), or the feature updater skips them;
+    - ``twins``: a ``share`` of the ratings (drawn with ``seed``) come from a new population instead, each real
+      user's twin (id + :data:`TWIN_OFFSET`) with the opposite taste; new users, so new rating ids.
+    """
 
     start: int
+    kind: Literal["genre", "twins"] = "genre"
+    genre: str = "Drama"
     share: float = 0.5
     seed: int = 0
 
@@ -51,12 +58,17 @@ class Drift:
         if self.start < 0 or not 0.0 < self.share <= 1.0:
             raise ValueError(f"drift needs start >= 0 and 0 < share <= 1, got {self.start}, {self.share}")
 
-    def apply(self, ratings: Iterable[Rating]) -> Iterator[Rating]:
+    def apply(self, ratings: Iterable[Rating], genre_movies: Collection[int] = ()) -> Iterator[Rating]:
+        """The ratings with the drift in; ``genre_movies``: the ids of the movies in ``genre`` (kind ``genre``)."""
         import random
 
         rng = random.Random(self.seed)  # noqa: S311 - a reproducible scenario, not a secret
         for i, r in enumerate(ratings):
-            if i >= self.start and rng.random() < self.share:
+            if i < self.start:
+                yield r
+            elif self.kind == "genre":
+                yield Rating(r.user_id, r.movie_id, 5.5 - r.rating, r.event_ts) if r.movie_id in genre_movies else r
+            elif rng.random() < self.share:
                 yield Rating(r.user_id + TWIN_OFFSET, r.movie_id, 5.5 - r.rating, r.event_ts)
             else:
                 yield r

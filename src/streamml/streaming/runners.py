@@ -158,6 +158,20 @@ def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:
             yield Rating(int(u), int(m), float(r), int(t))
 
 
+def genre_movies(settings: Settings, version: int, genre: str) -> frozenset[int]:
+    """The ids of the movies of ``genre`` in a feature version's catalogue."""
+    from streamml.features import spec
+    from streamml.features.batch import read_part
+
+    if genre not in spec.GENRE_INDEX:
+        raise ValueError(f"unknown genre {genre!r}; one of {', '.join(spec.GENRES)}")
+    index = spec.GENRE_INDEX[genre]
+    table = read_part(settings, version, "movies", columns=["movieId", "genres"])
+    return frozenset(
+        m for m, g in zip(*(table.column(c).to_pylist() for c in ("movieId", "genres")), strict=True) if index in g
+    )
+
+
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a replay will do: ``goal`` requests of feature version ``version`` at ``pace``; ``skipped`` holds the
@@ -223,8 +237,10 @@ def run_replay(settings: Settings, plan: ReplayPlan, on_progress: Callable[[int]
     ensure_topics(settings.kafka, names.TOPICS)
     producer = Producer(producer_config(settings.kafka, client_id="streamml-replayer"))
     ratings = stream_ratings(settings, plan.version)
+    if plan.drift is not None:
+        ratings = plan.drift.apply(ratings, genre_movies(settings, plan.version, plan.drift.genre))
     sent = send_ratings(
-        ratings if plan.drift is None else plan.drift.apply(ratings),
+        ratings,
         producer,
         plan.pace,
         feedback_delay=plan.feedback_delay,

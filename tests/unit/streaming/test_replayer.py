@@ -96,7 +96,7 @@ def test_drift_replaces_a_share_after_its_start_with_opposite_twins_reproducibly
     from streamml.streaming.replayer import TWIN_OFFSET, Drift, Rating
 
     ratings = [Rating(u % 7, 100 + u, 0.5 + (u % 10) / 2, 1_000 + u) for u in range(2_000)]
-    drift = Drift(start=500, share=0.5, seed=1)
+    drift = Drift(start=500, kind="twins", share=0.5, seed=1)
     out = list(drift.apply(ratings))
     assert out[:500] == ratings[:500]
     twins = [(o, r) for o, r in zip(out[500:], ratings[500:], strict=True) if o != r]
@@ -111,3 +111,12 @@ def test_drift_replaces_a_share_after_its_start_with_opposite_twins_reproducibly
     assert list(drift.apply(ratings)) == out
     with pytest.raises(ValueError):
         Drift(start=0, share=0.0)
+
+
+def test_genre_drift_turns_over_that_genres_ratings_only_after_its_start() -> None:
+    from streamml.streaming.replayer import Drift, Rating
+
+    ratings = [Rating(1, m, 4.0, 100 + i) for i, m in enumerate([1, 2, 1, 2, 1, 2])]
+    out = list(Drift(start=2, genre="Drama").apply(ratings, genre_movies={2}))
+    assert [r.rating for r in out] == [4.0, 4.0, 4.0, 1.5, 4.0, 1.5]
+    assert [(r.user_id, r.movie_id, r.event_ts) for r in out] == [(r.user_id, r.movie_id, r.event_ts) for r in ratings]
