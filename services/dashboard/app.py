@@ -7,12 +7,13 @@ from functools import partial
 import streamlit as st
 
 from streamml.config import get_settings
-from streamml.dashboard.pages import common, kafka, live, models, pipelines, predict
+from streamml.dashboard.pages import common, drift, kafka, live, models, pipelines, predict
 
 st.set_page_config(page_title="streamml", page_icon=":material/stream:", layout="wide")
 settings = get_settings()
 pages = [
     st.Page(partial(live.render, settings), title="Live", icon=":material/monitoring:", url_path="live", default=True),
+    st.Page(partial(drift.render, settings), title="Drift", icon=":material/query_stats:", url_path="drift"),
     st.Page(partial(kafka.render, settings), title="Kafka", icon=":material/hub:", url_path="kafka"),
     st.Page(partial(models.render, settings), title="Models", icon=":material/model_training:", url_path="models"),
     st.Page(

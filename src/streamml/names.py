@@ -71,6 +71,7 @@ FEATURE_VERSION_CURRENT = "feat:current"
 METRICS_PREFIX = "metrics:"
 METRICS_LATEST = METRICS_PREFIX + "latest"  # the newest snapshot (JSON)
 METRICS_HISTORY = METRICS_PREFIX + "history"  # the last snapshots (list of JSON)
+METRICS_DRIFT = METRICS_PREFIX + "drift"  # the latest drift report with its histograms, alarms and retrain (JSON)
 METRICS_ERRORS = METRICS_PREFIX + "abs_errors"  # |label - score| of the latest joined predictions (list)
 METRICS_RECENT = METRICS_PREFIX + "recent"  # the latest joined predictions (list of JSON)
 METRICS_APPLIED_LATENCY = METRICS_PREFIX + "applied_latency_ms"  # feedback sent -> applied online (list, ms)

@@ -123,7 +123,7 @@ def test_every_page_renders_real_data_after_a_replay(
 def test_pages_say_plainly_when_services_are_down(chromium: str, screenshots: Path) -> None:
     closed = str(b.free_port())  # nothing listens there
     env = {"STREAMML_REDIS__PORT": closed, "STREAMML_KAFKA__PORT": closed, "STREAMML_API__PORT": closed}
-    pages = {"live": "", "kafka": "kafka", "models": "models", "pipelines": "pipelines"}
+    pages = {"live": "", "drift": "drift", "kafka": "kafka", "models": "models", "pipelines": "pipelines"}
     with b.streamlit_server(env=env) as url, b.Browser(chromium) as browser:
         states = b.capture_pages(browser, url, screenshots / "down", pages=pages, timeout=90)
     for state in states:

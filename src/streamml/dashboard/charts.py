@@ -1,5 +1,6 @@
 """Altair charts of the dashboard's frames (:mod:`.frames_live`, :mod:`.kafka_admin`, :mod:`.frames_models`,
-:mod:`.frames_pipelines`). Counts get integer axes, milliseconds and rates a format of their own."""
+:mod:`.frames_pipelines`, :mod:`.frames_drift`). Counts get integer axes, milliseconds and rates a format of their
+own."""
 
 from __future__ import annotations
 
@@ -198,6 +199,76 @@ def freshness_lines(frame: pd.DataFrame, height: int = 240) -> alt.Chart:
             y=alt.Y("auc:Q", title="streaming AUC", scale=alt.Scale(zero=False), axis=alt.Axis(format=".3f")),
             color=alt.Color("version:N", title=None),
             tooltip=["version:N", alt.Tooltip("lag_s:O", title="lag (s)"), alt.Tooltip("auc:Q", format=".4f")],
+        )
+        .properties(height=height)
+    )
+
+
+DRIFT_COLORS = {"drifted": "#e45756", "stable": "#4c78a8"}
+POPULATION_COLORS = {"reference": "#9e9e9e", "live": "#f58518"}
+
+
+def psi_bars(frame: pd.DataFrame, threshold: float, height: int | None = None) -> alt.LayerChart:
+    """PSI per feature of a :func:`~.frames_drift.psi_frame` (the largest on top), the drifted ones in red, with a
+    dashed rule at ``threshold``. The axis is a square-root scale: a PSI of 5 beside one of 0.05 leaves both and the
+    threshold readable."""
+    data = frame.assign(status=frame["drifted"].map({True: "drifted", False: "stable"}))
+    top = max([threshold * 1.2, *data["psi"].tolist()])  # the threshold is always on the axis
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "psi:Q",
+                title="PSI (square-root scale)",
+                scale=alt.Scale(type="sqrt", domain=[0, top], nice=False),
+                axis=alt.Axis(format=".2~", tickCount=6),
+            ),
+            y=alt.Y(
+                "feature:N",
+                sort=data["feature"].tolist(),
+                title=None,
+                axis=alt.Axis(labelLimit=240, labelOverlap=False),
+            ),
+            color=alt.Color(
+                "status:N",
+                scale=alt.Scale(domain=list(DRIFT_COLORS), range=list(DRIFT_COLORS.values())),
+                legend=None,  # the caption says it: a legend would take the bars' height (layers fit their height)
+            ),
+            tooltip=["feature:N", alt.Tooltip("psi:Q", format=".4f", title="PSI"), "status:N"],
+        )
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"threshold": [threshold]}))
+        .mark_rule(color="#c62828", strokeDash=[4, 3], strokeWidth=1.5)
+        .encode(x="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", format=".2f", title="drift threshold (PSI)")])
+    )
+    # A layered chart's height includes its axis (Streamlit fits it): room for the axis, then 20 px a bar.
+    return (bars + rule).properties(height=height or 60 + 20 * len(data))
+
+
+def histogram_compare(frame: pd.DataFrame, title: str, height: int = 320) -> alt.Chart:
+    """The reference's and the live share of each bin of a :func:`~.frames_drift.histogram_frame`, side by side,
+    bins in order (labelled by their upper edge; the tooltip has the interval)."""
+    order = frame.drop_duplicates("bin").sort_values("order")["bin"].tolist()
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("bin:N", sort=order, title=title, axis=alt.Axis(labelAngle=0, labelOverlap=False)),
+            xOffset=alt.XOffset("population:N", sort=list(POPULATION_COLORS)),
+            y=alt.Y("share:Q", title="share of predictions", axis=alt.Axis(format=".0%")),
+            color=alt.Color(
+                "population:N",
+                title=None,
+                scale=alt.Scale(domain=list(POPULATION_COLORS), range=list(POPULATION_COLORS.values())),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=[
+                alt.Tooltip("range:N", title="bin"),
+                "population:N",
+                alt.Tooltip("share:Q", format=".1%"),
+            ],
         )
         .properties(height=height)
     )

@@ -3,7 +3,8 @@
 The windows are the ones the numbers are computed over, read from the code that computes them: the metrics
 aggregator (:mod:`streamml.streaming.metrics`, run with its defaults) keeps the rolling quality over its last joined
 predictions, the latency percentiles over its last scored predictions and the throughput between two snapshots; the
-feature updater (:mod:`streamml.stores.features`) keeps the feedback lag of its last applied ratings.
+feature updater (:mod:`streamml.stores.features`) keeps the feedback lag of its last applied ratings; the drift
+monitor (:mod:`streamml.streaming.drift`) compares its last scored predictions with the champion's training data.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from streamml import names
 from streamml.features.spec import LIKE_THRESHOLD
 from streamml.stores.features import APPLIED_LATENCY_WINDOW
+from streamml.streaming.drift import WINDOW as DRIFT_WINDOW
 from streamml.streaming.metrics import LATENCY_WINDOW, PUBLISH_SECONDS, QUALITY_WINDOW
 
 SINCE_START = "since the aggregator started"
@@ -35,6 +37,15 @@ def joined_window(window: int | None = None) -> str:
     fills it after a start), else the most it holds."""
     return last(QUALITY_WINDOW if window is None else window, "joined")
 
+
+def drift_window(window: int | None = None) -> str:
+    """The window of the drift report: the report's own size when known (smaller while the monitor fills it), else
+    the most it holds."""
+    return last(DRIFT_WINDOW if window is None else window, "scored")
+
+
+PSI_READING = "PSI below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a major one"
+"""How PSI is usually read (:mod:`streamml.models.profile`)."""
 
 LATENCY = last(LATENCY_WINDOW, "scored")
 FEEDBACK_LAG = last(APPLIED_LATENCY_WINDOW, "applied")

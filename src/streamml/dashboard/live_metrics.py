@@ -1,4 +1,4 @@
-"""The Live page's source: one read of what the metrics aggregator publishes to Redis (``metrics:*``)."""
+"""The Live and Drift pages' source: one read of what the metrics aggregator publishes to Redis (``metrics:*``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from streamml import names
 from streamml.dashboard.errors import ServiceDown
+from streamml.dashboard.frames_drift import DriftView, drift_view
 from streamml.dashboard.frames_live import history_frame, recent_frame
 from streamml.streaming.metrics import MetricsSnapshot
 
@@ -55,3 +57,15 @@ def read_live(client: Any, history_limit: int = 720, recent_limit: int = 25) -> 
         recent=recent_frame(recent),
         feature_version=int(feature_version) if feature_version is not None else None,
     )
+
+
+def read_drift(client: Any) -> DriftView:
+    """The drift monitor's report in ``metrics:latest``; a Redis that does not answer raises :class:`ServiceDown`."""
+    from streamml.errors import TransientError
+    from streamml.stores.metrics import RedisMetricsStore
+
+    try:
+        latest = RedisMetricsStore(client).latest(names.METRICS_DRIFT)
+    except TransientError as exc:
+        raise ServiceDown("Redis", str(exc.__cause__ or exc)) from exc
+    return drift_view(latest)

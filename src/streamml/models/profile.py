@@ -143,3 +143,51 @@ def build(
         like_rate=float(np.mean(labels)) if len(labels) else 0.0,
         rows=len(features),
     )
+
+
+class ProfileSource:
+    """The reference profile of each version of a registered model, fetched from its run's artifacts once and kept;
+    a version whose profile cannot be had (none logged, MLflow down) is asked again after ``retry_seconds``."""
+
+    def __init__(self, tracking_uri: str, model_name: str, retry_seconds: float = 60.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.retry_seconds = retry_seconds
+        self._known: dict[str, ReferenceProfile] = {}
+        self._missing: dict[str, float] = {}
+
+    def fetch(self, version: str) -> ReferenceProfile:
+        """Download and read the version's profile; raises what MLflow or the JSON raise."""
+        import tempfile
+        from pathlib import Path
+
+        import mlflow
+
+        from streamml.stores.mlflow_client import mlflow_client
+
+        run_id = mlflow_client(self.tracking_uri).get_model_version(self.model_name, version).run_id
+        with tempfile.TemporaryDirectory(prefix="streamml-profile-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
+            )
+            return ReferenceProfile.from_json(Path(path).read_text())
+
+    def __call__(self, version: str) -> ReferenceProfile | None:
+        import logging
+        import time
+
+        known = self._known.get(version)
+        if known is not None:
+            return known
+        missing = self._missing.get(version)
+        if missing is not None and time.monotonic() - missing < self.retry_seconds:
+            return None
+        try:
+            self._known[version] = self.fetch(version)
+        except Exception as exc:  # noqa: BLE001 - no profile (an older version, MLflow down): no drift report for now
+            self._missing[version] = time.monotonic()
+            logging.getLogger(__name__).warning(
+                "no reference profile for %s version %s: %s", self.model_name, version, exc
+            )
+            return None
+        return self._known[version]

@@ -25,10 +25,17 @@ class RedisMetricsStore:
         self.client = client
 
     def publish(
-        self, errors: Sequence[float], recent: Sequence[str], error_window: int, snapshot: str | None = None
+        self,
+        errors: Sequence[float],
+        recent: Sequence[str],
+        error_window: int,
+        snapshot: str | None = None,
+        *,
+        history: str | None = None,
+        drift: str | None = None,
     ) -> None:
-        """Append joined events' absolute errors and JSON rows (trimmed), and the snapshot when given, in one round
-        trip."""
+        """Append joined events' absolute errors and JSON rows (trimmed), and the snapshot when given (to the history
+        as ``history`` when that is given: a smaller copy), and the drift document, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         if errors:
             pipe.rpush(names.METRICS_ERRORS, *[f"{e:.6f}" for e in errors])
@@ -38,8 +45,10 @@ class RedisMetricsStore:
             pipe.ltrim(names.METRICS_RECENT, -RECENT_LIMIT, -1)
         if snapshot is not None:
             pipe.set(names.METRICS_LATEST, snapshot)
-            pipe.rpush(names.METRICS_HISTORY, snapshot)
+            pipe.rpush(names.METRICS_HISTORY, history or snapshot)
             pipe.ltrim(names.METRICS_HISTORY, -HISTORY_LIMIT, -1)
+        if drift is not None:
+            pipe.set(names.METRICS_DRIFT, drift)
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -57,12 +66,12 @@ class RedisMetricsStore:
         latest, history, errors, recent, feature_version = pipe.execute()
         return latest, history, errors, recent, feature_version
 
-    def latest(self) -> bytes | str | None:
-        """``metrics:latest`` (the last snapshot's JSON), or None before the first."""
+    def latest(self, key: str = names.METRICS_LATEST) -> bytes | str | None:
+        """``metrics:latest`` (the last snapshot's JSON; or another ``key``, e.g. ``metrics:drift``), or None."""
         try:
-            raw: bytes | str | None = self.client.get(names.METRICS_LATEST)
+            raw: bytes | str | None = self.client.get(key)
         except redis.RedisError as exc:
-            raise TransientError(f"Redis read of {names.METRICS_LATEST} failed: {exc}") from exc
+            raise TransientError(f"Redis read of {key} failed: {exc}") from exc
         return raw
 
     def applied_latencies_ms(self) -> list[float]:

@@ -29,6 +29,7 @@ from streamml import names
 from streamml.errors import PoisonMessageError
 from streamml.features.spec import FEATURE_NAMES, LIKE_THRESHOLD, NO_PREVIOUS_RATING
 from streamml.stores.metrics import RedisMetricsStore
+from streamml.streaming.drift import DriftMonitor, RetrainTrigger
 from streamml.streaming.messages import Feedback, Message, Prediction, ShadowPrediction, parse
 from streamml.streaming.worker import BatchResult, Output
 
@@ -78,6 +79,7 @@ class MetricsSnapshot(Message):
     stale_mean: float | None = None
     refused_total: int = 0
     shadow: ShadowSnapshot | None = None
+    drift: dict[str, Any] | None = None  # the drift report without its histograms, its alarms, the last retrain
 
 
 @dataclass
@@ -138,11 +140,14 @@ class MetricsState:
     paired_total: int = 0
     shadow_at: float | None = None  # when the last pair was joined
     shadow_seen: float = -math.inf  # when the last shadow score arrived
+    drift: DriftMonitor | None = None
 
     def add_prediction(self, p: Prediction, now: float) -> Joined | None:
         self.scored_since_publish += 1
         self.latencies.append((p.scored_at - p.sent_at) * 1000.0)
         self.model_version = p.model_version
+        if self.drift is not None:
+            self.drift.observe(p.features, p.score, p.model_version)
         fb = self.feedback.pop(p.request_id, None)
         if fb is not None:
             return self._join(p, fb[1], now)
@@ -208,6 +213,8 @@ class MetricsState:
         while len(self.recent) > self.window:
             self.recent.popleft()
         self.joined_total += 1
+        if self.drift is not None:
+            self.drift.joined(p.features, joined.y_true, p.score, p.model_version)
         shadow = self.shadows.pop(p.request_id, None)
         if shadow is not None:
             self._pair(joined.y_true, p.score, p.model_version, shadow[1], now)
@@ -318,8 +325,10 @@ class MetricsHandler:
         shadow_topic: str = names.TOPIC_PREDICTIONS_SHADOW,
         clock: Callable[[], float] = time.time,
         on_snapshot: Callable[[MetricsSnapshot], None] | None = None,
+        retrain: RetrainTrigger | None = None,
     ) -> None:
         self.on_snapshot = on_snapshot
+        self.retrain = retrain
         self.store = store
         self.log = log
         self.lag = lag
@@ -358,9 +367,17 @@ class MetricsHandler:
                 joined.append(j)
         self.state.expire(now)
         snapshot: str | None = None
+        history: str | None = None
+        drift: str | None = None
         if now - self._last_publish >= self.publish_every:
             snap = self.state.snapshot(now, now - self._last_publish, self.lag(), self.store.applied_latencies_ms())
             self._last_publish = now
+            history = snap.model_dump_json()  # the history stays small: no drift report in it
+            full = self._assess_drift(now)
+            if full is not None:
+                compact = {k: v for k, v in full.items() if k not in ("histograms", "score_histogram")}
+                snap = snap.model_copy(update={"drift": compact})
+                drift = json.dumps({"at": now, "model_version": snap.model_version, "drift": full})
             snapshot = snap.model_dump_json()
             if self.on_snapshot is not None:
                 self.on_snapshot(snap)
@@ -375,6 +392,8 @@ class MetricsHandler:
                 [json.dumps(j.__dict__) for j in joined],
                 self.state.window,
                 snapshot,
+                history=history,
+                drift=drift,
             )
             if not logged:  # a retried write must not log the same rows twice
                 self.log.append(joined)
@@ -382,3 +401,17 @@ class MetricsHandler:
 
         result.sink = write
         return result
+
+    def _assess_drift(self, now: float) -> dict[str, Any] | None:
+        """Assess the drift window; on an alarm, trigger retraining. The report with its alarms and the last
+        retrain, JSON-ready, or None without a report (no reference profile yet)."""
+        monitor = self.state.drift
+        if monitor is None:
+            return None
+        event = monitor.assess(now)
+        if event is not None:
+            logger.warning("drift alarm %s: %s", event, "; ".join(monitor.report.reasons if monitor.report else []))
+        last = self.retrain(monitor.alarms.active, now) if self.retrain is not None else None
+        if monitor.report is None:
+            return None
+        return {**monitor.report.model_dump(mode="json"), "alarms": monitor.alarms.entries(), "retrain": last}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamml import names
 from streamml.config import Settings
@@ -20,6 +20,9 @@ from streamml.streaming.clients import consumer_config, ensure_topics, partition
 from streamml.streaming.replayer import Drift, Pace, Rating, send_ratings
 from streamml.streaming.scorer import ServingModel
 from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
+
+if TYPE_CHECKING:
+    from streamml.streaming.drift import DriftMonitor, RetrainTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -298,13 +301,45 @@ def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
         time.sleep(1.0)
 
 
+def drift_monitor(settings: Settings) -> DriftMonitor:
+    """The aggregator's drift monitor, with the thresholds of ``settings.monitor`` and the registry's profiles."""
+    from streamml.models.profile import ProfileSource
+    from streamml.streaming.drift import DriftMonitor, DriftThresholds
+
+    m = settings.monitor
+    thresholds = DriftThresholds(
+        feature_psi=m.feature_psi,
+        min_drifted_features=m.min_drifted_features,
+        score_psi=m.score_psi,
+        calibration_gap=m.calibration_gap,
+        min_window=m.min_window,
+    )
+    profiles = ProfileSource(settings.mlflow.tracking_uri, names.MODEL_NAME)
+    return DriftMonitor(profiles, thresholds, m.window, m.quality_window, m.persist)
+
+
+def retrain_trigger(settings: Settings) -> RetrainTrigger:
+    """Triggers ``movielens_retrain`` through Airflow's REST API v2, at most once per ``monitor.cooldown_seconds``."""
+    from streamml.airflow_client import AirflowClient
+    from streamml.streaming.drift import RetrainTrigger
+
+    def trigger(conf: dict[str, Any]) -> str:
+        client = AirflowClient(settings.airflow)
+        try:
+            return client.trigger(names.DAG_RETRAIN, conf, dag_wait=5.0)
+        finally:
+            client.close()
+
+    return RetrainTrigger(trigger, cooldown=settings.monitor.cooldown_seconds)
+
+
 def run_metrics(settings: Settings, batch_size: int = 1000, log_path: Path | None = None) -> None:
     """Join predictions with feedback and publish live metrics until SIGTERM; the metric log goes to ``log_path``
     (default: ``metrics/metric_log.csv`` under the state directory)."""
     from streamml.paths import StackPaths
     from streamml.stores.metrics import RedisMetricsStore
     from streamml.stores.redis_client import redis_client
-    from streamml.streaming.metrics import MetricLog, MetricsHandler
+    from streamml.streaming.metrics import MetricLog, MetricsHandler, MetricsState
     from streamml.streaming.telemetry import LiveMetrics, serve_metrics
 
     gauges = LiveMetrics()
@@ -315,7 +350,9 @@ def run_metrics(settings: Settings, batch_size: int = 1000, log_path: Path | Non
         RedisMetricsStore(redis_client(settings.redis)),
         MetricLog(log_path or StackPaths.from_settings(settings).state / "metrics" / "metric_log.csv"),
         consumer_lag(settings),
+        state=MetricsState(drift=drift_monitor(settings)),
         on_snapshot=gauges.update,
+        retrain=retrain_trigger(settings) if settings.monitor.trigger else None,
     )
     topics = [names.TOPIC_PREDICTIONS, names.TOPIC_PREDICTIONS_SHADOW, names.TOPIC_FEEDBACK, names.TOPIC_REQUESTS_DLQ]
     worker = _worker(settings, names.GROUP_METRICS, topics, handler, batch_size)

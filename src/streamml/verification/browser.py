@@ -41,6 +41,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 PAGES: dict[str, str] = {
     "live": "",
+    "drift": "drift",
     "kafka": "kafka",
     "models": "models",
     "pipelines": "pipelines",

@@ -7,6 +7,7 @@ from streamml import names
 from streamml.dashboard import labels
 from streamml.features.spec import LIKE_THRESHOLD
 from streamml.stores.features import APPLIED_LATENCY_WINDOW
+from streamml.streaming.drift import DriftWindow
 from streamml.streaming.metrics import MetricsHandler, MetricsState
 
 
@@ -44,6 +45,11 @@ def test_joined_window_prefers_the_snapshots_own_size() -> None:
     assert labels.joined_window(1234) == "last 1,234 joined"
     assert labels.joined_window() == f"last {labels.QUALITY_WINDOW:,} joined"
     assert labels.joined_window(0) == "last 0 joined"
+
+
+def test_the_drift_window_is_the_monitors() -> None:
+    assert labels.drift_window() == f"last {DriftWindow().size:,} scored"
+    assert labels.drift_window(1234) == "last 1,234 scored"
 
 
 def test_class_labels_come_from_the_shared_names_and_threshold() -> None:

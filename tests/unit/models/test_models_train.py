@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -15,14 +17,17 @@ from sklearn.neighbors import KNeighborsClassifier
 from streamml.data.movielens import synthesize
 from streamml.features import spec
 from streamml.models import evaluate as ev
-from streamml.models import report
+from streamml.models import profile, report
 from streamml.models.dataset import Dataset, dataset_from_ratings
 from streamml.models.train import (
     HGBParams,
     KNNParams,
     ModelConfig,
     build_estimator,
+    fit,
+    log_run,
     pip_requirements,
+    reference_profile,
     train_and_evaluate,
     training_rows,
 )
@@ -84,7 +89,7 @@ def test_only_knn_subsamples_and_deterministically() -> None:
 
 def test_pip_requirements_pin_the_installed_versions() -> None:
     pins = dict(line.split("==") for line in pip_requirements())
-    assert {"scikit-learn", "numpy", "mlflow"} <= set(pins)
+    assert set(pins) == {"mlflow", "scikit-learn", "numpy", "scipy", "pandas", "joblib"}
     assert all(version[0].isdigit() for version in pins.values())
 
 
@@ -139,3 +144,57 @@ def test_training_is_reproducible(small: Dataset) -> None:
     first = train_and_evaluate(small, config)[1].metrics()
     second = train_and_evaluate(small, config)[1].metrics()
     assert first == second
+
+
+def test_the_reference_profile_is_of_the_streaming_evaluation_set(small: Dataset) -> None:
+    config = ModelConfig(model_type="logreg")
+    estimator = fit(config, small.train_features, small.train_labels)
+    reference = reference_profile(small, estimator)
+    stream = small.stream.features[ev.STREAMING]
+    assert reference.rows == len(small.stream.labels)
+    assert list(reference.features) == list(spec.FEATURE_NAMES)
+    assert reference.like_rate == pytest.approx(float(small.stream.labels.mean()))
+    scores = estimator.predict_proba(stream)[:, 1]
+    np.testing.assert_allclose(reference.score.shares, reference.score.shares_of(scores))
+    assert reference.score.psi(scores) == pytest.approx(0.0, abs=1e-12)
+    column = spec.FEATURE_NAMES.index("movie_count")
+    assert reference.features["movie_count"].psi(stream[:, column]) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture
+def local_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tracking store in a temp dir (SQLite and local artifacts; no server). log_run sets MLflow's global tracking
+    URI and active experiment (and their environment variables); they are put back afterwards."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment("unit", artifact_location=(tmp_path / "artifacts").as_uri())
+    yield uri
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type] # None: read the (restored) environment again
+
+
+def test_a_logged_run_holds_the_portable_model_and_its_profile(
+    small: Dataset, local_tracking: str, tmp_path: Path
+) -> None:
+    from streamml.models.pyfunc import load_model
+
+    config = ModelConfig(model_type="logreg", importance_rows=0)
+    estimator, evaluation = train_and_evaluate(small, config)
+    run_id, model_uri = log_run(local_tracking, "unit", config, small, estimator, evaluation)
+
+    loaded = load_model(model_uri, local_tracking)
+    assert loaded.feature_names == spec.FEATURE_NAMES
+    assert loaded.profile == reference_profile(small, estimator)
+    features = small.stream.features[ev.STREAMING]
+    np.testing.assert_array_equal(loaded.scorer(features), estimator.predict_proba(features)[:, 1])
+    model = mlflow.pyfunc.load_model(model_uri)
+    assert model.metadata.signature.inputs.input_names() == list(spec.FEATURE_NAMES)
+    assert type(model.unwrap_python_model()).__name__ == "PortableLikeModel"
+    by_run = mlflow.artifacts.download_artifacts(
+        run_id=run_id,
+        artifact_path=profile.PROFILE_ARTIFACT,
+        dst_path=str(tmp_path / "dl"),
+        tracking_uri=local_tracking,
+    )
+    assert profile.ReferenceProfile.from_json(Path(by_run).read_text()) == loaded.profile

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,40 @@ def test_without_shadows_flowing_joins_do_not_wait_for_one() -> None:
     assert not state.awaiting_shadow
     state.expire(now=100 + state.join_ttl + 1)
     assert not state.shadows
+
+
+def test_the_handler_publishes_the_drift_report_and_triggers_retraining_once(tmp_path: Path) -> None:
+    from streamml import names
+    from streamml.models import profile
+    from streamml.streaming.drift import DriftMonitor, DriftThresholds, RetrainTrigger
+    from streamml.streaming.metrics import MetricsHandler, MetricsSnapshot
+
+    rng = np.random.default_rng(0)
+    reference = profile.build(rng.normal(size=(2000, N_FEATURES)), FEATURE_NAMES, rng.uniform(size=2000), np.ones(2000))
+    monitor = DriftMonitor(lambda v: reference, DriftThresholds(min_window=50), window=500, quality_window=50)
+    runs: list[dict[str, object]] = []
+    clock = iter(float(t) for t in range(1000))
+    redis_fake = FakeRedis()
+    handler = MetricsHandler(
+        RedisMetricsStore(redis_fake), MetricLog(tmp_path / "log.csv"), lambda: {}, MetricsState(drift=monitor),  # type: ignore[arg-type]
+        publish_every=1.0, feedback_topic="fb", clock=lambda: next(clock),
+        retrain=RetrainTrigger(lambda conf: runs.append(conf) or "run-1"),
+    )  # fmt: skip
+    snaps = []
+    for batch in range(4):
+        msgs = []
+        for i in range(batch * 60, batch * 60 + 60):
+            msgs += [Msg(pred(i, 0.9).encode(), topic_="preds"), Msg(fb(i, 1.0).encode(), topic_="fb")]
+        result = handler(msgs)
+        assert result.sink is not None
+        result.sink()
+        snaps += [MetricsSnapshot.model_validate_json(o.value) for o in result.outputs]
+    drifted = [s for s in snaps if s.drift is not None]
+    assert drifted and all("histograms" not in s.drift for s in drifted if s.drift)
+    last = drifted[-1].drift
+    assert last is not None and last["alarm"] and last["calibration"]["all"]["gap"] < -0.8
+    assert len(runs) == 1 and "calibration gap" in str(runs[0]["reason"])
+    assert last["retrain"]["dag_run_id"] == "run-1" and last["alarms"][0]["cleared"] is None
+    full = json.loads(redis_fake.store[names.METRICS_DRIFT])
+    assert "histograms" in full["drift"] and full["model_version"] == "3"
+    assert all(json.loads(h).get("drift") is None for h in redis_fake.store[names.METRICS_HISTORY])
