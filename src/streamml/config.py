@@ -157,6 +157,23 @@ class RetrainSettings(_Section):
     margin: float = Field(0.002, ge=0, description="AUC margin the challenger must beat the champion by.")
 
 
+class ArchiveSettings(_Section):
+    flush_records: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="Feedback records the archive consumes at most per write (one object per Kafka partition and "
+        "hour of event time); 2000 is about 30 s of the deploy's replay, within the archive's 192m under Compose.",
+    )
+    flush_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=45,
+        description="Longest wait for a batch of feedback before the archive writes what it has, so feedback reaches "
+        "MinIO within a minute at low rates; at most 45 s, so the consume loop's heartbeat stays under 60 s.",
+    )
+
+
 class ReplaySettings(_Section):
     rate: float = Field(50.0, gt=0, description="Requests per second of the replay that deploy starts (open loop).")
     feedback_delay: float = Field(1.0, ge=0, description="Seconds between a replayed request and its true rating.")
@@ -200,6 +217,9 @@ class Settings(BaseSettings):
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="The replay that deploy starts.")
     monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="Drift monitor and retrain trigger.")
     retrain: RetrainSettings = Field(default_factory=RetrainSettings, description="movielens_retrain's gate.")
+    archive: ArchiveSettings = Field(
+        default_factory=ArchiveSettings, description="The feedback archive (served features and outcomes in MinIO)."
+    )
 
     @model_validator(mode="after")
     def _no_default_secrets_outside_local(self) -> Settings:

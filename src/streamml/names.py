@@ -3,6 +3,8 @@ defaults that several of them must agree on (the split quantile, the decision th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 # Kafka topics (keys are user ids).
 TOPIC_REQUESTS = "ratings.requests.v1"
 TOPIC_FEEDBACK = "ratings.feedback.v1"
@@ -26,6 +28,7 @@ GROUP_SCORER = "streamml-scorer"
 GROUP_FEATURE_UPDATER = "streamml-feature-updater"
 GROUP_METRICS = "streamml-metrics"
 GROUP_SCORER_MODEL_EVENTS = "streamml-scorer-model-events"
+GROUP_ARCHIVE = "streamml-archive"
 
 # MovieLens files (in a data set directory and in a raw snapshot in MinIO).
 RATINGS_FILE = "ratings.csv"
@@ -36,6 +39,12 @@ BUCKET_RAW = "raw"
 BUCKET_FEATURES = "features"
 BUCKET_MLFLOW = "mlflow"
 BUCKETS = (BUCKET_RAW, BUCKET_FEATURES, BUCKET_MLFLOW)
+
+# The feedback archive (training data of the next model): parquet under this prefix of BUCKET_FEATURES, in hourly
+# partitions of the feedback's event time, with one intent marker per Kafka partition under ARCHIVE_PENDING.
+ARCHIVE_PREFIX = "online/"
+ARCHIVE_PENDING = "_pending/"
+PROGRAM_ARCHIVE = "archive"  # the supervised program and the Compose service
 
 # MLflow registry.
 MODEL_NAME = "movielens-like"
@@ -101,3 +110,15 @@ def replayed_key(version: int) -> str:
 
 def prediction_key(request_id: str) -> str:
     return f"pred:{request_id}"
+
+
+def archive_object_key(prefix: str, hour_start: int, partition: int, first_offset: int) -> str:
+    """The archive object of a Kafka partition's records in the hour starting at ``hour_start`` (unix seconds, UTC),
+    named by the lowest offset it holds."""
+    hour = datetime.fromtimestamp(hour_start, UTC)
+    return f"{prefix}date={hour:%Y-%m-%d}/hour={hour:%H}/p{partition}-o{first_offset:020d}.parquet"
+
+
+def archive_marker_key(prefix: str, partition: int) -> str:
+    """The intent marker of a Kafka partition: the archive objects written but maybe not committed yet."""
+    return f"{prefix}{ARCHIVE_PENDING}p{partition}.json"

@@ -1,5 +1,5 @@
-"""The streaming programs (``score``, ``update-features``, ``metrics``), the replay and parity runs, and the API
-and dashboard servers."""
+"""The streaming programs (``score``, ``update-features``, ``metrics``, ``archive``), the replay and parity runs,
+and the API and dashboard servers."""
 
 from __future__ import annotations
 
@@ -162,6 +162,16 @@ def metrics(batch_size: Annotated[int, typer.Option(help="Messages per micro-bat
 
     configure_logging("INFO")
     run_metrics(load_settings(), batch_size)
+
+
+@errors_to_exit
+def archive() -> None:
+    """Run the feedback archive: ratings.feedback.v1 + what was served (Redis pred:{id}) -> parquet under
+    s3://features/online/, each record exactly once (batch size and wait: STREAMML_ARCHIVE__*)."""
+    from streamml.streaming.runners import run_archive
+
+    configure_logging("INFO")
+    run_archive(load_settings())
 
 
 @errors_to_exit

@@ -1,8 +1,8 @@
 """The programs of the local stack: what runs, in which order, with which environment.
 
 Each :class:`Program` becomes one ``[program:x]`` section of the generated supervisord config. Infrastructure
-programs come first; the platform's own programs (scorer, feature updater, metrics aggregator, API, dashboard) are
-added to :func:`platform_programs` as they are built, one entry each.
+programs come first; the platform's own programs (scorer, feature updater, metrics aggregator, feedback archive, API,
+dashboard) are added to :func:`platform_programs` as they are built, one entry each.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamml import names
 from streamml.config import Settings
 from streamml.paths import DAGS_DIR, StackPaths
 
@@ -184,6 +185,15 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="metrics-aggregator",
             stage=2,
             ports=((settings.aggregator.metrics_port, "STREAMML_AGGREGATOR__METRICS_PORT"),),
+        ),
+        Program(
+            names.PROGRAM_ARCHIVE,
+            [streamml, "archive"],
+            service=names.PROGRAM_ARCHIVE,
+            stage=2,
+            # SIGTERM takes effect when the current consume call returns (up to flush_seconds), then the batch is
+            # written and committed before the process exits.
+            stop_wait_seconds=int(settings.archive.flush_seconds) + 30,
         ),
         Program("api", [streamml, "api"], service="api", stage=2, ports=((settings.api.port, "STREAMML_API__PORT"),)),
         Program(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from streamml.config import MinioSettings
 from streamml.errors import StreamMLError, TransientError
@@ -55,7 +55,7 @@ class ObjectStore:
         self.client = client or s3_client(minio)
         self._endpoint = minio.endpoint_url
 
-    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *, missing_ok: bool = False, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
         try:
@@ -63,6 +63,12 @@ class ObjectStore:
         except (EndpointConnectionError, ConnectionError) as exc:
             raise TransientError(f"MinIO at {self._endpoint} is unreachable ({what}): {exc}") from exc
         except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if missing_ok and error.get("Code") in ("NoSuchKey", "404"):
+                return None
+            # A server that is starting or overloaded (503 SlowDown, 500 InternalError) answers again later.
+            if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500:
+                raise TransientError(f"MinIO {what} failed: {exc}") from exc
             raise StreamMLError(f"MinIO refused {what} in bucket {self.bucket}: {exc}") from exc
         except BotoCoreError as exc:
             raise TransientError(f"MinIO {what} failed: {exc}") from exc
@@ -70,7 +76,7 @@ class ObjectStore:
     def keys(self, prefix: str) -> Iterator[str]:
         token: str | None = None
         while True:
-            extra = {"ContinuationToken": token} if token else {}
+            extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
             page = self._call(f"list {prefix}", self.client.list_objects_v2, Prefix=prefix, **extra)
             for item in page.get("Contents", []):
                 yield item["Key"]
@@ -97,6 +103,26 @@ class ObjectStore:
             self.client.download_file(self.bucket, key, str(path))
         except (BotoCoreError, ClientError) as exc:
             raise StreamMLError(f"download of s3://{self.bucket}/{key} failed: {exc}") from exc
+
+    def put_bytes(self, key: str, body: bytes) -> None:
+        self._call(f"put {key}", self.client.put_object, Key=key, Body=body)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's content, or None when there is no such key."""
+
+        def get(**kwargs: Any) -> bytes:
+            return cast(bytes, self.client.get_object(**kwargs)["Body"].read())
+
+        return cast(bytes | None, self._call(f"get {key}", get, missing_ok=True, Key=key))
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete ``keys`` (a missing key is no error); raise if any key could not be deleted."""
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            answer = self._call("delete", self.client.delete_objects, Delete={"Objects": batch, "Quiet": True})
+            failed = (answer or {}).get("Errors") or []
+            if failed:
+                raise TransientError(f"MinIO kept {len(failed)} object(s) it was asked to delete: {failed[:3]}")
 
     def put_json(self, key: str, value: Any) -> None:
         self._call(f"put {key}", self.client.put_object, Key=key, Body=json.dumps(value, indent=2).encode())

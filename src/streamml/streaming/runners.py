@@ -1,5 +1,6 @@
-"""Process runners of the streaming programs (scorer, feature updater, metrics aggregator, replayer; each started by
-the CLI, supervised in the local stack) and the consumer-lag probes that tell when they caught up."""
+"""Process runners of the streaming programs (scorer, feature updater, metrics aggregator, feedback archive,
+replayer; each started by the CLI, supervised in the local stack) and the consumer-lag probes that tell when they
+caught up."""
 
 from __future__ import annotations
 
@@ -147,6 +148,23 @@ def run_updater(settings: Settings, batch_size: int = 500) -> None:
 
     handler = FeatureUpdaterHandler(RedisFeatureStore(redis_client(settings.redis)))
     _worker(settings, names.GROUP_FEATURE_UPDATER, names.TOPIC_FEEDBACK, handler, batch_size).run()
+
+
+def run_archive(settings: Settings) -> None:
+    """Archive ratings.feedback.v1 joined with what was served for each request (Redis ``pred:{id}``) as parquet
+    under ``s3://features/online/``, exactly once, until SIGTERM. A batch is what one consume call gives: up to
+    ``archive.flush_records`` messages within ``archive.flush_seconds``."""
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.objects import ObjectStore
+    from streamml.stores.redis_client import redis_client
+    from streamml.streaming.archive import ArchiveHandler
+
+    handler = ArchiveHandler(
+        RedisFeatureStore(redis_client(settings.redis)), ObjectStore(settings.minio, names.BUCKET_FEATURES)
+    )
+    worker = _worker(settings, names.GROUP_ARCHIVE, names.TOPIC_FEEDBACK, handler, settings.archive.flush_records)
+    worker.poll_timeout = settings.archive.flush_seconds
+    worker.run()
 
 
 def stream_ratings(settings: Settings, version: int) -> Iterator[Rating]:

@@ -1,11 +1,12 @@
 """The one reusable consume loop. A handler turns a batch of messages into outputs; the worker knows no business.
 
-Order per batch: produce outputs and dead letters, write Redis (the handler's sink), flush the producer, then commit
-the batch's offsets. An infrastructure fault on the way (Redis or the broker down: the handler's reads, the sink, the
-flush, the commit) is retried with backoff, so a restart of Redis or of the broker is ridden out without losing or
-skipping a message. If it lasts longer than the retries, nothing is committed and the process exits non-zero, so the
-batch is consumed again after the supervisor restarts it (at least once; result keys derive from request ids, so a
-replayed batch overwrites rather than duplicates).
+Order per batch: produce outputs and dead letters, write Redis (the handler's sink), flush the producer, commit the
+batch's offsets, then run the handler's ``committed`` callback if the commit went through (the archive deletes its
+intent markers there). An infrastructure fault on the way (Redis or the broker down: the handler's reads, the sink,
+the flush, the commit) is retried with backoff, so a restart of Redis or of the broker is ridden out without losing
+or skipping a message. If it lasts longer than the retries, nothing is committed and the process exits non-zero, so
+the batch is consumed again after the supervisor restarts it (at least once; result keys derive from request ids, so
+a replayed batch overwrites rather than duplicates).
 
 Anything else a handler raises is a message's fault, not the infrastructure's: the worker halves the batch until it
 finds the message, dead-letters it (reason ``handler_error``) and delivers the rest, so no message can make a consumer
@@ -39,12 +40,14 @@ class Output:
 
 @dataclass
 class BatchResult:
-    """What a handler wants done for one batch: messages to produce and a sink write to run before the commit, and
-    the reason label of each dead letter among the outputs (observers count them once the batch is delivered)."""
+    """What a handler wants done for one batch: messages to produce, a sink write to run before the commit, the
+    reason label of each dead letter among the outputs (observers count them once the batch is delivered), and a
+    callback to run once the batch's offsets are committed (not when the commit is skipped or fails)."""
 
     outputs: list[Output] = field(default_factory=list)
     sink: Callable[[], object] | None = None
     refused: list[str] = field(default_factory=list)
+    committed: Callable[[], object] | None = None
 
     def refuse(self, msg: Any, error: PoisonMessageError, topic: str) -> None:
         """Add a dead letter for ``msg``."""
@@ -190,11 +193,13 @@ class Worker:
                     self.observer.retried("delivery")
         raise TransientError(f"{remaining} message(s) undelivered after {self.retry_attempts} flushes")
 
-    def _commit(self, offsets: list[Any]) -> None:
+    def _commit(self, offsets: list[Any]) -> bool:
+        """Commit ``offsets``; False when the commit was skipped because the group moved on."""
         from confluent_kafka import KafkaException
 
         try:
             self.consumer.commit(asynchronous=False, offsets=offsets)
+            return True
         except KafkaException as exc:
             error: Any = exc.args[0] if exc.args else None
             name = error.name() if error is not None and hasattr(error, "name") else str(exc)
@@ -202,7 +207,7 @@ class Worker:
                 logger.warning(
                     "commit skipped (%s); these offsets are committed by the next batch or redelivered", name
                 )
-                return
+                return False
             raise TransientError(f"commit failed: {exc}") from exc
 
     def _handle(self, messages: Sequence[Any]) -> BatchResult:
@@ -260,8 +265,8 @@ class Worker:
         if result.sink is not None:
             self._retry("sink", result.sink)
         self._flush()
-        if data:
-            self._retry("commit", lambda: self._commit(_next_offsets(data)))
+        if data and self._retry("commit", lambda: self._commit(_next_offsets(data))) and result.committed is not None:
+            result.committed()
         if self.observer is not None and (data or result.outputs):
             self.observer.batch_done(len(data), result, time.perf_counter() - started)
 
@@ -287,15 +292,19 @@ class Worker:
 
 
 def _merge(first: BatchResult, second: BatchResult) -> BatchResult:
-    """Both results as one (their sinks already ran), of the more specific of their two types: lists are joined,
-    counts added."""
+    """Both results as one (their sinks already ran; their commit callbacks run in turn), of the more specific of
+    their two types: lists are joined, counts added."""
     target = type(first) if isinstance(first, type(second)) else type(second)
     values: dict[str, Any] = {}
     for f in fields(target):
-        if f.name != "sink":
+        if f.name not in ("sink", "committed"):
             empty: Any = f.default_factory() if f.default_factory is not MISSING else f.default
             values[f.name] = getattr(first, f.name, empty) + getattr(second, f.name, empty)
-    return target(**values)
+    merged = target(**values)
+    callbacks = [c for c in (first.committed, second.committed) if c is not None]
+    if callbacks:
+        merged.committed = lambda: [c() for c in callbacks]
+    return merged
 
 
 class _Undeliverable(StreamMLError):
