@@ -51,6 +51,11 @@ def build_retrain_snapshot(settings: Settings, feature_version: int | None = Non
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.archive import read_archive
 
+    archive = read_archive(settings)  # first: a scheduled run on a fresh deploy has nothing to do, and says so
+    if len(archive) < MIN_FEEDBACK:
+        raise NotEnoughFeedback(
+            f"the feedback archive holds {len(archive)} ratings; retraining needs at least {MIN_FEEDBACK}"
+        )
     version = RedisFeatureStore(redis_client(settings.redis)).active_version(feature_version)
     manifest = read_manifest(settings, version)
     raw = ObjectStore(settings.minio, names.BUCKET_RAW)
@@ -61,11 +66,9 @@ def build_retrain_snapshot(settings: Settings, feature_version: int | None = Non
             raw.get_file(f"{RAW_PREFIX}/{manifest['snapshot']}/{name}", base / name)
         ratings, movies = movielens.load(base)
         history = ratings[ratings["timestamp"] < int(manifest["cutoff"])]
-        archive = read_archive(settings)
-        if len(archive) < MIN_FEEDBACK:
-            raise NotEnoughFeedback(
-                f"the feedback archive holds {len(archive)} ratings; retraining needs at least {MIN_FEEDBACK}"
-            )
+        # A rating sent again (a replay with --again, a drift scenario) is archived again: the newest copy counts (one
+        # user is one partition, so its later offset is the later copy).
+        archive = archive.sort_values(["event_ts", "user_id", "movie_id", "kafka_offset"], kind="stable")
         feedback = pd.DataFrame(
             {
                 "userId": archive["user_id"].astype("int64"),
@@ -74,7 +77,7 @@ def build_retrain_snapshot(settings: Settings, feature_version: int | None = Non
                 "timestamp": archive["event_ts"].astype("int64"),
             }
         )
-        # One rating per (user, movie, time): the archive holds each rating id once; history never overlaps it.
+        # One rating per (user, movie, time); history (before the cutoff) never overlaps the feedback (after it).
         combined = pd.concat([history, feedback], ignore_index=True).drop_duplicates(
             ["userId", "movieId", "timestamp"], keep="last"
         )

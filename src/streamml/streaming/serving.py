@@ -165,7 +165,7 @@ class ChampionModel:
                 logger.info("stopped shadow scoring version=%s", self._challenger.version)
             self._challenger = None
             return
-        if self._challenger is not None and self._challenger.version == version or not self._should_try(version):
+        if (self._challenger is not None and self._challenger.version == version) or not self._should_try(version):
             return
         try:
             self._challenger = self._load(version)

@@ -65,3 +65,22 @@ def test_decision_is_json_able() -> None:
         "margin": DEFAULT_MARGIN,
     }
     assert isinstance(GateDecision(**payload), GateDecision)
+
+
+def test_the_retrain_split_evaluates_on_the_newest_half_of_the_feedback() -> None:
+    from streamml.models.retrain import QUANTILE_RANGE, retrain_quantile
+
+    assert retrain_quantile(80_000, 20_000) == pytest.approx(0.9)
+    assert retrain_quantile(80_000, 4_000) == pytest.approx(1 - 2_000 / 84_000, abs=1e-4)
+    assert retrain_quantile(1_000, 100_000, evaluation_share=0.9) == QUANTILE_RANGE[0]
+    assert retrain_quantile(10_000_000, 200) == QUANTILE_RANGE[1]
+
+
+def test_shadow_evidence_reads_the_aggregators_snapshot_leniently() -> None:
+    from streamml.models.registry import ShadowEvidence
+
+    snap = {"shadow": {"champion_version": "3", "challenger_version": "4", "paired_total": 1200,
+                       "champion_auc": 0.81, "challenger_auc": 0.83}}  # fmt: skip
+    assert ShadowEvidence.from_snapshot(snap) == ShadowEvidence(3, 4, 1200, 0.81, 0.83)
+    for bad in (None, {}, {"shadow": None}, {"shadow": {"champion_version": "x"}}, {"shadow": {"paired_total": 1}}):
+        assert ShadowEvidence.from_snapshot(bad) is None
