@@ -1,5 +1,5 @@
-"""Drift: the served features and scores against the champion's training data, from the drift monitor's report in
-``metrics:latest``, refreshed every few seconds without reloading the page."""
+"""Drift: the served features and scores against the champion's reference (its streaming evaluation set), from the drift
+monitor's report in ``metrics:drift``, refreshed every few seconds without reloading the page."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def render(settings: Settings) -> None:
     st.title("Drift")
     st.caption(
         "The features and scores the scorer served, over its latest predictions, against the serving version's "
-        "reference profile (quantile bins of its training features and scores), from the drift monitor in the "
-        f"metrics aggregator (Redis `metrics:latest`, every {labels.PUBLISH_SECONDS:g} s). {labels.PSI_READING}. "
+        "reference profile (quantile bins of the features and scores of its streaming evaluation set), and how well "
+        "its scores predict the likes of each genre, from the drift monitor in the metrics aggregator (Redis "
+        f"`metrics:drift`, every {labels.PUBLISH_SECONDS:g} s). {labels.PSI_READING}. "
         f"Refreshes every {REFRESH_SECONDS} s."
     )
     drift_panel(settings)
@@ -138,7 +139,9 @@ def tiles(report: DriftReport) -> None:
     row = st.columns(4)
     row[0].metric(labelled("Like rate", "live"), fmt(report.like_rate_live), help="Share of liked among the joined.")
     row[1].metric(
-        labelled("Like rate", "reference"), fmt(report.like_rate_reference), help="Share of liked in the training data."
+        labelled("Like rate", "reference"),
+        fmt(report.like_rate_reference),
+        help="Share of liked in the reference (the version's evaluation stream).",
     )
     row[2].metric(
         labelled("Like-rate shift", "live − reference"),
@@ -195,7 +198,7 @@ def histogram_section(report: DriftReport) -> None:
     title = "score bin" if option == frames_drift.SCORE else f"{option} bin"
     st.altair_chart(charts.histogram_compare(frame, title), width="stretch")
     st.caption(
-        "Bins: the reference's quantile bins (each holds about the same share of the training rows; a value often "
-        "equal to one number, such as a count of 0, gets a bin of its own). Grey: training data; orange: the "
+        "Bins: the reference's quantile bins (each holds about the same share of the reference rows; a value often "
+        "equal to one number, such as a count of 0, gets a bin of its own). Grey: the reference; orange: the "
         f"{labels.drift_window(report.window)} predictions."
     )
