@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import StreamMLError
+from streamml.features import spec
 from streamml.models import registry
 from streamml.models.dataset import load_dataset
 from streamml.models.events import ModelEvent
@@ -122,6 +123,14 @@ def test_train_register_gate_promote_and_roll_back(
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(stream.labels, scores) == pytest.approx(first["metrics"]["streaming_auc"], abs=1e-9)
+
+    # The drift monitor's reference: the version's profile, fetched from its run, is of its streaming evaluation set.
+    from streamml.models.profile import ProfileSource
+
+    reference = ProfileSource(tracking, model)("1")
+    assert reference is not None and set(reference.features) == set(spec.FEATURE_NAMES)
+    assert reference.rows == len(stream.labels) and reference.score.psi(scores) == pytest.approx(0.0, abs=1e-9)
+    assert ProfileSource(tracking, model)("99") is None  # no such version: no profile, no error
 
     # A clearly worse model is registered as challenger but does not displace the champion.
     worse_config = ModelConfig(model_type="knn", knn=KNNParams(n_neighbors=1), importance_rows=200)
