@@ -166,11 +166,11 @@ class ArchiveSettings(_Section):
         "hour of event time); 2000 is about 30 s of the deploy's replay, within the archive's 192m under Compose.",
     )
     flush_seconds: float = Field(
-        30.0,
+        10.0,
         gt=0,
         le=45,
-        description="Longest wait for a batch of feedback before the archive writes what it has, so feedback reaches "
-        "MinIO within a minute at low rates; at most 45 s, so the consume loop's heartbeat stays under 60 s.",
+        description="Longest wait for a batch of feedback before the archive writes what it has (also how long a stop "
+        "can take: the consume call ends first); at most 45 s, so the consume loop's heartbeat stays under 60 s.",
     )
 
 
