@@ -25,7 +25,7 @@ from streamml.models import registry
 from streamml.models.dataset import load_dataset
 from streamml.models.events import ModelEvent
 from streamml.models.pyfunc import load_scorer
-from streamml.models.train import KNNParams, ModelConfig, run_training
+from streamml.models.train import HGBParams, KNNParams, ModelConfig, run_training
 from streamml.stores.objects import s3_client
 from streamml.streaming.clients import consumer_config
 
@@ -73,8 +73,9 @@ def test_train_register_gate_promote_and_roll_back(
     tracking = settings.mlflow.tracking_uri
     client = MlflowClient(tracking_uri=tracking)
 
+    small = ModelConfig(hgb=HGBParams(max_iter=200))  # the default model type, fewer trees: the test, not the fit
     first = run_training(
-        settings, int(scope["feature_version"]), ModelConfig(), model_name=model, experiment=scope["experiment"]
+        settings, int(scope["feature_version"]), small, model_name=model, experiment=scope["experiment"]
     )
     assert first["version"] == 1
     assert first["metrics"]["streaming_auc"] > first["metrics"]["streaming_baseline_user_auc"]

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 ModelType = Literal["logreg", "hgb", "rf", "knn"]
 MODEL_TYPES: tuple[ModelType, ...] = ("hgb", "logreg", "rf", "knn")
 MODEL_ARTIFACT = "model"
-PIP_PACKAGES = ("mlflow", "scikit-learn", "numpy", "scipy", "pandas", "joblib")
+PIP_PACKAGES = ("mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas", "joblib")
 """Pinned at their installed versions in the logged model's requirements: what :mod:`.portable_model` imports and
 what unpickling the estimator needs (scikit-learn with the numpy and scipy it was fitted with)."""
 

@@ -89,7 +89,7 @@ def test_only_knn_subsamples_and_deterministically() -> None:
 
 def test_pip_requirements_pin_the_installed_versions() -> None:
     pins = dict(line.split("==") for line in pip_requirements())
-    assert set(pins) == {"mlflow", "scikit-learn", "numpy", "scipy", "pandas", "joblib"}
+    assert set(pins) == {"mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas", "joblib"}
     assert all(version[0].isdigit() for version in pins.values())
 
 
