@@ -77,16 +77,18 @@ def missing_reason(view: DriftView, thresholds: DriftThresholds | None = None) -
     """Why there is no drift report to show, in a sentence or two for the page."""
     needs = thresholds or DriftThresholds()
     monitor = (
-        "The drift monitor in the metrics aggregator adds a report to each snapshot once the champion has a reference "
-        "profile (`reference_profile.json`, logged with the model at training) and predictions flow; it raises alarms "
+        "The drift monitor in the metrics aggregator publishes a report every few seconds once the champion has a "
+        "reference profile (`reference_profile.json`, logged with the model at training) and predictions flow; it "
+        "raises alarms "
         f"only once its window holds {needs.min_window:,} predictions."
     )
     if view.problem:
         return f"The latest metrics snapshot has a drift entry, but {view.problem}. {monitor}"
     if view.snapshot_at is None:
         return (
-            "No metrics have been published yet, so there is no drift report either. Train a champion (Pipelines "
-            "page, `movielens_training`), then start a replay with `streamml stack start replayer`. " + monitor
+            "No drift report has been published yet (Redis `metrics:drift` is empty). It needs a champion trained with "
+            "a reference profile (Pipelines page, `movielens_training`) and traffic (`streamml stack start "
+            "replayer`). " + monitor
         )
     serving = f" (serving v{view.model_version})" if view.model_version else ""
     return f"No drift report has been published yet: the latest metrics snapshot{serving} has none. {monitor}"

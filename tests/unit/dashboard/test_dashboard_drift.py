@@ -83,7 +83,7 @@ def test_read_drift_reads_the_report_the_alarms_and_the_retrain() -> None:
 def test_a_missing_snapshot_or_drift_object_says_why_there_is_no_report() -> None:
     nothing = live_metrics.read_drift(FakeRedis())
     assert nothing.report is None and nothing.snapshot_at is None and nothing.problem is None
-    assert "No metrics have been published yet" in frames_drift.missing_reason(nothing)
+    assert "`metrics:drift` is empty" in frames_drift.missing_reason(nothing)
 
     r = FakeRedis()
     for raw in (snapshot(), snapshot(drift=None), json.dumps({"at": 5.0, "model_version": "2", "drift": None})):
