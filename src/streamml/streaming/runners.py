@@ -321,6 +321,8 @@ def wait_until_caught_up(settings: Settings, timeout: float = 300.0) -> None:
 
 def drift_monitor(settings: Settings) -> DriftMonitor:
     """The aggregator's drift monitor, with the thresholds of ``settings.monitor`` and the registry's profiles."""
+    import mlflow  # noqa: F401 - imported now (tens of seconds on a busy machine), not in the loop at the first fetch
+
     from streamml.models.profile import ProfileSource
     from streamml.streaming.drift import DriftMonitor, DriftThresholds
 
