@@ -29,8 +29,8 @@ from streamml import names
 from streamml.errors import PoisonMessageError
 from streamml.features.spec import FEATURE_NAMES, LIKE_THRESHOLD, NO_PREVIOUS_RATING
 from streamml.stores.metrics import RedisMetricsStore
-from streamml.streaming.drift import DriftMonitor, RetrainTrigger
 from streamml.streaming.messages import Feedback, Message, Prediction, ShadowPrediction, parse
+from streamml.streaming.monitor import DriftMonitor, RetrainTrigger
 from streamml.streaming.worker import BatchResult, Output
 
 logger = logging.getLogger(__name__)

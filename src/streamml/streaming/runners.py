@@ -23,7 +23,7 @@ from streamml.streaming.scorer import ServingModel
 from streamml.streaming.worker import Handler, Worker, WorkerObserver, retry
 
 if TYPE_CHECKING:
-    from streamml.streaming.drift import DriftMonitor, RetrainTrigger
+    from streamml.streaming.monitor import DriftMonitor, RetrainTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,8 @@ def drift_monitor(settings: Settings) -> DriftMonitor:
     import mlflow  # noqa: F401 - imported now (tens of seconds on a busy machine), not in the loop at the first fetch
 
     from streamml.models.profile import ProfileSource
-    from streamml.streaming.drift import DriftMonitor, DriftThresholds
+    from streamml.streaming.drift import DriftThresholds
+    from streamml.streaming.monitor import DriftMonitor
 
     m = settings.monitor
     thresholds = DriftThresholds(
@@ -341,7 +342,7 @@ def drift_monitor(settings: Settings) -> DriftMonitor:
 def retrain_trigger(settings: Settings) -> RetrainTrigger:
     """Triggers ``movielens_retrain`` through Airflow's REST API v2, at most once per ``monitor.cooldown_seconds``."""
     from streamml.airflow_client import AirflowClient
-    from streamml.streaming.drift import RetrainTrigger
+    from streamml.streaming.monitor import RetrainTrigger
 
     def trigger(conf: dict[str, Any]) -> str:
         client = AirflowClient(settings.airflow)

@@ -12,12 +12,12 @@ from streamml.models.profile import ReferenceProfile
 from streamml.streaming.drift import (
     CalibrationSlices,
     DriftAlarms,
-    DriftMonitor,
     DriftReport,
     DriftThresholds,
     DriftWindow,
     assess,
 )
+from streamml.streaming.monitor import DriftMonitor
 
 GENRES = [name for name in FEATURE_NAMES if name.startswith("genre_")]
 COUNTS = [name for name in FEATURE_NAMES if name.endswith("_count")]  # user_count, movie_count
@@ -313,7 +313,8 @@ def test_the_monitor_compares_the_serving_versions_window_with_its_profile() -> 
 
 
 def test_the_retrain_trigger_acts_once_per_alarm_within_its_cooldown_and_retries_failures() -> None:
-    from streamml.streaming.drift import Alarm, RetrainTrigger
+    from streamml.streaming.drift import Alarm
+    from streamml.streaming.monitor import RetrainTrigger
 
     calls: list[dict[str, object]] = []
     fail = [True]

@@ -202,8 +202,9 @@ def test_without_shadows_flowing_joins_do_not_wait_for_one() -> None:
 def test_the_handler_publishes_the_drift_report_and_triggers_retraining_once(tmp_path: Path) -> None:
     from streamml import names
     from streamml.models import profile
-    from streamml.streaming.drift import DriftMonitor, DriftThresholds, RetrainTrigger
+    from streamml.streaming.drift import DriftThresholds
     from streamml.streaming.metrics import MetricsHandler, MetricsSnapshot
+    from streamml.streaming.monitor import DriftMonitor, RetrainTrigger
 
     rng = np.random.default_rng(0)
     reference = profile.build(rng.normal(size=(2000, N_FEATURES)), FEATURE_NAMES, rng.uniform(size=2000), np.ones(2000))
