@@ -10,6 +10,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -95,11 +96,13 @@ def test_a_sink_killed_before_its_commit_archives_every_feedback_record_exactly_
         [(names.prediction_key(f.request_id), served_prediction(f).encode()) for f in served], ttl_seconds=3600
     )
     producer = Producer(producer_config(settings.kafka))
+    sent_from = time.time()
     for f in feedback:
         producer.produce(topic, key=str(f.user_id), value=f.encode())
         producer.poll(0)
     producer.produce(topic, key=b"bad", value=b"{not feedback")  # skipped, never blocking
     assert producer.flush(30) == 0
+    sent_to = time.time() + 1
 
     # The first run dies at its third commit: two batches committed, the third's objects written but not committed.
     first = CrashingConsumer(Consumer(consumer_config(settings.kafka, group)), crash_at=3)
@@ -144,6 +147,10 @@ def test_a_sink_killed_before_its_commit_archives_every_feedback_record_exactly_
     assert [row[name] for name in FEATURE_NAMES] == list(served_prediction(served[0]).features)
     unserved = frame[~frame["served"]]
     assert unserved["score"].isna().all() and unserved[FEATURE_NAMES[0]].isna().all()
-    # Hour partitions of the feedback's event time: ten hours of feedback, one prefix per hour.
-    hours = {k[len(prefix) :].split("/p")[0] for k in keys}
-    assert len(hours) == 10 and all(h.startswith("date=2017-07-14/hour=") for h in hours)
+    # Hour partitions of the send time (the broker's record timestamps, now), not of the ten hours of event time.
+    assert frame["event_ts"].max() - frame["event_ts"].min() > 9 * 3600
+    assert (sent_from - 1) * 1000 <= frame["kafka_timestamp"].min() <= frame["kafka_timestamp"].max() <= sent_to * 1000
+    for key in keys:
+        hour = datetime.strptime(key[len(prefix) :].split("/p")[0], "date=%Y-%m-%d/hour=%H").replace(tzinfo=UTC)
+        sent = pq.ParquetFile(io.BytesIO(objects.get_bytes(key) or b"")).read().column("kafka_timestamp").to_numpy()
+        assert (sent // 3_600_000 == int(hour.timestamp()) // 3600).all(), key

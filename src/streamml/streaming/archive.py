@@ -3,10 +3,15 @@ scorer's ``pred:{request_id}`` in Redis: the feature vector, the feature and mod
 written exactly once as parquet under ``s3://features/online/``. It is the training data of the next model.
 
 Layout. ``online/date=YYYY-MM-DD/hour=HH/p{partition}-o{first_offset:020d}.parquet``: the records of one consumed
-batch from one Kafka partition whose feedback event time falls in that UTC hour, named by the lowest offset among
-them (:func:`names.archive_object_key`). Columns (:data:`SCHEMA`): rating_id, request_id, user_id, movie_id, rating,
-event_ts, label (rating >= 4.0, int32 as in the batch parts), served (a prediction was found), score, model_name,
-model_version, feature_version, scored_at, kafka_partition and kafka_offset (where the record came from), then one
+batch from one Kafka partition that were sent (their Kafka record timestamp) in that UTC hour, named by the lowest
+offset among them (:func:`names.archive_object_key`). The hour is the send time, not the rating's event time: it is
+fixed per record (a batch consumed again writes the same keys), it keeps a batch in one or two objects per partition
+whatever the event times (a replay sends years of MovieLens event time in minutes, and event-time hours made one tiny
+object per rating), and "what arrived since" is what a retrain asks. Columns (:data:`SCHEMA`): rating_id, request_id,
+user_id, movie_id, rating, event_ts, label (rating >= 4.0, int32 as in the batch parts), served (a prediction was
+found), score, model_name, model_version, feature_version, scored_at, kafka_partition, kafka_offset and
+kafka_timestamp (where the record came from; the timestamp in unix milliseconds, the event time's when the record
+has none), then one
 float64 column per feature in ``spec.FEATURE_NAMES`` order, named as in the batch parts; everything the prediction
 gives is null when ``served`` is false. A prediction counts as served when ``pred:{request_id}`` exists, parses and
 names the feedback's user and movie: it is absent when it expired (24 h TTL), was never scored, or was not written
@@ -63,6 +68,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from streamml import names
 from streamml.errors import PoisonMessageError, StreamMLError
@@ -97,6 +103,7 @@ SCHEMA = pa.schema(
         ("scored_at", pa.float64()),
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", pa.int64()),
         *((name, pa.float64()) for name in FEATURE_NAMES),
     ]
 )
@@ -212,10 +219,11 @@ class ArchiveHandler:
     def encode(
         self, feedback: Sequence[tuple[Any, Feedback]], served: Sequence[Prediction | None]
     ) -> dict[int, dict[str, bytes]]:
-        """The parquet objects of a batch: per Kafka partition, one per hour of feedback event time."""
+        """The parquet objects of a batch: per Kafka partition, one per hour the records were sent in."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (msg, f) in enumerate(feedback):
-            groups.setdefault((msg.partition(), f.event_ts - f.event_ts % HOUR), []).append(i)
+            sent = kafka_timestamp(msg, f) // 1000
+            groups.setdefault((msg.partition(), sent - sent % HOUR), []).append(i)
         out: dict[int, dict[str, bytes]] = {}
         for (partition, hour), rows in groups.items():
             rows.sort(key=lambda i: feedback[i][0].offset())
@@ -225,6 +233,12 @@ class ArchiveHandler:
             pq.write_table(table, buffer)
             out.setdefault(partition, {})[key] = buffer.getvalue()
         return out
+
+
+def kafka_timestamp(msg: Any, f: Feedback) -> int:
+    """When ``msg`` was sent (its Kafka timestamp, unix ms), or the feedback's event time for a record without one."""
+    kind, ms = msg.timestamp()
+    return int(ms) if kind != TIMESTAMP_NOT_AVAILABLE and ms >= 0 else f.event_ts * 1000
 
 
 def _served(f: Feedback, raw: bytes | None) -> Prediction | None:
@@ -268,6 +282,7 @@ def archive_table(feedback: Sequence[tuple[Any, Feedback]], served: Sequence[Pre
         "scored_at": of(lambda p: p.scored_at),
         "kafka_partition": [m.partition() for m, _ in feedback],
         "kafka_offset": [m.offset() for m, _ in feedback],
+        "kafka_timestamp": [kafka_timestamp(m, f) for m, f in feedback],
     }
     arrays = [pa.array(columns[field.name], field.type) for field in SCHEMA if field.name in columns]
     arrays += [pa.array(features[j], pa.float64(), mask=missing) for j in range(N_FEATURES)]
@@ -282,9 +297,9 @@ def read_archive(
     store: ObjectStore | None = None,
     prefix: str = names.ARCHIVE_PREFIX,
 ) -> pd.DataFrame:
-    """Every archived feedback record whose event time is in [``since``, ``until``) (either bound optional; naive
-    datetimes are UTC), with the columns of :data:`SCHEMA`, in event-time order (ties by user, movie); only the hour
-    partitions that overlap the range are read.
+    """Every archived feedback record sent (``kafka_timestamp``) in [``since``, ``until``) (either bound optional;
+    naive datetimes are UTC), with the columns of :data:`SCHEMA`, in event-time order (ties by user, movie); only the
+    hour partitions that overlap the range are read.
 
     The objects never hold a record twice (the sink deletes a batch's uncommitted objects before it writes them
     again), and the rows are also deduplicated by (``kafka_partition``, ``kafka_offset``), for a read that races the
@@ -292,11 +307,14 @@ def read_archive(
     request ids, new predictions); drop duplicates by ``rating_id`` to train on each rating once."""
     store = store or ObjectStore(settings.minio, names.BUCKET_FEATURES)
     low, high = _unix(since), _unix(until)
+    keys = [k for k in store.keys(prefix) if k.endswith(".parquet")]  # not the intent markers
     tables = []
-    for key in store.keys(prefix):
+    for n, key in enumerate(keys, 1):
+        if n % 500 == 0:
+            logger.info("reading the feedback archive: %d of %d objects", n, len(keys))
         hour = _hour_of(key[len(prefix) :])
-        if hour is None or not key.endswith(".parquet"):
-            continue  # the intent markers, anything else
+        if hour is None:
+            continue
         if (low is not None and hour + HOUR <= low) or (high is not None and hour >= high):
             continue
         body = store.get_bytes(key)
@@ -304,12 +322,12 @@ def read_archive(
             tables.append(pq.ParquetFile(io.BytesIO(body)).read().cast(SCHEMA))
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     if low is not None or high is not None:
-        ts = table.column("event_ts").to_numpy()
+        ts = table.column("kafka_timestamp").to_numpy()
         keep = np.ones(len(ts), dtype=bool)
         if low is not None:
-            keep &= ts >= low
+            keep &= ts >= low * 1000
         if high is not None:
-            keep &= ts < high
+            keep &= ts < high * 1000
         table = table.filter(pa.array(keep))
     frame = table.to_pandas().drop_duplicates(["kafka_partition", "kafka_offset"])
     return frame.sort_values(["event_ts", "user_id", "movie_id"], kind="stable").reset_index(drop=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
+
 from streamml import names
 
 
@@ -15,6 +17,12 @@ class Msg:
     partition_: int = 0
     offset_: int = 0
     topic_: str = names.TOPIC_REQUESTS
+    timestamp_ms: int | None = None  # None: the record has no timestamp
+
+    def timestamp(self) -> tuple[int, int]:
+        if self.timestamp_ms is None:
+            return TIMESTAMP_NOT_AVAILABLE, -1
+        return TIMESTAMP_CREATE_TIME, self.timestamp_ms
 
     def value(self) -> bytes | None:
         return self.payload

@@ -1,4 +1,4 @@
-"""The feedback archive with an in-memory bucket, predictions store and Kafka log: the join, the hour partitions,
+"""The feedback archive with an in-memory bucket, predictions store and Kafka log: the join, the send-hour partitions,
 unreadable feedback, and exactly once across crashes at every point of a batch (the sink half done, between the
 objects and the commit, between the commit and the markers' deletion, a commit the group skipped), restarted with
 other batch sizes."""
@@ -28,7 +28,8 @@ from streamml.streaming.messages import Feedback, Prediction
 from streamml.streaming.worker import BatchResult, Worker
 
 TOPIC = names.TOPIC_FEEDBACK
-HOUR0 = 1_500_000_000 - 1_500_000_000 % 3600  # 2017-07-14 02:00 UTC
+HOUR0 = 1_500_000_000 - 1_500_000_000 % 3600  # 2017-07-14 02:00 UTC: when the records are sent
+EVENT0 = 1_000_000_000  # 2001-09-09: when the ratings happened (a replay sends years of them in minutes)
 
 
 class Crash(Exception):  # noqa: N818 - the process dies here
@@ -91,9 +92,11 @@ class Log:
     """A topic's partitions and the group's committed offsets; a consumer reads from its position, which starts at
     the committed offset after every (re)start. Each commit takes the next of ``faults`` (none when empty):
     ``"before"`` kills the process before the offsets are stored, ``"after"`` right after (before the worker's
-    commit callback), ``"stale"`` makes the group refuse it (a rebalance), None lets it pass."""
+    commit callback), ``"stale"`` makes the group refuse it (a rebalance), None lets it pass. ``sent`` holds the
+    records' Kafka timestamps (unix seconds) per partition; a partition not in it has records without one."""
 
     partitions: dict[int, list[bytes | None]]
+    sent: dict[int, list[int]] = field(default_factory=dict)
     committed: dict[int, int] = field(default_factory=dict)
     faults: list[str | None] = field(default_factory=list)
     commits: int = 0
@@ -118,7 +121,8 @@ class Log:
             while len(batch) < size and any(position[p] < len(v) for p, v in self.partitions.items()):
                 for p, values in self.partitions.items():
                     if position[p] < len(values) and len(batch) < size:
-                        batch.append(Msg(values[position[p]], partition_=p, offset_=position[p], topic_=TOPIC))
+                        at = self.sent[p][position[p]] * 1000 if p in self.sent else None
+                        batch.append(Msg(values[position[p]], p, position[p], TOPIC, timestamp_ms=at))
                         position[p] += 1
             if not batch:
                 return
@@ -166,9 +170,14 @@ def run(log: Log, bucket: Bucket, predictions: Predictions, size: int) -> None:
 
 
 def stream(n: int, partitions: int = 3, spacing: int = 97) -> tuple[Log, Predictions, list[Feedback]]:
-    """``n`` feedback records over ``partitions`` partitions spanning several hours; every third one unserved."""
-    records = [feedback(i, HOUR0 + i * spacing) for i in range(n)]
-    log = Log({p: [f.encode() for f in records[p::partitions]] for p in range(partitions)})
+    """``n`` feedback records over ``partitions`` partitions, sent ``spacing`` seconds apart from ``HOUR0``, of ratings
+    a week apart from ``EVENT0``; every third one unserved."""
+    records = [feedback(i, EVENT0 + i * 7 * 86_400) for i in range(n)]
+    sent = [HOUR0 + i * spacing for i in range(n)]
+    log = Log(
+        {p: [f.encode() for f in records[p::partitions]] for p in range(partitions)},
+        sent={p: sent[p::partitions] for p in range(partitions)},
+    )
     return log, Predictions({f.request_id: prediction(f).encode() for f in records if int(f.movie_id) % 3}), records
 
 
@@ -204,21 +213,29 @@ def test_each_record_is_joined_with_what_was_served_for_its_request() -> None:
     assert table.column("score").null_count == 3 and table.column(FEATURE_NAMES[0]).null_count == 3
 
 
-def test_objects_are_partitioned_by_the_hour_of_the_feedback_and_named_by_partition_and_first_offset() -> None:
-    # Partition 0: 02:10, 03:05, 02:50 (out of order), 04:00; partition 1: 03:59.
-    times = {0: [HOUR0 + 600, HOUR0 + 3900, HOUR0 + 3000, HOUR0 + 7200], 1: [HOUR0 + 7199]}
-    log = Log({p: [feedback(p * 10 + k, ts).encode() for k, ts in enumerate(ts_list)] for p, ts_list in times.items()})
+def test_objects_are_partitioned_by_the_hour_the_feedback_was_sent_and_named_by_partition_and_first_offset() -> None:
+    # Sent: partition 0 at 02:10, 03:05, 02:50 (a producer's clock is not monotone), 04:00; partition 1 at 03:59. The
+    # ratings happened years apart, in other hours each: they do not split the objects.
+    sent = {0: [HOUR0 + 600, HOUR0 + 3900, HOUR0 + 3000, HOUR0 + 7200], 1: [HOUR0 + 7199]}
+    values = {
+        p: [feedback(p * 10 + k, EVENT0 + (p * 10 + k) * 86_400).encode() for k in range(len(ts))]
+        for p, ts in sent.items()
+    }
+    # Partition 2's record has no timestamp (a producer that sets none): its event hour stands in.
+    log = Log(values | {2: [feedback(20, HOUR0 + 60).encode()]}, sent=sent)
     bucket = Bucket()
     run(log, bucket, Predictions(), size=100)
     assert sorted(k for k in bucket.objects if k.endswith(".parquet")) == [
         "online/date=2017-07-14/hour=02/p0-o00000000000000000000.parquet",
+        "online/date=2017-07-14/hour=02/p2-o00000000000000000000.parquet",
         "online/date=2017-07-14/hour=03/p0-o00000000000000000001.parquet",
         "online/date=2017-07-14/hour=03/p1-o00000000000000000000.parquet",
         "online/date=2017-07-14/hour=04/p0-o00000000000000000003.parquet",
     ]
     hour2 = pq.read_table(io.BytesIO(bucket.objects["online/date=2017-07-14/hour=02/p0-o00000000000000000000.parquet"]))
     assert hour2.column("kafka_offset").to_pylist() == [0, 2]
-    assert all(HOUR0 <= ts < HOUR0 + 3600 for ts in hour2.column("event_ts").to_pylist())
+    assert hour2.column("kafka_timestamp").to_pylist() == [(HOUR0 + 600) * 1000, (HOUR0 + 3000) * 1000]
+    assert hour2.column("event_ts").to_pylist() == [EVENT0, EVENT0 + 2 * 86_400]
     assert log.done() and not [k for k in bucket.objects if names.ARCHIVE_PENDING in k]  # committed: no marker
 
 
@@ -341,13 +358,14 @@ def test_the_reader_reads_only_the_hours_asked_for_and_each_record_once() -> Non
     until = datetime.fromtimestamp(HOUR0 + 3 * 3600, UTC).replace(tzinfo=None)  # naive means UTC
     bucket.gets.clear()
     frame = read_archive(Settings(), since, until, store=bucket)  # type: ignore[arg-type]
-    wanted = [f for f in records if since.timestamp() <= f.event_ts < HOUR0 + 3 * 3600]
+    sent = {f.rating_id: HOUR0 + i * 300 for i, f in enumerate(records)}
+    wanted = [f for f in records if since.timestamp() <= sent[f.rating_id] < HOUR0 + 3 * 3600]
     assert list(frame["rating_id"]) == [f.rating_id for f in sorted(wanted, key=lambda f: f.event_ts)]
     assert list(frame.columns) == SCHEMA.names
     assert all("hour=03" in k or "hour=04" in k for k in bucket.gets if k.endswith(".parquet"))
 
     # A record whose commit did not happen is read once before the restart writes it again, and once after.
-    more = Log({3: [feedback(1000).encode()]}, faults=["before"])
+    more = Log({3: [feedback(1000).encode()]}, sent={3: [HOUR0]}, faults=["before"])
     run(more, bucket, predictions, size=10)
     assert len(read_archive(Settings(), store=bucket)) == len(records) + 1  # type: ignore[arg-type]
     run(more, bucket, predictions, size=10)
