@@ -302,8 +302,9 @@ cmd_test() {
     started=1
   fi
   local rc=0
-  # Order matters: the integration tests train the champion that the end-to-end tests use.
-  if [ $# -eq 0 ]; then set -- tests/unit tests/integration tests/e2e; fi
+  # Order matters: the integration tests train the champion that the end-to-end tests use, and the closed loop
+  # (tests/loop) replaces that champion, so it runs last.
+  if [ $# -eq 0 ]; then set -- tests/unit tests/integration tests/e2e tests/loop; fi
   "$VENV/bin/python" -m pytest "$@" || rc=$?
   if [ "$started" = 1 ]; then say "stopping the stack the tests started"; streamml stack down || true; fi
   return "$rc"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -55,6 +55,7 @@ class RunStatus:
     state: str
     tasks: dict[str, str]  # task_id -> state (None becomes "scheduled")
     durations: dict[str, float]
+    conf: dict[str, Any] = field(default_factory=dict)  # what the run was triggered with (the monitor's reason)
 
     @property
     def finished(self) -> bool:
@@ -135,6 +136,7 @@ class AirflowClient:
             state=str(run["state"]),
             tasks={t["task_id"]: t["state"] or "scheduled" for t in tis},
             durations={t["task_id"]: float(t.get("duration") or 0.0) for t in tis},
+            conf=dict(run.get("conf") or {}),
         )
 
     def dags(self) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
     for version in sorted(allocated.values()):
         if store.exists(manifest_key(version)):
             manifest = store.get_json(manifest_key(version))
-            keep = ("snapshot", "cutoff", "quantile", "rows")
+            keep = ("snapshot", "cutoff_ts", "quantile", "rows")
             out.append({"version": version, **{k: manifest[k] for k in keep if k in manifest}})
     return out
 

@@ -65,7 +65,7 @@ def build_retrain_snapshot(settings: Settings, feature_version: int | None = Non
         for name in (names.RATINGS_FILE, names.MOVIES_FILE):
             raw.get_file(f"{RAW_PREFIX}/{manifest['snapshot']}/{name}", base / name)
         ratings, movies = movielens.load(base)
-        history = ratings[ratings["timestamp"] < int(manifest["cutoff"])]
+        history = ratings[ratings["timestamp"] < int(manifest["cutoff_ts"])]
         # A rating sent again (a replay with --again, a drift scenario) is archived again: the newest copy counts (one
         # user is one partition, so its later offset is the later copy).
         archive = archive.sort_values(["event_ts", "user_id", "movie_id", "kafka_offset"], kind="stable")

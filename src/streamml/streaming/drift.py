@@ -119,7 +119,7 @@ class DriftThresholds(BaseModel):
         0.15, gt=0, le=1, description="Alarm when a full slice's live like rate and mean score differ by this."
     )
     min_window: int = Field(
-        2000,
+        5000,
         ge=1,
         description="No alarm before the window holds this many predictions (nor before a calibration slice is full).",
     )

@@ -92,7 +92,7 @@ def test_a_missing_snapshot_or_drift_object_says_why_there_is_no_report() -> Non
         assert view.report is None and view.problem is None and view.snapshot_at is not None
         reason = frames_drift.missing_reason(view)
         assert reason.startswith("No drift report has been published yet")
-        assert "reference profile" in reason and "2,000 predictions" in reason  # what the monitor needs
+        assert "reference profile" in reason and "5,000 predictions" in reason  # what the monitor needs
     assert "(serving v2)" in reason
     assert "500 predictions" in frames_drift.missing_reason(view, DriftThresholds(min_window=500))
 

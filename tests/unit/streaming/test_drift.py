@@ -159,7 +159,7 @@ def test_calibration_slices_hold_each_genres_latest_joins_and_alarm_only_when_fu
     rng = np.random.default_rng(9)
     ref = reference(rng)
     window = filled(rng, population(rng, 2000))
-    reasons = assess(window, ref, slices=slices).reasons
+    reasons = assess(window, ref, thresholds=DriftThresholds(min_window=2000), slices=slices).reasons
     assert len(reasons) == 1 and "drama" in reasons[0] and "comedy" not in reasons[0]  # comedy's 1 join: not full
     slices.clear()
     assert slices.calibration() == {}
@@ -172,7 +172,7 @@ def test_no_alarm_before_the_window_holds_min_window_predictions() -> None:
     for name in GENRES[:5]:
         rows[:, column(name)] = 1.0 - rows[:, column(name)]
     window = filled(rng, rows, likes=0.0)
-    strict = DriftThresholds(min_drifted_features=3)
+    strict = DriftThresholds(min_drifted_features=3, min_window=2000)
     early = assess(window, ref, thresholds=strict)
     assert not early.ready and not early.alarm and early.reasons == []
     assert len(early.drifted) == 5  # measured and shown, only not acted on
@@ -297,7 +297,7 @@ def test_the_monitor_compares_the_serving_versions_window_with_its_profile() -> 
         asked.append(version)
         return ref if version == "2" else None
 
-    monitor = DriftMonitor(profiles, window=5000, quality_window=50)
+    monitor = DriftMonitor(profiles, DriftThresholds(min_window=3000), window=5000, quality_window=50)
     rows = population(rng, 3000)
     for row in rows.tolist():
         monitor.observe(row, 0.5, "1")

@@ -1,0 +1,113 @@
+"""The closed loop on the running stack, shortened: a replay whose Drama ratings are turned over from its first
+request goes through the platform's own scorer, feature updater, archive and metrics aggregator (under
+supervisord). The aggregator's drift monitor alarms and triggers ``movielens_retrain`` through Airflow's REST API;
+the retrain trains on the history plus the archived feedback and registers ``@challenger``; the scorer shadow-scores
+it while the replay goes on; the gate promotes it on that online evidence; the scorer serves it.
+
+Nothing here is configured for the test: the thresholds, the gate's evidence and the retrain are the deploy's
+defaults. Runs last (``run.sh test`` orders ``tests/loop`` after ``tests/e2e``) because it replaces the champion the
+other tests use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from streamml import names
+from streamml.airflow_client import AirflowClient
+from streamml.config import Settings
+from streamml.models import registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+RATE = 60  # requests/s: alarms within a minute, 1,000 shadowed requests in well under a minute
+DEADLINE = 1200  # seconds for the whole loop; the retrain's Spark features and training take most of it
+
+
+@pytest.fixture
+def drifted_replay(training_run: dict[str, Any], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``streamml replay --drift-from 0`` in its own process, stopped when the test ends (it would run for minutes)."""
+    version = training_run["manifest"]["version"]
+    cli = Path(sys.executable).with_name("streamml")
+    command = [str(cli), "replay", "--rate", str(RATE), "--feedback-delay", "1", "--again"]
+    command += ["--feature-version", str(version), "--drift-from", "0", "--drift-kind", "genre"]
+    with (tmp_path / "replay.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_drift_alarms_retrains_shadows_promotes_and_serves_the_new_champion(
+    settings: Settings,
+    require: Callable[[str], None],
+    drifted_replay: subprocess.Popen[bytes],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    for service in ("kafka", "redis", "mlflow", "minio", "airflow"):
+        require(service)
+    store = redis.Redis.from_url(settings.redis.url)
+    champion = registry.champion_version(settings)
+    assert champion is not None
+    start, started_at = time.monotonic(), time.time()
+    deadline = start + DEADLINE
+
+    def snapshot(key: str) -> dict[str, Any]:
+        raw = store.get(key)
+        return json.loads(raw) if raw else {}
+
+    def waiting(what: str) -> None:
+        assert drifted_replay.poll() is None, f"the replay ended: {(tmp_path / 'replay.log').read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE} s of the drift's onset"
+        time.sleep(2)
+
+    # 1. The monitor alarms and triggers the retrain, with its reason.
+    def new_trigger() -> dict[str, Any]:  # not one of an earlier alarm still published
+        trigger = snapshot(names.METRICS_DRIFT).get("drift", {}).get("retrain") or {}
+        return trigger if trigger.get("dag_run_id") and trigger["triggered_at"] >= started_at else {}
+
+    while not (trigger := new_trigger()):
+        waiting("triggered retrain")
+    alarmed = time.monotonic() - start
+    drift = snapshot(names.METRICS_DRIFT)["drift"]
+    assert drift["alarm"] and trigger["reason"] and trigger["reason"] in "; ".join(drift["alarms"][-1]["reasons"])
+
+    # 2. The retrain runs to its end and its gate promotes the challenger on shadow evidence.
+    client = AirflowClient(settings.airflow)
+    try:
+        run = client.status(names.DAG_RETRAIN, trigger["dag_run_id"])
+        while not run.finished:
+            waiting(f"end of the retrain run {trigger['dag_run_id']} ({run.tasks})")
+            run = client.status(names.DAG_RETRAIN, trigger["dag_run_id"])
+    finally:
+        client.close()
+    assert run.state == "success", run.tasks
+    assert run.conf["reason"] == trigger["reason"]
+    retrained = time.monotonic() - start
+    new = registry.champion_version(settings)
+    assert new is not None and new > champion, f"the gate kept version {champion}"
+    version = registry.client(settings.mlflow).get_model_version(names.MODEL_NAME, str(new))
+    tags = registry.client(settings.mlflow).get_run(version.run_id).data.tags
+    assert tags["gate.evidence"] == "online" and tags["gate.decision"] == "promote", tags
+    assert tags["gate.champion_version"] == str(champion)
+
+    # 3. The scorer serves the new champion: the aggregator sees its predictions.
+    while snapshot(names.METRICS_LATEST).get("model_version") != str(new):
+        waiting(f"prediction of version {new}")
+    with capsys.disabled():  # the shortened scenario's times, in the test log
+        print(  # noqa: T201
+            f"\nclosed loop: alarm {alarmed:.0f} s (about {alarmed * RATE:.0f} requests) after the onset "
+            f"({trigger['reason']}); retrain done at {retrained:.0f} s "
+            f"({tags['gate.reason']}); version {new} serving at {time.monotonic() - start:.0f} s"
+        )
