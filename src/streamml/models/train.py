@@ -151,22 +151,23 @@ def fit(config: ModelConfig, features: np.ndarray, labels: np.ndarray) -> Any:
 
 def train_and_evaluate(dataset: Dataset, config: ModelConfig) -> tuple[Any, ev.Evaluation]:
     """Fit on the history, evaluate on the stream in both modes, and compute permutation importance."""
-    from streamml.models.pyfunc import make_scorer
+    from streamml.models.pyfunc import make_scorer, one_compute_thread
 
     estimator = fit(config, dataset.train_features, dataset.train_labels)
-    scorer = make_scorer(estimator)
+    scorer = make_scorer(estimator)  # predicts on one thread (see one_compute_thread)
     evaluation = ev.evaluate(scorer, dataset.stream, config.threshold)
     if dataset.lagged_stream is not None:
         evaluation.freshness = ev.freshness_curve(scorer, dataset.stream.labels, dataset.lagged_stream)
     if config.importance_rows > 0:
-        evaluation.importance = ev.permutation_importances(
-            estimator,
-            dataset.stream.features[ev.STREAMING],
-            dataset.stream.labels,
-            rows=config.importance_rows,
-            repeats=config.importance_repeats,
-            random_state=config.random_state,
-        )
+        with one_compute_thread()():  # thousands of small predictions
+            evaluation.importance = ev.permutation_importances(
+                estimator,
+                dataset.stream.features[ev.STREAMING],
+                dataset.stream.labels,
+                rows=config.importance_rows,
+                repeats=config.importance_repeats,
+                random_state=config.random_state,
+            )
         evaluation.importance_meta = {
             "mode": ev.STREAMING,
             "scoring": "roc_auc",
