@@ -128,8 +128,9 @@ class MonitorSettings(_Section):
     """The drift and quality monitor (in the metrics aggregator) and its automatic retraining trigger."""
 
     window: int = Field(5000, ge=100, description="Served predictions behind the per-feature and score PSI.")
-    quality_window: int = Field(
-        500, ge=50, description="Joined predictions per slice (all, and each genre) behind the calibration gap."
+    quality_window: int = Field(1000, ge=50, description="Joined predictions per genre behind its calibration gap.")
+    overall_window: int = Field(
+        2000, ge=50, description="Joined predictions of all requests behind the overall calibration gap."
     )
     min_window: int = Field(
         5000,
@@ -141,7 +142,12 @@ class MonitorSettings(_Section):
     min_drifted_features: int = Field(
         0, ge=0, description="Alarm when this many features drift at once (0: off; see docs/operations.md)."
     )
-    score_psi: float = Field(0.25, gt=0, description="Alarm when the score's PSI against the reference reaches this.")
+    score_psi: float = Field(
+        0.0,
+        ge=0,
+        description="Alarm when the score's PSI against the reference reaches this (0: off, shown only; an undrifted "
+        "replay at 50/s reaches 0.35: the reference has no feedback delay).",
+    )
     calibration_gap: float = Field(
         0.15, gt=0, le=1, description="Alarm when |live like rate - mean score| of a slice reaches this."
     )

@@ -85,6 +85,13 @@ class ModelConfig(_Params):
     )
     importance_rows: int = Field(2000, ge=0, description="Stream rows sampled for permutation importance; 0: skip.")
     importance_repeats: int = Field(3, ge=1, description="Permutations per feature.")
+    fit_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="OpenMP threads of the fit. One: a retrain fits beside the serving platform, where two threads "
+        "fitted 2.1x slower than one on the 2-core machine (python -m bench.fit_threads); quiet, two are 1.38x faster.",
+    )
     logreg: LogRegParams = Field(default_factory=LogRegParams, description="Logistic regression (standardised).")
     hgb: HGBParams = Field(default_factory=HGBParams, description="HistGradientBoostingClassifier.")
     rf: RFParams = Field(default_factory=RFParams, description="RandomForestClassifier (n_jobs=2).")
@@ -140,8 +147,11 @@ def fit(config: ModelConfig, features: np.ndarray, labels: np.ndarray) -> Any:
         features, labels = features[rows], labels[rows]
     if np.unique(labels).size < 2:
         raise StreamMLError("training labels hold a single class; cannot train a like classifier")
+    from threadpoolctl import ThreadpoolController
+
     estimator = build_estimator(config)
-    estimator.fit(features, labels)
+    with ThreadpoolController().limit(limits=config.fit_threads, user_api="openmp"):
+        estimator.fit(features, labels)
     logger.info("fitted model_type=%s rows=%d", config.model_type, len(labels))
     return estimator
 

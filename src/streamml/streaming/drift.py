@@ -114,7 +114,9 @@ class DriftThresholds(BaseModel):
     min_drifted_features: int = Field(
         0, ge=0, description="Alarm when at least this many features have drifted (0: the rule is off)."
     )
-    score_psi: float = Field(0.25, gt=0, description="Alarm when the PSI of the scores is at least this.")
+    score_psi: float = Field(
+        0.0, ge=0, description="Alarm when the PSI of the scores is at least this (0: the rule is off)."
+    )
     calibration_gap: float = Field(
         0.15, gt=0, le=1, description="Alarm when a full slice's live like rate and mean score differ by this."
     )
@@ -150,18 +152,30 @@ GENRE_COLUMNS: tuple[tuple[str, int], ...] = tuple(
 
 
 class CalibrationSlices:
-    """The latest ``size`` joined (label, score) pairs of every slice: all requests, and each genre's."""
+    """The latest joined (label, score) pairs of every slice: ``overall`` of all requests, ``size`` of each genre's.
 
-    def __init__(self, size: int = 500, genres: Sequence[tuple[str, int]] = GENRE_COLUMNS) -> None:
+    All requests get more: users rate in sessions, and one user's session (everything rated low, say) moves the
+    overall gap more than a genre's, whose requests come from many users' sessions. Measured on the stack's undrifted
+    replay at 50 requests/s, the largest |gap| of all requests was 0.186 over 1,000 joins and 0.105 over 2,000; of a
+    genre, 0.203 over 500 and 0.120 over 1,000."""
+
+    def __init__(
+        self, size: int = 1000, genres: Sequence[tuple[str, int]] = GENRE_COLUMNS, overall: int | None = None
+    ) -> None:
         self.size = size
+        self.overall = overall or 2 * size
         self.genres = tuple(genres)
         self._pairs: dict[str, deque[tuple[int, float]]] = {}
+
+    def capacity(self, name: str) -> int:
+        """How many joins slice ``name`` holds when full."""
+        return self.overall if name == ALL else self.size
 
     def add(self, features: Sequence[float], label: int, score: float) -> None:
         for name in (ALL, *(g for g, column in self.genres if features[column] > 0.5)):
             pairs = self._pairs.get(name)
             if pairs is None:
-                pairs = self._pairs[name] = deque(maxlen=self.size)
+                pairs = self._pairs[name] = deque(maxlen=self.capacity(name))
             pairs.append((label, score))
 
     def clear(self) -> None:
@@ -316,14 +330,20 @@ def assess(
             f"{len(drifted)} features with PSI >= {thresholds.feature_psi:g} "
             f"(alarm at {thresholds.min_drifted_features}): {top}{more}"
         )
-    if ready and score_psi is not None and score_psi >= thresholds.score_psi:
+    if ready and thresholds.score_psi and score_psi is not None and score_psi >= thresholds.score_psi:
         reasons.append(f"score PSI {score_psi:.3f} >= {thresholds.score_psi:g}")
-    full = slices.size if slices is not None else 0
-    off = {n: c for n, c in calibration.items() if c.n >= full and abs(c.gap) >= thresholds.calibration_gap}
+    off = {
+        n: c
+        for n, c in calibration.items()
+        if slices is not None and c.n >= slices.capacity(n) and abs(c.gap) >= thresholds.calibration_gap
+    }
     if ready and off:
         worst = sorted(off, key=lambda n: -abs(off[n].gap))
-        text = ", ".join(f"{n} {off[n].live:.2f} liked vs {off[n].predicted:.2f} predicted" for n in worst[:3])
-        reasons.append(f"calibration gap >= {thresholds.calibration_gap:g} over the last {full} joins of {text}")
+        text = ", ".join(
+            f"{n} {off[n].live:.2f} liked vs {off[n].predicted:.2f} predicted (last {off[n].n} joins)"
+            for n in worst[:3]
+        )
+        reasons.append(f"calibration gap >= {thresholds.calibration_gap:g}: {text}")
     return DriftReport(
         reference_version=reference_version,
         window=len(window),

@@ -33,13 +33,14 @@ class DriftMonitor:
         profiles: Callable[[str], ReferenceProfile | None],
         thresholds: DriftThresholds | None = None,
         window: int = WINDOW,
-        quality_window: int = 500,
+        quality_window: int = 1000,
         persist: int = 1,
+        overall_window: int | None = None,
     ) -> None:
         self.profiles = profiles
         self.thresholds = thresholds or DriftThresholds()
         self.window = DriftWindow(window)
-        self.slices = CalibrationSlices(quality_window)
+        self.slices = CalibrationSlices(quality_window, overall=overall_window)
         self.alarms = DriftAlarms(persist=persist)
         self.version: str | None = None
         self.report: DriftReport | None = None

@@ -336,7 +336,7 @@ def drift_monitor(settings: Settings) -> DriftMonitor:
         min_window=m.min_window,
     )
     profiles = ProfileSource(settings.mlflow.tracking_uri, names.MODEL_NAME)
-    return DriftMonitor(profiles, thresholds, m.window, m.quality_window, m.persist)
+    return DriftMonitor(profiles, thresholds, m.window, m.quality_window, m.persist, m.overall_window)
 
 
 def retrain_trigger(settings: Settings) -> RetrainTrigger:

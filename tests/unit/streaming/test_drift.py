@@ -132,10 +132,12 @@ def test_score_psi_and_a_calibration_gap_raise_their_own_reasons() -> None:
         rows[:, column(i)] = 1.0  # every request of the first genre: its slice fills
     scores = rng.beta(8, 2, 5000)
     window = filled(rng, rows, scores=scores, likes=0.2)
-    slices = CalibrationSlices(size=500)
+    slices = CalibrationSlices(size=500, overall=500)
     for row, score in zip(rows[-600:].tolist(), scores[-600:].tolist(), strict=True):
         slices.add(row, int(rng.random() < 0.2), score)
-    report = assess(window, ref, slices=slices)
+    default = assess(window, ref, slices=slices)
+    assert [r.split()[0] for r in default.reasons] == ["calibration"]  # the score rule is off by default (shown)
+    report = assess(window, ref, thresholds=DriftThresholds(score_psi=0.25), slices=slices)
     assert report.drifted == [GENRES[0]] and report.alarm  # drifted, but the feature rule is off
     assert report.score_psi is not None and report.score_psi > 0.25
     assert report.like_rate_shift is not None and report.like_rate_shift < -0.3  # shown; not a rule of its own
@@ -148,7 +150,7 @@ def test_score_psi_and_a_calibration_gap_raise_their_own_reasons() -> None:
 
 
 def test_calibration_slices_hold_each_genres_latest_joins_and_alarm_only_when_full() -> None:
-    slices = CalibrationSlices(size=3, genres=[("drama", 0), ("comedy", 1)])
+    slices = CalibrationSlices(size=3, genres=[("drama", 0), ("comedy", 1)], overall=3)
     for i in range(5):
         slices.add([1.0, 0.0], label=i % 2, score=0.9)
     slices.add([0.0, 1.0], label=1, score=0.1)
@@ -163,6 +165,8 @@ def test_calibration_slices_hold_each_genres_latest_joins_and_alarm_only_when_fu
     assert len(reasons) == 1 and "drama" in reasons[0] and "comedy" not in reasons[0]  # comedy's 1 join: not full
     slices.clear()
     assert slices.calibration() == {}
+    default = CalibrationSlices(size=3, genres=[("drama", 0)])
+    assert (default.capacity("all"), default.capacity("drama")) == (6, 3)  # all requests hold twice a genre's joins
 
 
 def test_no_alarm_before_the_window_holds_min_window_predictions() -> None:
