@@ -139,6 +139,10 @@ class AirflowClient:
             conf=dict(run.get("conf") or {}),
         )
 
+    def set_state(self, dag_id: str, run_id: str, state: str) -> None:
+        """Mark a run ``success`` or ``failed`` (its running tasks are stopped)."""
+        self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
+
     def dags(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/api/v2/dags", params={"limit": 100})["dags"])
 

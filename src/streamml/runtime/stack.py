@@ -139,6 +139,15 @@ class Supervisor:
                     f"{name} failed to start ({fault.faultString}); see {self.paths.logs / (name + '.log')}"
                 ) from fault
 
+    def restart(self, name: str) -> None:
+        """Stop program ``name`` (waiting for it) and start it again."""
+        try:
+            self._proxy().supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise StreamMLError(f"{name} failed to stop ({fault.faultString})") from fault
+        self.start(name)
+
     def shutdown(self, timeout: float = 90.0) -> None:
         pid = self._pid()
         if not self.running():
