@@ -55,8 +55,8 @@ class LogRegParams(_Params):
 class HGBParams(_Params):
     """Defaults chosen on a validation split inside history (docs/models.md), never on the stream."""
 
-    max_iter: int = Field(1500, ge=1, description="Boosting iterations (all of them unless early_stopping).")
-    learning_rate: float = Field(0.02, gt=0, le=1, description="Shrinkage of each tree's contribution.")
+    max_iter: int = Field(300, ge=1, description="Boosting iterations (all of them unless early_stopping).")
+    learning_rate: float = Field(0.1, gt=0, le=1, description="Shrinkage of each tree's contribution.")
     max_depth: int | None = Field(None, ge=1, description="Maximum depth of each tree; None for unlimited.")
     max_leaf_nodes: int = Field(15, ge=2, description="Maximum leaves of each tree.")
     min_samples_leaf: int = Field(100, ge=1, description="Minimum training rows in a leaf.")
