@@ -5,7 +5,39 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-[ -f .env ] || cp .env.example .env
+# .env: your settings and secrets, readable only by you. Created from .env.example on first use with a random value
+# for every change-me secret; change-me values left in an existing .env are replaced the same way (no mode accepts
+# them). A running stack keeps the old secrets until `./run.sh down && ./run.sh up`.
+generate_secrets() { # ENV EXAMPLE: every change-me value in ENV, and every change-me secret of EXAMPLE that ENV
+  # lacks (one added by a newer version), becomes a fresh random secret; ENV stays 0600. Prints what it generated.
+  python3 - "$1" "$2" <<'PY'
+import os, re, secrets, sys
+path, example = sys.argv[1:]
+pattern = re.compile(r"^([A-Z][A-Z0-9_]*)=change-me[^\s#]*")
+with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+present = {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")}
+with open(example, encoding="utf-8") as f:
+    lines += [m.group(0) + "\n" for m in map(pattern.match, f) if m and m.group(1) not in present]
+changed = [m.group(1) for m in map(pattern.match, lines) if m]
+lines = [pattern.sub(lambda m: f"{m.group(1)}={secrets.token_hex(16)}", line) for line in lines]
+tmp = f"{path}.tmp"
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w", encoding="utf-8") as out:
+    out.writelines(lines)
+os.replace(tmp, path)
+print(" ".join(changed))
+PY
+}
+if [ ! -f .env ]; then
+  (umask 077 && cp .env.example .env)
+  generate_secrets .env .env.example >/dev/null
+  printf '\033[1;36m[streamml]\033[0m wrote .env (mode 0600) with generated secrets; README.md, Credentials, says what each is\n'
+else
+  generated="$(generate_secrets .env .env.example)"
+  [ -z "$generated" ] || printf '\033[1;36m[streamml]\033[0m generated secrets into .env (published change-me values are refused): %s\n' "$generated"
+fi
+chmod 600 .env
 set -a
 # shellcheck disable=SC1091
 . ./.env
@@ -138,7 +170,7 @@ compose() { docker compose --env-file .env -f docker-compose.yml "$@"; }
 # Docker Compose mode (docker-compose.yml, guide in docs/compose.md)
 # ---------------------------------------------------------------------------------------------------------------
 COMPOSE_JOBS_PROFILE=replay # profile of the on-demand jobs (the replayer): `up` leaves them alone
-DOCKER_SECRETS=(STREAMML_MINIO__SECRET_KEY STREAMML_AIRFLOW__ADMIN_PASSWORD STREAMML_AIRFLOW__JWT_SECRET STREAMML_API__API_KEY POSTGRES_PASSWORD)
+DOCKER_SECRETS=(STREAMML_REDIS__PASSWORD STREAMML_MINIO__SECRET_KEY STREAMML_MLFLOW__SIGNING_KEY STREAMML_AIRFLOW__ADMIN_PASSWORD STREAMML_AIRFLOW__JWT_SECRET STREAMML_API__API_KEY POSTGRES_PASSWORD)
 
 # compose with the jobs' profile on, so that run, ps and down also see the replayer
 compose_all() { compose --profile "$COMPOSE_JOBS_PROFILE" "$@"; }

@@ -49,18 +49,25 @@ run_scorer(Settings(), 200, topics=ScorerTopics(requests, predictions, dlq, even
 
 
 def register(settings: Settings, name: str, copy_of: str | None) -> None:
-    """Two versions of ``name``: copies of the registered ``copy_of`` (``model@alias``), or a small model."""
+    """Two signed versions of ``name``: copies of the registered ``copy_of`` (``model@alias``), or a small model."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    from streamml.models.integrity import sign_version
     from streamml.models.pyfunc import LikeModel
 
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    tracking, key = settings.mlflow.tracking_uri, settings.mlflow.signing_key.get_secret_value()
+    mlflow.set_tracking_uri(tracking)
+    client = mlflow.MlflowClient()
+
+    def register_signed(uri: str) -> None:
+        sign_version(client, tracking, name, mlflow.register_model(uri, name).version, key)
+
     if copy_of is not None:
         model, alias = copy_of.split("@")
-        source = mlflow.MlflowClient().get_model_version_by_alias(model, alias)
+        source = client.get_model_version_by_alias(model, alias)
         for _ in range(2):
-            mlflow.register_model(source.source, name)
+            register_signed(source.source)
         return
     rng = np.random.default_rng(0)
     features = rng.normal(size=(300, spec.N_FEATURES))
@@ -71,7 +78,7 @@ def register(settings: Settings, name: str, copy_of: str | None) -> None:
             name="model", python_model=LikeModel(estimator), pip_requirements=["scikit-learn"]
         )
     for _ in range(2):
-        mlflow.register_model(info.model_uri, name)
+        register_signed(info.model_uri)
 
 
 def free_port() -> int:

@@ -403,11 +403,9 @@ def run_collector(cfg: dict[str, Any], start_at: Any, ready: Any, results: Any) 
 
 def copy_features(settings: Settings, source_db: int) -> tuple[int, int]:
     """Copy the current feature version's blobs from ``source_db`` (read only) into the bench database."""
-    import redis
-
     from streamml.stores.redis_client import redis_client
 
-    source = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=source_db)
+    source = redis_client(settings.redis.model_copy(update={"db": source_db}))
     target = redis_client(settings.redis)
     version = int(source.get(names.FEATURE_VERSION_CURRENT) or 0)
     if not version:

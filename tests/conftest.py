@@ -80,7 +80,9 @@ def redis_db(settings: Settings, require: Callable[[str], None]) -> Any:
     import redis
 
     require("redis")
-    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=9)
+    client = redis.Redis(
+        host=settings.redis.host, port=settings.redis.port, db=9, password=settings.redis.password.get_secret_value()
+    )
     client.flushdb()
     yield client
     client.flushdb()

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from streamml.config import AirflowSettings
-from streamml.errors import NotFoundError, StreamMLError, TransientError
+from streamml.errors import NotFoundError, StreamMLError, TransientError, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class AirflowClient:
         if resp.status_code >= 500:
             raise TransientError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
         if resp.status_code >= 400:
-            raise StreamMLError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
+            raise UpstreamError(f"Airflow {method} {path} answered {resp.status_code}: {resp.text[:300]}")
         return resp.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class AirflowClient:
             if resp.status_code == 404 and time.monotonic() > deadline:
                 raise NotFoundError(f"DAG {dag_id} is not available in Airflow (not parsed, or no such DAG)")
             if resp.status_code != 404:
-                raise StreamMLError(f"DAG {dag_id} is not available in Airflow ({resp.status_code}): {resp.text[:200]}")
+                raise UpstreamError(f"DAG {dag_id} is not available in Airflow ({resp.status_code}): {resp.text[:200]}")
             time.sleep(2)
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, dag_wait: float = 120.0) -> str:

@@ -16,6 +16,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SECRET_PREFIX = "change-me"  # noqa: S105 - the marker of default secrets, not a secret
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -37,9 +48,17 @@ class RedisSettings(_Section):
     host: str = Field("127.0.0.1", description="Redis host.")
     port: int = Field(6379, description="Redis port.")
     db: int = Field(0, ge=0, description="Redis database number.")
+    password: SecretStr = Field(
+        SecretStr("change-me-redis"), description="Redis password (requirepass); every client authenticates."
+    )
 
     @property
     def url(self) -> str:
+        """The client URL, password included (a secret: never log it; :attr:`address` is for messages)."""
+        return f"redis://:{self.password.get_secret_value()}@{self.host}:{self.port}/{self.db}"
+
+    @property
+    def address(self) -> str:
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
@@ -62,6 +81,11 @@ class MlflowSettings(_Section):
     host: str = Field("127.0.0.1", description="MLflow tracking server host.")
     port: int = Field(5000, description="MLflow tracking server port.")
     experiment: str = Field("movielens-like", description="Experiment that training runs log to.")
+    signing_key: SecretStr = Field(
+        SecretStr("change-me-model-signing-key"),
+        description="Key of the HMAC that registration puts on each model version and every loader checks before "
+        "unpickling (streamml.models.integrity); never stored in MLflow.",
+    )
 
     @property
     def tracking_uri(self) -> str:
@@ -93,6 +117,9 @@ class ApiSettings(_Section):
     host: str = Field("127.0.0.1", description="FastAPI service host.")
     port: int = Field(8000, description="FastAPI service port.")
     api_key: SecretStr = Field(SecretStr("change-me-api-key"), description="Key required by mutating API endpoints.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above it).")
+    max_streams: int = Field(8, ge=1, description="Event streams (/pipelines/runs/{id}/events) open at once.")
+    trigger_interval_seconds: float = Field(10.0, ge=0, description="Least time between two triggers of one DAG.")
 
     @property
     def base_url(self) -> str:
@@ -168,6 +195,12 @@ class RetrainSettings(_Section):
     min_shadow_pairs: int = Field(
         1000, ge=1, description="Joined shadow-scored requests the online gate needs; fewer fall back to offline."
     )
+    min_shadow_class: int = Field(
+        100,
+        ge=0,
+        description="Likes, and as many non-likes, the online gate needs among them: a window of a few likes (one "
+        "user's bad evening) gives an AUC that decides nothing.",
+    )
     shadow_wait_seconds: float = Field(
         600.0, ge=0, description="How long the gate waits for that shadow evidence after registering."
     )
@@ -211,8 +244,11 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    mode: Literal["local", "docker"] = Field(
-        "local", description="local: processes on this machine; docker: Compose. Default secrets only in local."
+    mode: Literal["local", "docker"] = Field("local", description="local: processes on this machine; docker: Compose.")
+    allow_remote_bind: bool = Field(
+        False,
+        description="Local mode binds every server to loopback and refuses any other host unless this is true (the "
+        "servers are then reachable from the network, protected only by their passwords).",
     )
     state_dir: Path = Field(Path(".local"), description="Data, logs and generated config of the local stack.")
     cache_dir: Path = Field(
@@ -239,20 +275,38 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _no_default_secrets_outside_local(self) -> Settings:
-        if self.mode == "local":
-            return self
+    def _no_default_secrets(self) -> Settings:
         defaults = [name for name, value in self.secrets().items() if value.startswith(DEFAULT_SECRET_PREFIX)]
         if defaults:
             raise ValueError(
-                f"default secrets are only allowed in local mode; set {', '.join(sorted(defaults))} in .env"
+                f"no mode accepts the published change-me secrets: {', '.join(sorted(defaults))}. "
+                "./run.sh setup generates random secrets into .env (or set your own there)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _loopback_only_in_local_mode(self) -> Settings:
+        if self.mode != "local" or self.allow_remote_bind:
+            return self
+        sections = ("kafka", "redis", "minio", "mlflow", "airflow", "api", "dashboard")
+        remote = [
+            f"STREAMML_{name.upper()}__HOST={getattr(self, name).host}"
+            for name in sections
+            if not _is_loopback(getattr(self, name).host)
+        ]
+        if remote:
+            raise ValueError(
+                f"local mode binds loopback only, and {', '.join(remote)} is not loopback; "
+                "set STREAMML_ALLOW_REMOTE_BIND=true to serve the network on purpose"
             )
         return self
 
     def secrets(self) -> dict[str, str]:
         """Every secret by its environment variable name, revealed (for validation and child process env)."""
         return {
+            "STREAMML_REDIS__PASSWORD": self.redis.password.get_secret_value(),
             "STREAMML_MINIO__SECRET_KEY": self.minio.secret_key.get_secret_value(),
+            "STREAMML_MLFLOW__SIGNING_KEY": self.mlflow.signing_key.get_secret_value(),
             "STREAMML_AIRFLOW__ADMIN_PASSWORD": self.airflow.admin_password.get_secret_value(),
             "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
             "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),

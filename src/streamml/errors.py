@@ -26,6 +26,10 @@ class TransientError(StreamMLError):
     """An infrastructure fault (broker, Redis, MLflow unreachable) that a retry may fix."""
 
 
+class UpstreamError(StreamMLError):
+    """A backing service refused a call; the message quotes its answer, which the API keeps for its log."""
+
+
 class ModelUnavailableError(StreamMLError):
     """No model can be loaded to serve (none registered, or the registry is unreachable)."""
 

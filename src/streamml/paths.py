@@ -3,6 +3,7 @@ cache directories of the local stack."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,22 @@ def repo_root() -> Path:
     """The checkout streamml runs from: the one holding this source tree (an editable install, as in the local stack
     and the Compose images), else the working directory."""
     return _SOURCE_ROOT if (_SOURCE_ROOT / "pyproject.toml").is_file() else Path.cwd().resolve()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable only by its owner (0600 from creation, never briefly wider), creating its
+    directory 0700: the generated config that holds secrets."""
+    make_private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        out.write(text)
+
+
+def make_private_dir(path: Path) -> None:
+    """``mkdir -p`` with 0700 for every directory it creates, and 0700 for ``path`` itself."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 BUILD_FEATURES_SCRIPT = Path("spark-jobs") / "build_features.py"  # relative to the root

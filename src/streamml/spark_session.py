@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+S3A_SECRET = "spark.hadoop.fs.s3a.secret.key"  # noqa: S105 - the option's name
+
+
 def s3a_conf(settings: Settings) -> dict[str, str]:
     """Spark/Hadoop options that point s3a:// at MinIO with path-style access."""
     m = settings.minio
     return {
         "spark.hadoop.fs.s3a.endpoint": m.endpoint_url,
         "spark.hadoop.fs.s3a.access.key": m.access_key,
-        "spark.hadoop.fs.s3a.secret.key": m.secret_key.get_secret_value(),
+        S3A_SECRET: m.secret_key.get_secret_value(),
         "spark.hadoop.fs.s3a.endpoint.region": m.region,
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
@@ -68,7 +71,8 @@ def submit_argv(settings: Settings, script: Path, *args: str) -> list[str]:
         "--conf", "spark.sql.session.timeZone=UTC",
     ]  # fmt: skip
     for key, value in s3a_conf(settings).items():
-        argv += ["--conf", f"{key}={value}"]
+        if key != S3A_SECRET:  # never on a command line (ps shows it): the driver sets it from its own settings
+            argv += ["--conf", f"{key}={value}"]
     return [*argv, str(script), *args]
 
 

@@ -116,6 +116,7 @@ def promote_on_evidence(
         retrain.margin if margin is None else margin,
         min_pairs=retrain.min_shadow_pairs if min_pairs is None else min_pairs,
         wait_seconds=retrain.shadow_wait_seconds if wait_seconds is None else wait_seconds,
+        min_class=retrain.min_shadow_class,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,17 +129,29 @@ def test_mutations_need_the_api_key_then_promote_and_roll_back(
     assert api.post("/models/1/promote", headers={"X-API-Key": "wrong"}).status_code == 401
     assert api.post("/pipelines/movielens_training/trigger", json={}).status_code == 401
 
-    # A second version of the platform's model from the champion's own artifact, so the test does not depend on
-    # how many versions earlier tests registered; rollback below restores the champion.
+    # A second version of the platform's model from the champion's own artifact, signed as training signs it, so the
+    # test does not depend on how many versions earlier tests registered; rollback below restores the champion.
+    from streamml.models.integrity import sign_version
     from streamml.stores.mlflow_client import client
 
     mlflow_client = client(settings.mlflow)
     current = mlflow_client.get_model_version_by_alias(names.MODEL_NAME, names.ALIAS_CHAMPION)
     champion = str(current.version)
-    other = str(
-        mlflow_client.create_model_version(
-            names.MODEL_NAME, current.source, run_id=current.run_id, model_id=current.source.removeprefix("models:/")
-        ).version
+
+    def copy_of_champion() -> str:
+        model_id = current.source.removeprefix("models:/")
+        version = mlflow_client.create_model_version(
+            names.MODEL_NAME, current.source, current.run_id, model_id=model_id
+        )
+        return str(version.version)
+
+    other = copy_of_champion()
+    sign_version(
+        mlflow_client,
+        settings.mlflow.tracking_uri,
+        names.MODEL_NAME,
+        other,
+        settings.mlflow.signing_key.get_secret_value(),
     )
     promoted = api.post(f"/models/{other}/promote", headers=key)
     assert promoted.status_code == 200, promoted.text
@@ -147,6 +160,20 @@ def test_mutations_need_the_api_key_then_promote_and_roll_back(
         api.post("/predict", json={"items": [{"user_id": 1, "movie_id": 1}]}).json()["predictions"][0]["model_version"]
         == other
     )
+
+    # A forged version (the same files, registered by hand: no signature) made champion straight in MLflow, as anyone
+    # who can reach it could: the API refuses to load it and keeps serving the signed one.
+    forged = copy_of_champion()
+    mlflow_client.set_registered_model_alias(names.MODEL_NAME, names.ALIAS_CHAMPION, forged)
+    serving = api.app.state.services.champion  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while "carries no streamml.signature" not in (serving.last_error or ""):
+        assert time.monotonic() < deadline, f"the API did not refuse version {forged}: {serving.last_error}"
+        time.sleep(0.5)
+    answer = api.post("/predict", json={"items": [{"user_id": 1, "movie_id": 1}]}).json()
+    assert answer["predictions"][0]["model_version"] == other
+    mlflow_client.set_registered_model_alias(names.MODEL_NAME, names.ALIAS_CHAMPION, other)
+
     back = api.post("/models/rollback", headers=key)
     assert back.status_code == 200, back.text
     assert back.json()["version"] == int(champion)

@@ -27,6 +27,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.models import registry
+from streamml.models.integrity import SIGNATURE_TAG, sign_version
 from streamml.models.pyfunc import LikeModel
 from streamml.streaming.clients import consumer_config, ensure_topics, producer_config
 from streamml.streaming.messages import Prediction, RatingRequest, ShadowPrediction
@@ -43,8 +44,9 @@ pytestmark = [
 
 @pytest.fixture
 def registered(settings: Settings, require: Callable[[str], None], uid: str) -> Iterator[dict[str, Any]]:
-    """Model ``test-hot-reload-{uid}``: versions 1 and 2 (the same small LikeModel) and 3, whose source has no
-    artifacts (a champion that cannot be loaded)."""
+    """Model ``test-hot-reload-{uid}``: versions 1 and 2 (the same small LikeModel, signed as training signs), 3, whose
+    source has no artifacts (a champion that cannot be loaded), and 4, the same model registered by hand without a
+    signature (a forged version)."""
     for service in ("mlflow", "minio", "kafka", "redis"):
         require(service)
     tracking = settings.mlflow.tracking_uri
@@ -60,10 +62,14 @@ def registered(settings: Settings, require: Callable[[str], None], uid: str) -> 
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=LikeModel(estimator), pip_requirements=["scikit-learn"]
             )
+        key = settings.mlflow.signing_key.get_secret_value()
         for _ in range(2):
-            mlflow.register_model(info.model_uri, name)
+            version = mlflow.register_model(info.model_uri, name).version
+            sign_version(client, tracking, name, version, key)
         broken = client.create_model_version(name, source=f"{run.info.artifact_uri}/missing", run_id=run.info.run_id)
+        client.set_model_version_tag(name, broken.version, SIGNATURE_TAG, "0" * 64)  # claimed, cannot be checked
         assert broken.version == "3"
+        assert mlflow.register_model(info.model_uri, name).version == "4"
         yield {"name": name, "run_id": run.info.run_id}
     finally:
         if client.search_registered_models(f"name='{name}'"):
@@ -166,6 +172,14 @@ def test_promotion_hot_reloads_and_a_broken_champion_keeps_the_old_model(
             return scrape(port).get('streamml_scorer_model_loads_total{outcome="failure"}', 0) >= 1
 
         traffic.until(failure_reported, scorer)
+
+        # Make the forged version 4 champion straight in MLflow: the scorer refuses to unpickle it, version 2 serves.
+        client.set_registered_model_alias(name, "champion", "4")
+
+        def refusal_reported(_: list[Prediction]) -> bool:
+            return scrape(port).get('streamml_scorer_model_loads_total{outcome="failure"}', 0) >= 2
+
+        traffic.until(refusal_reported, scorer)
         n_before = len(traffic.predictions)
         traffic.until(lambda ps: len(ps) >= n_before + 20, scorer)
         after = scrape(port)

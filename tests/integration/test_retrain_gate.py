@@ -57,7 +57,7 @@ def versions(settings: Settings, require: Callable[[str], None], uid: str) -> It
 
 def gate(settings: Settings, v: dict[str, Any], version: int, evidence: ShadowEvidence | None) -> dict[str, Any]:
     return registry.promote_on_evidence(
-        settings, version, 0.002, min_pairs=100, wait_seconds=0.0, evidence=lambda: evidence,
+        settings, version, 0.002, min_pairs=100, wait_seconds=0.0, min_class=50, evidence=lambda: evidence,
         model_name=v["name"], topic=v["topic"],
     )  # fmt: skip
 
@@ -69,13 +69,23 @@ def run_tags(v: dict[str, Any], version: int) -> dict[str, str]:
 
 def test_online_evidence_decides_both_ways_and_is_recorded(settings: Settings, versions: dict[str, Any]) -> None:
     # Version 3 is worse offline (0.79 < 0.80) but better online on the same shadowed requests: promoted.
-    result = gate(settings, versions, 3, ShadowEvidence(1, 3, paired=500, champion_auc=0.70, challenger_auc=0.75))
+    result = gate(
+        settings,
+        versions,
+        3,
+        ShadowEvidence(1, 3, paired=500, champion_auc=0.70, challenger_auc=0.75, likes=150, window=500),
+    )
     assert result["evidence"] == "online" and result["promote"] and result["paired"] == 500
     assert registry.champion_version(settings, versions["name"]) == 3
     tags = run_tags(versions, 3)
     assert tags["gate.evidence"] == "online" and tags["gate.decision"] == "promote"
     # Version 2 is better offline (0.81) but worse online than champion 3: rejected, 3 stays.
-    result = gate(settings, versions, 2, ShadowEvidence(3, 2, paired=500, champion_auc=0.75, challenger_auc=0.74))
+    result = gate(
+        settings,
+        versions,
+        2,
+        ShadowEvidence(3, 2, paired=500, champion_auc=0.75, challenger_auc=0.74, likes=150, window=500),
+    )
     assert result["evidence"] == "online" and not result["promote"]
     assert registry.champion_version(settings, versions["name"]) == 3
 
@@ -83,9 +93,10 @@ def test_online_evidence_decides_both_ways_and_is_recorded(settings: Settings, v
 def test_without_enough_evidence_for_this_pair_the_offline_gate_decides(
     settings: Settings, versions: dict[str, Any]
 ) -> None:
-    too_few = ShadowEvidence(1, 2, paired=99, champion_auc=0.5, challenger_auc=0.9)
-    other_pair = ShadowEvidence(5, 2, paired=5000, champion_auc=0.9, challenger_auc=0.5)  # another champion's
-    for evidence in (None, too_few, other_pair):
+    too_few = ShadowEvidence(1, 2, paired=99, champion_auc=0.5, challenger_auc=0.9, likes=40, window=99)
+    other_pair = ShadowEvidence(5, 2, paired=5000, champion_auc=0.9, challenger_auc=0.5, likes=900, window=5000)
+    lopsided = ShadowEvidence(1, 3, paired=1200, champion_auc=0.5, challenger_auc=0.9, likes=10, window=1200)
+    for evidence in (None, too_few, other_pair, lopsided):
         assert gate(settings, versions, 3, evidence)["evidence"] == "offline"  # 0.79 < 0.80: not promoted
     assert registry.champion_version(settings, versions["name"]) == 1
     result = gate(settings, versions, 2, too_few)  # 0.81 > 0.80 + 0.002 offline

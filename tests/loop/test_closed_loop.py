@@ -35,12 +35,15 @@ DEADLINE = 1200  # seconds for the whole loop; the retrain's Spark features and 
 
 class DriftedReplay:
     """``streamml replay --drift-from 0`` in its own process, started again (``--again``) whenever it has sent the
-    whole stream period, for as long as the loop takes."""
+    whole stream period, for as long as the loop takes. Before each new pass the online features go back to the
+    cutoff (``features materialize``): a pass over features that already hold the whole period would be scored on
+    the future."""
 
     def __init__(self, version: int, log: Path) -> None:
         cli = Path(sys.executable).with_name("streamml")
         self.command = [str(cli), "replay", "--rate", str(RATE), "--feedback-delay", "1", "--again"]
         self.command += ["--feature-version", str(version), "--drift-from", "0", "--drift-kind", "genre"]
+        self.reset = [str(cli), "features", "materialize", "--version", str(version)]
         self.log = log
         self.runs = 0
         self.process = self._start()
@@ -55,6 +58,8 @@ class DriftedReplay:
         code = self.process.poll()
         assert code in (None, 0), f"the replay failed ({code}): {self.log.read_text()[-2000:]}"
         if code == 0:
+            with self.log.open("ab") as out:
+                subprocess.run(self.reset, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=300)  # noqa: S603
             self.process = self._start()
 
     def stop(self) -> None:

@@ -7,6 +7,27 @@ import pytest
 
 from streamml.data.movielens import synthesize
 
+TEST_SECRETS = {
+    name: f"unit-test-{name.lower().replace('_', '-')}"
+    for name in (
+        "STREAMML_REDIS__PASSWORD",
+        "STREAMML_MINIO__SECRET_KEY",
+        "STREAMML_MLFLOW__SIGNING_KEY",
+        "STREAMML_AIRFLOW__ADMIN_PASSWORD",
+        "STREAMML_AIRFLOW__JWT_SECRET",
+        "STREAMML_API__API_KEY",
+    )
+}
+
+
+@pytest.fixture(autouse=True)
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings refuses the published change-me defaults, so every unit test has secrets (its own, unless run.sh
+    exported the generated .env)."""
+    for name, value in TEST_SECRETS.items():
+        if not os.environ.get(name):
+            monkeypatch.setenv(name, value)
+
 
 @pytest.fixture(scope="session")
 def movielens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from tests.unit.conftest import TEST_SECRETS
 
 from streamml import names, paths
 from streamml.config import Settings
@@ -272,14 +273,16 @@ def raw() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def resolved(raw: dict[str, Any]) -> dict[str, Any]:
-    """The file as Compose sees it with .env copied from .env.example."""
-    return interpolate(raw, env_example()[0])
+    """The file as Compose sees it with the .env that run.sh writes from .env.example (generated secrets: here the
+    unit tests' own)."""
+    return interpolate(raw, env_example()[0] | TEST_SECRETS)
 
 
 @pytest.fixture
 def local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Settings, StackPaths, list[Program]]:
-    """Default settings in an empty directory (no .env, no STREAMML_ variables) and the local stack's programs."""
-    for var in [v for v in os.environ if v.startswith("STREAMML_")]:
+    """Default settings in an empty directory (no .env, no STREAMML_ variables but the secrets) and the local stack's
+    programs."""
+    for var in [v for v in os.environ if v.startswith("STREAMML_") and v not in TEST_SECRETS]:
         monkeypatch.delenv(var)
     monkeypatch.chdir(tmp_path)
     settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")

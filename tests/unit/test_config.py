@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from tests.unit.conftest import TEST_SECRETS
 
 from streamml.config import Settings
 
@@ -25,9 +26,11 @@ def env_names(model: type[BaseModel], prefix: str = "STREAMML_") -> set[str]:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run.sh exports .env; these tests start from an environment without STREAMML_ variables."""
+    """run.sh exports .env; these tests start from an environment without STREAMML_ variables but the secrets."""
     for var in [v for v in os.environ if v.startswith("STREAMML_")]:
         monkeypatch.delenv(var)
+    for var, value in TEST_SECRETS.items():
+        monkeypatch.setenv(var, value)
 
 
 def test_defaults_are_loopback_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -35,7 +38,8 @@ def test_defaults_are_loopback_local(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     s = Settings()
     assert s.mode == "local"
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
-    assert s.redis.url == "redis://127.0.0.1:6379/0"
+    assert s.redis.address == "redis://127.0.0.1:6379/0"
+    assert s.redis.url == f"redis://:{TEST_SECRETS['STREAMML_REDIS__PASSWORD']}@127.0.0.1:6379/0"
     assert s.minio.endpoint_url == "http://127.0.0.1:9000"
     assert s.mlflow.tracking_uri == "http://127.0.0.1:5000"
 
@@ -56,19 +60,78 @@ def test_env_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert Settings().redis.port == 16379
 
 
-def test_default_secrets_refused_outside_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["local", "docker"])
+def test_the_published_default_secrets_are_refused_in_every_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("STREAMML_MODE", "docker")
-    with pytest.raises(ValidationError, match="STREAMML_MINIO__SECRET_KEY"):
+    monkeypatch.setenv("STREAMML_MODE", mode)
+    monkeypatch.delenv("STREAMML_MINIO__SECRET_KEY")  # the field's own default: change-me-minio
+    monkeypatch.setenv("STREAMML_API__API_KEY", "change-me-api-key")
+    with pytest.raises(ValidationError, match="STREAMML_API__API_KEY, STREAMML_MINIO__SECRET_KEY") as refused:
         Settings()
+    assert "run.sh setup generates random secrets into .env" in str(refused.value)
 
 
-def test_real_secrets_accepted_outside_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_real_secrets_accepted_in_docker_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STREAMML_MODE", "docker")
-    for var in ("MINIO__SECRET_KEY", "AIRFLOW__ADMIN_PASSWORD", "AIRFLOW__JWT_SECRET", "API__API_KEY"):
-        monkeypatch.setenv(f"STREAMML_{var}", f"real-{var.lower()}-value")
     assert Settings().mode == "docker"
+
+
+def _run_setup_env(tmp_path: Path, env_text: str | None = None) -> str:
+    """run.sh's .env step in ``tmp_path`` (a copy of run.sh and .env.example; the rest of run.sh is not run)."""
+    import subprocess
+
+    script = (ROOT / "run.sh").read_text()
+    step = script[script.index("generate_secrets() {") : script.index("chmod 600 .env") + len("chmod 600 .env")]
+    (tmp_path / ".env.example").write_text((ROOT / ".env.example").read_text())
+    if env_text is not None:
+        (tmp_path / ".env").write_text(env_text)
+    done = subprocess.run(["bash", "-c", step], cwd=tmp_path, capture_output=True, text=True, check=True)  # noqa: S603, S607
+    return done.stdout
+
+
+def test_setup_writes_a_private_env_with_random_secrets(tmp_path: Path) -> None:
+    said = _run_setup_env(tmp_path)
+    env = tmp_path / ".env"
+    assert "generated secrets" in said
+    assert env.stat().st_mode & 0o777 == 0o600
+    text = env.read_text()
+    assert "=change-me" not in text
+    values = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    secrets = {name: values[name] for name in TEST_SECRETS}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in secrets.values()), secrets
+    assert len(set(secrets.values())) == len(secrets)
+    other = tmp_path / "again"
+    other.mkdir()
+    _run_setup_env(other)
+    assert not set(secrets.values()) & set((other / ".env").read_text().split("=")), "each .env has its own"
+
+
+def test_setup_replaces_change_me_left_in_an_existing_env(tmp_path: Path) -> None:
+    said = _run_setup_env(tmp_path, "STREAMML_API__API_KEY=change-me-api-key\nSTREAMML_REDIS__PORT=16379\n")
+    text = (tmp_path / ".env").read_text()
+    assert set(said.split()[-len(TEST_SECRETS) - 1 :]) == {*TEST_SECRETS, "POSTGRES_PASSWORD"}, "left in .env, lacked"
+    assert "change-me" not in text and "STREAMML_REDIS__PORT=16379" in text
+    assert _run_setup_env(tmp_path) == "", "nothing left to generate"
+    assert (tmp_path / ".env").read_text() == text
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "streamml.example.com"])  # noqa: S104 - refused here
+def test_local_mode_refuses_a_non_loopback_bind_unless_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STREAMML_REDIS__HOST", host)
+    with pytest.raises(ValidationError, match=f"STREAMML_REDIS__HOST={host} is not loopback"):
+        Settings()
+    monkeypatch.setenv("STREAMML_ALLOW_REMOTE_BIND", "true")
+    assert Settings().redis.host == host
+    monkeypatch.setenv("STREAMML_REDIS__HOST", "::1")
+    monkeypatch.delenv("STREAMML_ALLOW_REMOTE_BIND")
+    assert Settings().redis.host == "::1"
 
 
 def test_bad_value_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from streamml.config import Settings
 from streamml.errors import ConfigError
 from streamml.paths import StackPaths
 from streamml.runtime import health
+from streamml.runtime.launch import redis_config_path
 from streamml.runtime.programs import all_programs
 from streamml.runtime.stack import LocalStack, render_supervisord_conf
 
@@ -48,7 +49,9 @@ def test_every_program_gets_a_section_a_log_and_no_autostart(settings: Settings,
 def test_ports_bind_loopback_only(settings: Settings, tmp_path: Path) -> None:
     programs = all_programs(settings, StackPaths.from_settings(settings, tmp_path))
     flat = {p.name: " ".join(p.command) for p in programs}
-    assert "--bind 127.0.0.1" in flat["redis"]
+    stack = LocalStack(settings, tmp_path)
+    stack.render()
+    assert "bind 127.0.0.1\n" in redis_config_path(stack.paths).read_text()
     assert f"--address 127.0.0.1:{settings.minio.port}" in flat["minio"]
     assert "--host 127.0.0.1" in flat["mlflow"]
     assert "--host 127.0.0.1" in flat["airflow-api-server"]
@@ -61,6 +64,16 @@ def test_secrets_with_special_characters_survive_rendering(monkeypatch: pytest.M
     paths = StackPaths.from_settings(settings, tmp_path)
     conf = render_supervisord_conf(all_programs(settings, paths), paths)
     assert 'MINIO_ROOT_PASSWORD="pa%%ss\\"word"' in conf
+
+
+def test_redis_requires_its_password_which_is_never_on_a_command_line(settings: Settings, tmp_path: Path) -> None:
+    stack = LocalStack(settings, tmp_path)
+    stack.render()
+    password = settings.redis.password.get_secret_value()
+    redis = next(p for p in stack.programs if p.name == "redis")
+    assert password not in " ".join(redis.command)
+    assert redis.command[-1] == str(redis_config_path(stack.paths))
+    assert f'requirepass "{password}"' in redis_config_path(stack.paths).read_text()
 
 
 def test_taken_port_names_port_and_variable_and_starts_nothing(settings: Settings, tmp_path: Path) -> None:
@@ -109,3 +122,34 @@ def test_a_service_that_never_became_healthy_is_reported_with_the_end_of_its_log
     assert report.startswith("still down after 60s: redis (ConnectionError: refused)")
     assert "ERROR: address already in use" in report and "line 19" in report and "line 18" not in report
     assert report.splitlines()[-1].strip().startswith("fix: read the whole log (./run.sh logs redis)")
+
+
+def test_generated_config_holding_secrets_is_private_from_creation(settings: Settings, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)  # what a default shell gives: files 0644 unless created otherwise
+    try:
+        stack = LocalStack(settings, tmp_path)
+        stack.paths.supervisor_conf.parent.mkdir(parents=True)
+        stack.paths.supervisor_conf.write_text("an older, world-readable render")
+        stack.render()
+    finally:
+        os.umask(old)
+    paths = stack.paths
+    for directory in (paths.state, paths.logs, paths.airflow_home, paths.supervisor_conf.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for secret_file in (paths.supervisor_conf, paths.airflow_home / "passwords.json"):
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
+    assert settings.airflow.admin_password.get_secret_value() in (paths.airflow_home / "passwords.json").read_text()
+
+
+def test_spark_submit_never_carries_the_minio_secret(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamml import spark_session
+    from streamml.spark_session import submit_argv
+
+    monkeypatch.setattr(spark_session, "spark_jars", lambda _: ["hadoop-aws.jar"])
+    argv = submit_argv(settings, Path("job.py"), "--version", "1")
+    secret = settings.minio.secret_key.get_secret_value()
+    assert not any(secret in arg for arg in argv)
+    assert f"spark.hadoop.fs.s3a.access.key={settings.minio.access_key}" in argv

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from streamml.errors import (
     PoisonMessageError,
     StreamMLError,
     TransientError,
+    UpstreamError,
 )
 from streamml.streaming.serving import ChampionModel
 
@@ -36,12 +38,14 @@ def _status_of(exc: StreamMLError) -> int:
         return status.HTTP_503_SERVICE_UNAVAILABLE
     if isinstance(exc, PoisonMessageError):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
+    if isinstance(exc, UpstreamError):
+        return status.HTTP_502_BAD_GATEWAY
     return status.HTTP_409_CONFLICT  # the platform's state does not allow it (e.g. no previous champion)
 
 
 def create_app(settings: Settings) -> FastAPI:
     from streamml.airflow_client import AirflowClient
-    from streamml.api.deps import Services
+    from streamml.api.deps import Limits, Services, brief, summary
     from streamml.api.routes import catalog, models, pipelines, predict, system
     from streamml.stores.features import RedisFeatureStore
     from streamml.stores.redis_client import redis_client
@@ -52,11 +56,15 @@ def create_app(settings: Settings) -> FastAPI:
         features = RedisFeatureStore(redis_client(settings.redis))
         # Follows the aliases from a thread of its own; promotions through this API also refresh it at once.
         champion = ChampionModel(
-            settings.mlflow.tracking_uri, poll_seconds=settings.scorer.model_poll_seconds, watch=True
+            settings.mlflow.tracking_uri,
+            poll_seconds=settings.scorer.model_poll_seconds,
+            watch=True,
+            signing_key=settings.mlflow.signing_key.get_secret_value(),
         )
         champion.start()
         airflow = AirflowClient(settings.airflow)
-        app.state.services = Services(settings, ScorerHandler(features, champion), champion, airflow, features)
+        limits = Limits(settings.api.max_streams, settings.api.trigger_interval_seconds)
+        app.state.services = Services(settings, ScorerHandler(features, champion), champion, airflow, features, limits)
         try:
             yield
         finally:
@@ -71,6 +79,26 @@ def create_app(settings: Settings) -> FastAPI:
     latency = Histogram("streamml_api_request_seconds", "HTTP request latency", ["route"], registry=registry)
 
     @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """413 for a body over STREAMML_API__MAX_BODY_BYTES, declared or streamed (chunked), before it is read."""
+        limit = settings.api.max_body_bytes
+        too_big = JSONResponse(
+            {"detail": f"request body over {limit} bytes (STREAMML_API__MAX_BODY_BYTES)"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return too_big
+        if declared is None and request.method in ("POST", "PUT", "PATCH"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    return too_big
+            request._body = body  # noqa: SLF001 - the routes read the body already received
+        return await call_next(request)
+
+    @app.middleware("http")
     async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t0 = time.perf_counter()
         response = await call_next(request)
@@ -83,14 +111,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def platform_error(_: Request, exc: StreamMLError) -> JSONResponse:
         code = _status_of(exc)
         logger.log(logging.WARNING if code >= 500 else logging.INFO, "%s: %s", type(exc).__name__, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        return JSONResponse({"detail": summary(exc) if code >= 500 else str(exc)}, status_code=code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:10]
-        ]
-        return JSONResponse({"detail": "; ".join(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse({"detail": brief(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -102,4 +127,28 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (system, predict, models, catalog, pipelines):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every 422 declared as what the API sends: a ``Problem`` (``detail`` a string), not
+    FastAPI's list of validation errors."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"] = {"description": "The request is invalid", "content": problem}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        components.setdefault("Problem", {
+            "title": "Problem", "type": "object", "required": ["detail"],
+            "properties": {"detail": {"title": "Detail", "type": "string"}},
+        })  # fmt: skip
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -42,7 +42,29 @@ class PredictResponse(BaseModel):
 
 
 class TriggerRequest(_Body):
-    conf: dict[str, Any] = Field(default_factory=dict, description="DAG run conf (the DAG's params).")
+    conf: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DAG run conf: the params the API lets callers set for that DAG (see TrainingConf, RetrainConf; "
+        "batch_scoring takes none). Filesystem paths such as movielens_dir are not accepted here.",
+    )
+
+
+class TrainingConf(_Body):
+    quantile: float | None = Field(None, ge=0.5, le=0.995, description="Time split quantile.")
+    model: dict[str, Any] = Field(default_factory=dict, description='Model config, e.g. {"model_type": "logreg"}.')
+    promotion_margin: float | None = Field(None, ge=0, le=1, description="AUC margin over the champion.")
+
+
+class RetrainConf(_Body):
+    reason: str | None = Field(None, max_length=500, description="Why this run.")
+    model: dict[str, Any] = Field(default_factory=dict, description="Model config.")
+    min_shadow_pairs: int | None = Field(None, ge=1, description="Shadowed requests the online gate needs.")
+    shadow_wait_seconds: float | None = Field(None, ge=0, le=86400, description="How long the gate waits for them.")
+    promotion_margin: float | None = Field(None, ge=0, le=1, description="AUC margin over the champion.")
+
+
+class NoConf(_Body):
+    pass
 
 
 class TriggerResponse(BaseModel):
@@ -52,4 +74,7 @@ class TriggerResponse(BaseModel):
 
 
 class Problem(BaseModel):
+    """Every error body: 4xx say what was wrong with the request, 5xx which dependency failed (its own words stay in
+    the API log)."""
+
     detail: str

@@ -31,6 +31,23 @@ def models_rollback() -> None:
     print_json(rollback(load_settings()))
 
 
+@models_app.command("sign")
+@errors_to_exit
+def models_sign(
+    versions: Annotated[list[int], typer.Argument(help=f"Registered versions of {names.MODEL_NAME} to sign.")],
+) -> None:
+    """Sign versions with STREAMML_MLFLOW__SIGNING_KEY, vouching for their files as they are now: for versions
+    registered before signing existed, or after the key was rotated. Training signs what it registers itself; never
+    sign a version you did not train."""
+    from streamml.models.integrity import sign_version
+    from streamml.stores.mlflow_client import client
+
+    settings = load_settings()
+    registry, key = client(settings.mlflow), settings.mlflow.signing_key.get_secret_value()
+    signed = {v: sign_version(registry, settings.mlflow.tracking_uri, names.MODEL_NAME, v, key) for v in versions}
+    print_json({"model": names.MODEL_NAME, "signed": {str(v): digest for v, digest in signed.items()}})
+
+
 @models_app.command("compare")
 @errors_to_exit
 def models_compare(

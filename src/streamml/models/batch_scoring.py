@@ -12,7 +12,7 @@ from streamml.config import Settings
 from streamml.errors import StreamMLError
 from streamml.features import spec
 from streamml.features.batch import read_part
-from streamml.models.pyfunc import load_scorer
+from streamml.models.integrity import load_verified
 from streamml.models.registry import champion_version
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.objects import s3_filesystem
@@ -32,7 +32,8 @@ def score_stream_period(settings: Settings, feature_version: int | None = None) 
     columns = ["userId", "movieId", "timestamp", "label", *spec.FEATURE_NAMES]
     table = read_part(settings, version, "stream", columns=columns)
     matrix = np.column_stack([table.column(name).to_numpy() for name in spec.FEATURE_NAMES]).astype(np.float64)
-    scores = load_scorer(f"models:/{names.MODEL_NAME}/{model_version}", settings.mlflow.tracking_uri)(matrix)
+    key = settings.mlflow.signing_key.get_secret_value()
+    scores = load_verified(settings.mlflow.tracking_uri, names.MODEL_NAME, model_version, key).scorer(matrix)
     out = pa.table(
         {
             "userId": table.column("userId"),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import ModelUnavailableError, StreamMLError
+from streamml.models.integrity import load_verified, sign_version
 from streamml.stores.mlflow_client import alias_version, client, mlflow_errors
 
 if TYPE_CHECKING:
@@ -108,7 +109,10 @@ def register(
         mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
         mlflow.set_registry_uri(settings.mlflow.tracking_uri)
         model_version = mlflow.register_model(model_uri, model_name, tags=tags)
-        client(settings.mlflow).set_registered_model_alias(model_name, names.ALIAS_CHALLENGER, model_version.version)
+        mlflow_client = client(settings.mlflow)
+        key = settings.mlflow.signing_key.get_secret_value()
+        sign_version(mlflow_client, settings.mlflow.tracking_uri, model_name, model_version.version, key)
+        mlflow_client.set_registered_model_alias(model_name, names.ALIAS_CHALLENGER, model_version.version)
     logger.info("registered model=%s version=%s run_id=%s", model_name, model_version.version, run_id)
     return int(model_version.version)
 
@@ -129,7 +133,6 @@ def _champion_auc(settings: Settings, model_name: str, champion: VersionInfo, ca
         return champion.streaming_auc
     from streamml.models.dataset import load_dataset
     from streamml.models.evaluate import STREAMING, classification_metrics
-    from streamml.models.pyfunc import load_scorer
 
     logger.info(
         "re-scoring champion version=%d (feature version %s) on feature version %d",
@@ -139,7 +142,9 @@ def _champion_auc(settings: Settings, model_name: str, champion: VersionInfo, ca
     )
     stream = load_dataset(settings, candidate.feature_version).stream
     try:
-        scorer = load_scorer(f"models:/{model_name}/{champion.version}", settings.mlflow.tracking_uri)
+        scorer = load_verified(
+            settings.mlflow.tracking_uri, model_name, champion.version, settings.mlflow.signing_key.get_secret_value()
+        ).scorer
         scores = scorer(stream.features[STREAMING])
     except (ModelUnavailableError, ValueError) as exc:
         logger.warning("champion version=%d cannot score the candidate's features: %s", champion.version, exc)
@@ -282,6 +287,12 @@ class ShadowEvidence:
     paired: int
     champion_auc: float | None
     challenger_auc: float | None
+    likes: int = 0  # in the window of ``window`` pairs the AUCs are computed over
+    window: int = 0
+
+    def smaller_class(self) -> int:
+        """Likes or non-likes in the window, whichever is fewer: an AUC over ten likes says nothing."""
+        return min(self.likes, self.window - self.likes)
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any] | None) -> ShadowEvidence | None:
@@ -295,6 +306,8 @@ class ShadowEvidence:
                 paired=int(shadow["paired_total"]),
                 champion_auc=shadow.get("champion_auc"),
                 challenger_auc=shadow.get("challenger_auc"),
+                likes=int(shadow.get("likes", 0)),
+                window=int(shadow.get("window", 0)),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -318,13 +331,15 @@ def promote_on_evidence(
     *,
     min_pairs: int,
     wait_seconds: float,
+    min_class: int = 0,
     poll_seconds: float = 5.0,
     evidence: Callable[[], ShadowEvidence | None] | None = None,
     model_name: str = names.MODEL_NAME,
     topic: str = names.TOPIC_MODEL_EVENTS,
 ) -> dict[str, Any]:
     """Wait up to ``wait_seconds`` for ``min_pairs`` shadow-scored requests of ``version`` against the current
-    champion joined with their feedback; then promote when its online AUC beats the champion's by ``margin``.
+    champion joined with their feedback, with at least ``min_class`` likes and as many non-likes among them; then
+    promote when its online AUC beats the champion's by ``margin``.
     Without that evidence in time, :func:`promote_if_better` (offline) decides. The result says which
     (``evidence``: ``online`` or ``offline``) and, online, the numbers; both are recorded on the run."""
     read = evidence or (lambda: live_evidence(settings))
@@ -338,6 +353,7 @@ def promote_on_evidence(
             and candidate.challenger_version == version
             and candidate.champion_version == current
             and candidate.paired >= min_pairs
+            and candidate.smaller_class() >= min_class
             and candidate.champion_auc is not None
             and candidate.challenger_auc is not None
         ):
@@ -347,13 +363,18 @@ def promote_on_evidence(
             break
         time.sleep(poll_seconds)
     if found is None:
-        logger.info("no shadow evidence of %d requests for version=%d: the offline gate decides", min_pairs, version)
+        logger.info(
+            "no shadow evidence of %d requests with %d of each class for version=%d: the offline gate decides",
+            min_pairs,
+            min_class,
+            version,
+        )
         result = promote_if_better(settings, version, margin, model_name=model_name, topic=topic)
         with mlflow_errors(f"record the gate's evidence for version {version}"):
             client(settings.mlflow).set_tag(_run_id(settings, model_name, version), "gate.evidence", "offline")
         return {**result, "evidence": "offline"}
     decision = decide(float(found.challenger_auc or 0.0), found.champion_auc, margin)
-    reason = f"online, {found.paired} shadowed requests: {decision.reason}"
+    reason = f"online, {found.paired} shadowed requests ({found.likes} likes of {found.window}): {decision.reason}"
     with mlflow_errors(f"log the online gate decision of version {version}"):
         mlflow_client = client(settings.mlflow)
         run_id = _run_id(settings, model_name, version)

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from streamml.config import Settings, get_settings
-from streamml.paths import StackPaths
+from streamml.paths import StackPaths, write_private
 
 KAFKA_MAIN = "kafka.Kafka"
 KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -71,6 +71,31 @@ def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
                 "",
             ]
         )
+    )
+
+
+def redis_config_path(paths: StackPaths) -> Path:
+    return paths.state / "redis" / "redis.conf"
+
+
+def render_redis_config(settings: Settings, paths: StackPaths) -> None:
+    """Write the Redis server's config (0600: it holds the password, which must not be on a command line)."""
+    r = settings.redis
+    password = r.password.get_secret_value()
+    write_private(
+        redis_config_path(paths),
+        "\n".join(
+            [
+                f"bind {r.host}",
+                f"port {r.port}",
+                f"dir {paths.state / 'redis'}",
+                "appendonly yes",
+                "protected-mode yes",
+                "daemonize no",
+                f'requirepass "{password}"',  # the default user needs it: no client works without
+                "",
+            ]
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from streamml import names
 from streamml.config import Settings
 from streamml.paths import DAGS_DIR, StackPaths
+from streamml.runtime.launch import redis_config_path
 
 
 @dataclass(frozen=True)
@@ -86,21 +87,7 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
         ),
         Program(
             "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--bind",
-                r.host,
-                "--port",
-                str(r.port),
-                "--dir",
-                str(paths.state / "redis"),
-                "--appendonly",
-                "yes",
-                "--protected-mode",
-                "yes",
-                "--daemonize",
-                "no",
-            ],
+            [shutil.which("redis-server") or "redis-server", str(redis_config_path(paths))],  # rendered by the stack
             service="redis",
             stage=0,
             ports=((r.port, "STREAMML_REDIS__PORT"),),

@@ -18,9 +18,9 @@ from typing import Any
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import ConfigError, StreamMLError
-from streamml.paths import StackPaths
+from streamml.paths import StackPaths, make_private_dir, write_private
 from streamml.runtime import health
-from streamml.runtime.launch import render_kafka_config
+from streamml.runtime.launch import render_kafka_config, render_redis_config
 from streamml.runtime.programs import Program, airflow_env, all_programs, venv_bin
 from streamml.stores.objects import s3_client
 
@@ -216,15 +216,15 @@ class LocalStack:
             raise ConfigError("missing: " + "; ".join(missing) + ". Run ./run.sh setup.")
 
     def render(self) -> None:
+        make_private_dir(self.paths.state)  # data, logs and config that hold secrets: the owner's only
         for sub in ("logs", "supervisor", "redis", "minio", "mlflow", "airflow", "kafka"):
-            (self.paths.state / sub).mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.paths.state / sub)
         render_kafka_config(self.settings, self.paths)
-        passwords = self.paths.airflow_home / "passwords.json"
+        render_redis_config(self.settings, self.paths)
         af = self.settings.airflow
-        passwords.write_text(json.dumps({af.admin_user: af.admin_password.get_secret_value()}))
-        conf = self.paths.supervisor_conf
-        conf.write_text(render_supervisord_conf(self.programs, self.paths))
-        conf.chmod(0o600)
+        passwords = {af.admin_user: af.admin_password.get_secret_value()}
+        write_private(self.paths.airflow_home / "passwords.json", json.dumps(passwords))
+        write_private(self.paths.supervisor_conf, render_supervisord_conf(self.programs, self.paths))
 
     def check_disk(self, needed_bytes: int = MIN_FREE_DISK) -> None:
         """Fail before starting anything when the state directory's disk is nearly full (Kafka, MinIO and Airflow

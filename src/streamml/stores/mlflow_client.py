@@ -1,5 +1,5 @@
 """The MLflow adapter: the one way to get a tracking/registry client, to read an alias, and to turn MLflow's errors
-into the platform's (missing -> NotFoundError, refused -> StreamMLError, no answer -> TransientError)."""
+into the platform's (missing -> NotFoundError, refused -> UpstreamError, no answer -> TransientError)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from streamml.config import MlflowSettings
-from streamml.errors import NotFoundError, StreamMLError, TransientError
+from streamml.errors import NotFoundError, TransientError, UpstreamError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,7 +38,7 @@ def mlflow_errors(what: str) -> Iterator[None]:
     except RestException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise NotFoundError(f"MLflow cannot {what}: it does not exist") from exc
-        raise StreamMLError(f"MLflow refused to {what}: {exc}") from exc
+        raise UpstreamError(f"MLflow refused to {what}: {exc}") from exc
     except MlflowException as exc:  # no answer from the server: a retry may fix it
         raise TransientError(f"MLflow could not {what}: {exc}") from exc
 

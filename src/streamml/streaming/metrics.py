@@ -56,6 +56,7 @@ class ShadowSnapshot(Message):
     challenger_auc: float | None
     champion_log_loss: float | None
     challenger_log_loss: float | None
+    likes: int = 0  # joined requests in the window whose rating was a like (the rest were not)
 
 
 class MetricsSnapshot(Message):
@@ -281,6 +282,7 @@ class MetricsState:
             challenger_auc=theirs["auc"],
             champion_log_loss=ours["log_loss"],
             challenger_log_loss=theirs["log_loss"],
+            likes=int(y_true.sum()),
         )
 
 

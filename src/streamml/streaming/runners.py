@@ -108,6 +108,7 @@ def run_scorer(
                 shadow=settings.scorer.shadow,
                 on_loaded=metrics.model_loaded,
                 on_failed=metrics.model_failed,
+                signing_key=settings.mlflow.signing_key.get_secret_value(),
             )
             # A fresh deploy has no champion until the training DAG promotes one: wait for it, however long.
             retry("loading @champion", _model_ready(champion), attempts=sys.maxsize, max_delay=15.0)

@@ -53,8 +53,10 @@ class ChampionModel:
         stale_seconds: float = STALE_SECONDS,
         on_loaded: Callable[[ServingModel], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
+        signing_key: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.signing_key = signing_key
         self.model_name = model_name
         self.poll_seconds = poll_seconds
         self.events = events
@@ -96,9 +98,10 @@ class ChampionModel:
         uri = f"models:/{self.model_name}/{version}"
         if self._loader is not None:
             return ServingModel(self.model_name, version, self._loader(uri))
-        from streamml.models.pyfunc import load_scorer
+        from streamml.models.integrity import load_verified
 
-        return ServingModel(self.model_name, version, load_scorer(uri, tracking_uri=self.tracking_uri))
+        loaded = load_verified(self.tracking_uri, self.model_name, version, self.signing_key)
+        return ServingModel(self.model_name, version, loaded.scorer)
 
     def _should_try(self, version: str) -> bool:
         failed = self._failed.get(version)

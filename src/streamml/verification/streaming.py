@@ -180,12 +180,16 @@ def _states(store: RedisFeatureStore, version: int, requests: Sequence[RatingReq
 
 
 def pyfunc_scores(settings: Settings, model_name: str, model_version: str, features: np.ndarray) -> np.ndarray:
-    """Scores of ``features`` by the registered model version, loaded and called the way any MLflow user does."""
+    """Scores of ``features`` by the registered model version, loaded and called the way any MLflow user does (once
+    its signature holds: see streamml.models.integrity)."""
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{model_version}")
+    from streamml.models.integrity import verified_copy
+
+    key = settings.mlflow.signing_key.get_secret_value()
+    with verified_copy(settings.mlflow.tracking_uri, model_name, model_version, key) as local:
+        model = mlflow.pyfunc.load_model(str(local))
     out = model.predict(pd.DataFrame(features, columns=list(spec.FEATURE_NAMES)))
     return np.asarray(out, dtype=np.float64).reshape(len(features))
 

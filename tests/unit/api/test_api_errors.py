@@ -75,3 +75,89 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
         "/pipelines/runs/{run_id}/events",
         "/metrics",
     } <= paths
+
+
+def key(settings: Settings | None = None) -> dict[str, str]:
+    return {"X-API-Key": (settings or Settings(_env_file=None)).api.api_key.get_secret_value()}
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) -> None:
+    big = b'{"items": [' + b'{"user_id": 1, "movie_id": 1},' * 40_000 + b"]}"
+    declared = client.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert "STREAMML_API__MAX_BODY_BYTES" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives chunked
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    assert client.post("/predict", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+    small = client.post("/predict", json={"items": [{"user_id": 1}]})
+    assert small.status_code == 422, "a small body still reaches validation"
+
+
+@pytest.mark.parametrize(
+    ("dag", "conf", "problem"),
+    [
+        ("movielens_training", {"movielens_dir": "/etc"}, "movielens_dir: Extra inputs are not permitted"),
+        ("movielens_training", {"quantile": 2}, "quantile: Input should be less than or equal to 0.995"),
+        ("movielens_retrain", {"reason": "x" * 501}, "reason: String should have at most 500 characters"),
+        ("batch_scoring", {"anything": 1}, "anything: Extra inputs are not permitted"),
+    ],
+)
+def test_trigger_conf_is_checked_per_dag_and_names_no_file(
+    client: TestClient, dag: str, conf: dict[str, object], problem: str
+) -> None:
+    resp = client.post(f"/pipelines/{dag}/trigger", headers=key(), json={"conf": conf})
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == f"conf of {dag}: {problem}"
+
+
+def test_only_the_platform_dags_can_be_triggered(client: TestClient) -> None:
+    resp = client.post("/pipelines/example_bash_operator/trigger", headers=key(), json={})
+    assert resp.status_code == 404
+    assert "triggers only batch_scoring, movielens_retrain, movielens_training" in resp.json()["detail"]
+
+
+def test_limits_refuse_a_second_trigger_too_soon_and_streams_past_the_cap() -> None:
+    from fastapi import HTTPException
+
+    from streamml.api.deps import Limits
+
+    limits = Limits(max_streams=2, trigger_interval_seconds=60)
+    limits.trigger("movielens_training")
+    limits.trigger("batch_scoring")  # each DAG has its own interval
+    with pytest.raises(HTTPException) as refused:
+        limits.trigger("movielens_training")
+    assert refused.value.status_code == 429 and refused.value.headers["Retry-After"] == "60"
+    with limits.stream_slot():
+        with limits.stream_slot():
+            for refused_now in (limits.check_streams, lambda: limits.stream_slot().__enter__()):
+                with pytest.raises(HTTPException) as full:
+                    refused_now()
+                assert full.value.status_code == 429
+        with limits.stream_slot():  # a closed stream frees its slot
+            pass
+    limits.check_streams()
+
+
+def test_upstream_answers_are_summarised_for_callers() -> None:
+    from streamml.api.deps import summary
+    from streamml.errors import UpstreamError
+
+    exc = UpstreamError('Airflow POST /api/v2/dags/x/dagRuns answered 400: {"detail": "internal path /opt/x"}')
+    assert _status_of(exc) == 502
+    assert summary(exc) == "Airflow POST /api/v2/dags/x/dagRuns answered 400 (details in the API log)"
+
+
+def test_every_422_in_the_openapi_is_the_problem_the_api_sends(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    declared = [
+        op["responses"]["422"]["content"]["application/json"]["schema"]
+        for ops in schema["paths"].values()
+        for op in ops.values()
+        if "422" in op.get("responses", {})
+    ]
+    assert declared and all(s == {"$ref": "#/components/schemas/Problem"} for s in declared)
+    assert schema["components"]["schemas"]["Problem"]["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in schema["components"]["schemas"]

@@ -81,7 +81,7 @@ def test_predict_posts_the_items() -> None:
 def test_api_base_url_prefers_the_dashboard_setting() -> None:
     from streamml.config import ApiSettings, DashboardSettings, Settings
 
-    default = Settings(api=ApiSettings(host="10.0.0.5", port=9000))
+    default = Settings(mode="docker", api=ApiSettings(host="10.0.0.5", port=9000, api_key="a-real-key"))
     assert api_client.api_base_url(default) == "http://10.0.0.5:9000"
     explicit = Settings(dashboard=DashboardSettings(api_url="http://api:8000/"))
     assert api_client.api_base_url(explicit) == "http://api:8000"

@@ -80,7 +80,11 @@ def test_shadow_evidence_reads_the_aggregators_snapshot_leniently() -> None:
     from streamml.models.registry import ShadowEvidence
 
     snap = {"shadow": {"champion_version": "3", "challenger_version": "4", "paired_total": 1200,
-                       "champion_auc": 0.81, "challenger_auc": 0.83}}  # fmt: skip
-    assert ShadowEvidence.from_snapshot(snap) == ShadowEvidence(3, 4, 1200, 0.81, 0.83)
+                       "champion_auc": 0.81, "challenger_auc": 0.83, "likes": 9, "window": 1000}}  # fmt: skip
+    evidence = ShadowEvidence.from_snapshot(snap)
+    assert evidence == ShadowEvidence(3, 4, 1200, 0.81, 0.83, likes=9, window=1000)
+    assert evidence.smaller_class() == 9
+    older = {"shadow": {k: v for k, v in snap["shadow"].items() if k not in ("likes", "window")}}
+    assert ShadowEvidence.from_snapshot(older).smaller_class() == 0  # counts unknown: never enough
     for bad in (None, {}, {"shadow": None}, {"shadow": {"champion_version": "x"}}, {"shadow": {"paired_total": 1}}):
         assert ShadowEvidence.from_snapshot(bad) is None

@@ -8,13 +8,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
 
-from streamml.api.deps import ApiKey, Deps
-from streamml.api.schemas import Problem, TriggerRequest, TriggerResponse
-from streamml.errors import StreamMLError
+from streamml import names
+from streamml.api.deps import ApiKey, Deps, brief, summary
+from streamml.api.schemas import NoConf, Problem, RetrainConf, TrainingConf, TriggerRequest, TriggerResponse
+from streamml.errors import NotFoundError, StreamMLError
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -59,9 +61,30 @@ def runs(dag_id: DagId, deps: Deps, limit: Annotated[int, Query(ge=1, le=100)] =
     return {"dag_id": dag_id, "runs": out}
 
 
-@router.post("/{dag_id}/trigger", summary="Trigger a DAG run", dependencies=[ApiKey], responses=ERRORS)
+TRIGGER_CONF: dict[str, type[BaseModel]] = {
+    names.DAG_TRAINING: TrainingConf,
+    names.DAG_RETRAIN: RetrainConf,
+    names.DAG_BATCH_SCORING: NoConf,
+}
+"""The DAGs the API triggers, and the conf each accepts (a subset of its params: nothing that names a file)."""
+
+
+@router.post(
+    "/{dag_id}/trigger",
+    summary="Trigger a DAG run",
+    dependencies=[ApiKey],
+    responses={**ERRORS, 422: {"model": Problem}, 429: {"model": Problem}},
+)
 def trigger(dag_id: DagId, deps: Deps, body: TriggerRequest | None = None) -> TriggerResponse:
-    run_id = deps.airflow.trigger(dag_id, (body or TriggerRequest()).conf, dag_wait=0)
+    schema = TRIGGER_CONF.get(dag_id)
+    if schema is None:
+        raise NotFoundError(f"the API triggers only {', '.join(sorted(TRIGGER_CONF))}; {dag_id} is not one of them")
+    try:
+        conf = schema.model_validate((body or TriggerRequest()).conf).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"conf of {dag_id}: {brief(exc)}") from None
+    deps.limits.trigger(dag_id)
+    run_id = deps.airflow.trigger(dag_id, conf, dag_wait=0)
     return TriggerResponse(dag_id=dag_id, run_id=run_id, state=deps.airflow.status(dag_id, run_id).state)
 
 
@@ -80,17 +103,24 @@ async def events(
 ) -> StreamingResponse:
     dag: str = dag_id if dag_id is not None else await run_in_threadpool(deps.airflow.find_run, run_id)
     first = await run_in_threadpool(deps.airflow.status, dag, run_id)  # 404 before the stream starts
+    deps.limits.check_streams()  # 429 when every stream slot is taken
 
     async def stream() -> AsyncIterator[str]:
-        status, last = first, None
+        # The slot is taken once the stream runs (a client gone before that holds none) and freed when it ends.
+        with deps.limits.stream_slot():
+            async for event in _events(first):
+                yield event
+
+    async def _events(run: Any) -> AsyncIterator[str]:
+        last = None
         while True:
-            snapshot = {"dag_id": dag, "run_id": run_id, "state": status.state, "tasks": status.tasks}
+            snapshot = {"dag_id": dag, "run_id": run_id, "state": run.state, "tasks": run.tasks}
             if snapshot != last:
                 yield f"event: status\ndata: {json.dumps(snapshot)}\n\n"
                 last = snapshot
-            if status.finished:
-                end: dict[str, Any] = {"state": status.state}
-                if status.state == "failed":
+            if run.finished:
+                end: dict[str, Any] = {"state": run.state}
+                if run.state == "failed":
                     failures = await run_in_threadpool(deps.airflow.failures, dag, run_id)
                     end["failures"] = [f.as_dict() for f in failures]
                 yield f"event: end\ndata: {json.dumps(end)}\n\n"
@@ -99,9 +129,9 @@ async def events(
             if await request.is_disconnected():
                 return
             try:
-                status = await run_in_threadpool(deps.airflow.status, dag, run_id)
+                run = await run_in_threadpool(deps.airflow.status, dag, run_id)
             except StreamMLError as exc:  # Airflow went away mid-stream: tell the client and keep trying
-                yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
+                yield f"event: error\ndata: {json.dumps({'detail': summary(exc)})}\n\n"
                 await asyncio.sleep(poll_seconds)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
