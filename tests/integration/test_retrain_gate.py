@@ -103,3 +103,22 @@ def test_without_enough_evidence_for_this_pair_the_offline_gate_decides(
     assert result["evidence"] == "offline" and result["promote"]
     assert registry.champion_version(settings, versions["name"]) == 2
     assert run_tags(versions, 2)["gate.evidence"] == "offline"
+
+
+def test_a_champion_moved_while_the_gate_ran_voids_its_decision(settings: Settings, versions: dict[str, Any]) -> None:
+    """Someone promotes version 2 by hand while the gate is comparing 3 with champion 1: 3 must not replace 2 on
+    the strength of a comparison with 1."""
+    better_than_1 = ShadowEvidence(1, 3, paired=500, champion_auc=0.70, challenger_auc=0.75, likes=150, window=500)
+
+    def evidence_while_someone_promotes_2() -> ShadowEvidence:
+        if registry.champion_version(settings, versions["name"]) == 1:
+            registry.promote(settings, 2, model_name=versions["name"], topic=versions["topic"])
+        return better_than_1
+
+    result = registry.promote_on_evidence(
+        settings, 3, 0.002, min_pairs=100, wait_seconds=0.0, min_class=50,
+        evidence=evidence_while_someone_promotes_2, model_name=versions["name"], topic=versions["topic"],
+    )  # fmt: skip
+    assert not result["promote"] and "moved to version 2" in result["reason"], result
+    assert registry.champion_version(settings, versions["name"]) == 2
+    assert run_tags(versions, 3)["gate.decision"] == "reject"

@@ -191,8 +191,27 @@ def promote_if_better(
         )
     logger.info("gate model=%s version=%d promote=%s reason=%s", model_name, version, decision.promote, decision.reason)
     if decision.promote:
-        promote(settings, version, model_name=model_name, topic=topic, reason=decision.reason)
+        result |= _promote_as_decided(settings, version, result["champion_version"], decision.reason, model_name, topic)
     return result
+
+
+def _promote_as_decided(
+    settings: Settings, version: int, champion: int | None, reason: str, model_name: str, topic: str
+) -> dict[str, Any]:
+    """Promote ``version`` over ``champion``, the one the gate compared it with; ``{}`` when that happened, else the
+    result's corrections (no promotion, and why: also on the candidate's run)."""
+    try:
+        promote(settings, version, model_name=model_name, topic=topic, reason=reason, replacing=champion)
+    except ChampionChanged as exc:
+        logger.warning("%s", exc)
+        with mlflow_errors(f"record the void gate decision of version {version}"):
+            mlflow_client = client(settings.mlflow)
+            run_id = _run_id(settings, model_name, version)
+            mlflow_client.set_tag(run_id, "gate.decision", "reject")
+            mlflow_client.set_tag(run_id, "gate.reason", str(exc))
+            mlflow_client.set_model_version_tag(model_name, str(version), "gate_decision", "reject")
+        return {"promote": False, "reason": str(exc)}
+    return {}
 
 
 def _log_decision(mlflow_client: MlflowClient, run_id: str, decision: GateDecision, champion: int | None) -> None:
@@ -206,6 +225,13 @@ def _log_decision(mlflow_client: MlflowClient, run_id: str, decision: GateDecisi
     mlflow_client.set_tag(run_id, "gate.champion_version", "none" if champion is None else str(champion))
 
 
+class ChampionChanged(StreamMLError):
+    """@champion moved (a person, another gate) while a gate compared against the one before: its decision is void."""
+
+
+_ANY_CHAMPION = object()
+
+
 def promote(
     settings: Settings,
     version: int,
@@ -213,14 +239,23 @@ def promote(
     model_name: str = names.MODEL_NAME,
     topic: str = names.TOPIC_MODEL_EVENTS,
     reason: str = "manual promotion",
+    replacing: int | None | object = _ANY_CHAMPION,
 ) -> dict[str, Any]:
-    """Point ``champion`` at ``version`` (remembering the one it replaces) and publish the event."""
+    """Point ``champion`` at ``version`` (remembering the one it replaces) and publish the event. A gate passes
+    ``replacing``, the champion it compared against: when @champion is another by now, nothing moves and
+    :class:`ChampionChanged` says so."""
     from streamml.models.events import ModelEvent, finite_metrics, publish
 
     with mlflow_errors(f"promote {model_name} version {version}"):
         mlflow_client = client(settings.mlflow)
         target = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(version)))
         current = alias_version(mlflow_client, model_name, names.ALIAS_CHAMPION)
+        now = None if current is None else int(current.version)
+        if replacing is not _ANY_CHAMPION and now != replacing and now != version:
+            raise ChampionChanged(
+                f"@champion moved to version {now} while the gate compared version {version} with {replacing}: "
+                "not promoting on a comparison with a model that no longer serves"
+            )
         replaced = None if current is None or int(current.version) == version else int(current.version)
         if replaced is not None:
             mlflow_client.set_model_version_tag(model_name, str(version), PREVIOUS_CHAMPION_TAG, str(replaced))
@@ -394,8 +429,11 @@ def promote_on_evidence(
             model_name, str(version), "gate_decision", "promote" if decision.promote else "reject"
         )
     logger.info("online gate model=%s version=%d promote=%s reason=%s", model_name, version, decision.promote, reason)
-    if decision.promote:
-        promote(settings, version, model_name=model_name, topic=topic, reason=reason)
+    moved = (
+        _promote_as_decided(settings, version, found.champion_version, reason, model_name, topic)
+        if decision.promote
+        else {}
+    )
     return {
         "model_name": model_name,
         "version": version,
@@ -404,7 +442,7 @@ def promote_on_evidence(
         "reason": reason,
         "evidence": "online",
         "paired": found.paired,
-    }
+    } | moved
 
 
 def _run_id(settings: Settings, model_name: str, version: int) -> str:
