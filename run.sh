@@ -170,7 +170,7 @@ compose() { docker compose --env-file .env -f docker-compose.yml "$@"; }
 # Docker Compose mode (docker-compose.yml, guide in docs/compose.md)
 # ---------------------------------------------------------------------------------------------------------------
 COMPOSE_JOBS_PROFILE=replay # profile of the on-demand jobs (the replayer): `up` leaves them alone
-DOCKER_SECRETS=(STREAMML_REDIS__PASSWORD STREAMML_MINIO__SECRET_KEY STREAMML_MLFLOW__SIGNING_KEY STREAMML_AIRFLOW__ADMIN_PASSWORD STREAMML_AIRFLOW__JWT_SECRET STREAMML_API__API_KEY POSTGRES_PASSWORD)
+DOCKER_SECRETS=(STREAMML_DASHBOARD__ADMIN_PASSWORD STREAMML_REDIS__PASSWORD STREAMML_MINIO__SECRET_KEY STREAMML_MLFLOW__SIGNING_KEY STREAMML_AIRFLOW__ADMIN_PASSWORD STREAMML_AIRFLOW__JWT_SECRET STREAMML_API__API_KEY POSTGRES_PASSWORD)
 
 # compose with the jobs' profile on, so that run, ps and down also see the replayer
 compose_all() { compose --profile "$COMPOSE_JOBS_PROFILE" "$@"; }

@@ -7,6 +7,7 @@ from functools import partial
 import streamlit as st
 
 from streamml.config import get_settings
+from streamml.dashboard import auth
 from streamml.dashboard.pages import common, drift, kafka, live, models, pipelines, predict
 
 st.set_page_config(page_title="streamml", page_icon=":material/stream:", layout="wide")
@@ -23,5 +24,6 @@ pages = [
 ]
 page = st.navigation(pages)
 with st.sidebar:
+    auth.sidebar(settings)
     common.service_status(settings)
 page.run()

@@ -122,9 +122,14 @@ class AirflowClient:
                 raise UpstreamError(f"DAG {dag_id} is not available in Airflow ({resp.status_code}): {resp.text[:200]}")
             time.sleep(2)
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, dag_wait: float = 120.0) -> str:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, dag_wait: float = 120.0, note: str | None = None
+    ) -> str:
+        """Start a run of ``dag_id``; ``note`` (who and why) shows on the run in Airflow's UI."""
         self.wait_for_dag(dag_id, timeout=dag_wait)
-        body = {"logical_date": None, "conf": conf or {}}
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if note is not None:
+            body["note"] = note
         return str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
 
     def status(self, dag_id: str, run_id: str) -> RunStatus:

@@ -132,6 +132,11 @@ class DashboardSettings(_Section):
     api_url: str = Field(
         "", description="Base URL of the API the dashboard calls (default: http://{api.host}:{api.port})."
     )
+    admin_user: str = Field("admin", pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="Dashboard sign-in user.")
+    admin_password: SecretStr = Field(
+        SecretStr("change-me-dashboard"),
+        description="Dashboard sign-in password: promote, roll back and trigger need it; reading does not.",
+    )
 
 
 class ScorerSettings(_Section):
@@ -310,6 +315,7 @@ class Settings(BaseSettings):
             "STREAMML_AIRFLOW__ADMIN_PASSWORD": self.airflow.admin_password.get_secret_value(),
             "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
             "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),
+            "STREAMML_DASHBOARD__ADMIN_PASSWORD": self.dashboard.admin_password.get_secret_value(),
         }
 
     def s3_env(self) -> dict[str, str]:

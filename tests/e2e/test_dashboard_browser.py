@@ -8,6 +8,7 @@ Runs after tests/integration, whose DAG test trains the champion the scorer serv
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -118,6 +119,59 @@ def test_every_page_renders_real_data_after_a_replay(
     assert int(histogram["caption"].split()[0].replace(",", "")) == histogram["total"], histogram
     assert by_name["live"].charts >= 4 and by_name["models"].charts >= 2
     assert by_name["predict"].tables == 1, "the Predict page showed no predictions after submitting the form"
+
+
+def _button(label: str) -> str:
+    """JS: the ``disabled`` state of the button whose text ends with ``label`` (null when there is none)."""
+    return (
+        "(() => { const b = [...document.querySelectorAll('button')]"
+        f".find(b => b.innerText.trim().endsWith({json.dumps(label)})); return b ? b.disabled : null; }})()"
+    )
+
+
+def _type_password(password: str) -> str:
+    """JS: type into the sign-in form's password field the way React sees a keystroke."""
+    return (
+        "(() => { const el = document.querySelector('input[type=\"password\"]'); if (!el) return false;"
+        " const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;"
+        f" set.call(el, {json.dumps(password)}); el.dispatchEvent(new Event('input', {{bubbles: true}}));"
+        " return true; })()"
+    )
+
+
+def _click(label: str) -> str:
+    return (
+        "(() => { const b = [...document.querySelectorAll('button')]"
+        f".find(b => b.innerText.trim().endsWith({json.dumps(label)})); if (b) b.click(); return !!b; }})()"
+    )
+
+
+def test_promote_rollback_and_trigger_need_a_signed_in_user(
+    chromium: str, dashboard_url: str, settings: Settings, require: Callable[[str], None]
+) -> None:
+    require("api")
+    with b.Browser(chromium) as browser:
+        assert browser.open(f"{dashboard_url}/models"), "the Models page never finished"
+        assert browser.wait_for(_button("Promote") + " !== null", timeout=30), "no Promote button"
+        assert browser.evaluate(_button("Promote")) is True and browser.evaluate(_button("Roll back")) is True
+        assert browser.evaluate("document.body.innerText.includes('Sign in (sidebar) to promote')")
+
+        assert browser.evaluate(_type_password("not-the-password")) and browser.evaluate(_click("Sign in"))
+        assert browser.wait_for("document.body.innerText.includes('Wrong user or password')", timeout=20)
+        assert browser.evaluate(_button("Promote")) is True, "a wrong password unlocked the buttons"
+
+        assert browser.evaluate(_type_password(settings.dashboard.admin_password.get_secret_value()))
+        assert browser.evaluate(_click("Sign in"))
+        assert browser.wait_for("document.body.innerText.includes('Signed in as')", timeout=20), "sign-in failed"
+        assert browser.wait_for(_button("Promote") + " === false", timeout=20), "signed in, Promote stays disabled"
+        assert browser.evaluate(_button("Roll back")) is False
+
+        # Through the sidebar's link, as a person would: a reload starts a new session, signed out.
+        assert browser.evaluate(
+            "(() => { const a = document.querySelector('a[href$=\"/pipelines\"]'); if (a) a.click(); return !!a; })()"
+        ), "no link to the Pipelines page"
+        trigger = "(() => [...document.querySelectorAll('button')].find(b => b.innerText.includes('Trigger ')))()"
+        assert browser.wait_for(f"{trigger} && !{trigger}.disabled", timeout=30), "signed in, Trigger is disabled"
 
 
 def test_pages_say_plainly_when_services_are_down(chromium: str, screenshots: Path) -> None:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi import Depends, Header, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from streamml.airflow_client import AirflowClient
@@ -110,3 +110,19 @@ def require_api_key(deps: Deps, key: Annotated[str | None, Security(_api_key_hea
 
 
 ApiKey = Depends(require_api_key)
+
+
+def actor(
+    who: Annotated[
+        str | None,
+        Header(
+            alias="X-Streamml-Actor",
+            pattern=r"^[A-Za-z0-9_.:@-]{1,100}$",
+            description="Who asks (the dashboard sends its signed-in user); recorded with the change.",
+        ),
+    ] = None,
+) -> str:
+    return who or "api"
+
+
+Actor = Annotated[str, Depends(actor)]

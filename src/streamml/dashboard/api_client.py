@@ -16,6 +16,8 @@ import httpx
 from streamml.config import Settings
 from streamml.dashboard.errors import ApiError, ServiceDown
 
+ACTOR_HEADER = "X-Streamml-Actor"  # who asked, recorded by the API with each mutation (the signed-in user)
+
 
 def api_base_url(settings: Settings) -> str:
     """The API the dashboard calls: ``dashboard.api_url`` when set (Compose sets it), else ``api.base_url``."""
@@ -48,15 +50,19 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, method: str, path: str, *, mutating: bool = False, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, mutating: bool = False, actor: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         headers = {"X-API-Key": self._api_key} if mutating else {}
+        if actor is not None:
+            headers[ACTOR_HEADER] = actor
         try:
             return self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise ServiceDown(f"The API at {self.base_url}", str(exc) or type(exc).__name__) from exc
 
-    def _json(self, method: str, path: str, *, mutating: bool = False, **kwargs: Any) -> Any:
-        resp = self._send(method, path, mutating=mutating, **kwargs)
+    def _json(self, method: str, path: str, *, mutating: bool = False, actor: str | None = None, **kwargs: Any) -> Any:
+        resp = self._send(method, path, mutating=mutating, actor=actor, **kwargs)
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _detail(resp))
         try:
@@ -88,11 +94,11 @@ class ApiClient:
     def report(self, version: str | int) -> dict[str, Any]:
         return dict(self._json("GET", f"/report/{version}"))
 
-    def promote(self, version: str | int) -> dict[str, Any]:
-        return dict(self._json("POST", f"/models/{version}/promote", mutating=True))
+    def promote(self, version: str | int, actor: str | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", f"/models/{version}/promote", mutating=True, actor=actor))
 
-    def rollback(self) -> dict[str, Any]:
-        return dict(self._json("POST", "/models/rollback", mutating=True))
+    def rollback(self, actor: str | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", "/models/rollback", mutating=True, actor=actor))
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._json("GET", "/runs", params={"limit": limit})["runs"])
@@ -107,8 +113,9 @@ class ApiClient:
     def dag_runs(self, dag_id: str, limit: int = 10) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/pipelines/{dag_id}/runs", params={"limit": limit})["runs"])
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return dict(self._json("POST", f"/pipelines/{dag_id}/trigger", mutating=True, json={"conf": dict(conf or {})}))
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, actor: str | None = None) -> dict[str, Any]:
+        body = {"conf": dict(conf or {})}
+        return dict(self._json("POST", f"/pipelines/{dag_id}/trigger", mutating=True, actor=actor, json=body))
 
     def predict(self, items: Sequence[Mapping[str, int]]) -> list[dict[str, Any]]:
         body = {"items": [dict(i) for i in items]}

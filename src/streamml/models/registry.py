@@ -35,6 +35,7 @@ DEFAULT_MARGIN = 0.002
 """How much higher the challenger's streaming AUC must be than the champion's."""
 GATE_METRIC = "streaming_auc"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
+PROMOTED_TAG = "streamml.promoted"  # when @champion last moved to the version, by whom and why (the audit trail)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,12 @@ class ChampionChanged(StreamMLError):
 _ANY_CHAMPION = object()
 
 
+def _audit(reason: str) -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.now(UTC).isoformat(timespec='seconds')} {reason}"[:5000]
+
+
 def promote(
     settings: Settings,
     version: int,
@@ -260,6 +267,7 @@ def promote(
         if replaced is not None:
             mlflow_client.set_model_version_tag(model_name, str(version), PREVIOUS_CHAMPION_TAG, str(replaced))
         mlflow_client.set_registered_model_alias(model_name, names.ALIAS_CHAMPION, str(version))
+        mlflow_client.set_model_version_tag(model_name, str(version), PROMOTED_TAG, _audit(reason))
     previous = replaced if replaced is not None else _int_tag(target.tags, PREVIOUS_CHAMPION_TAG)
     event = ModelEvent(
         kind="promoted",
@@ -277,7 +285,11 @@ def promote(
 
 
 def rollback(
-    settings: Settings, *, model_name: str = names.MODEL_NAME, topic: str = names.TOPIC_MODEL_EVENTS
+    settings: Settings,
+    *,
+    model_name: str = names.MODEL_NAME,
+    topic: str = names.TOPIC_MODEL_EVENTS,
+    reason: str = "rollback",
 ) -> dict[str, Any]:
     """Point ``champion`` back at the version the current champion replaced, and publish the event."""
     from streamml.models.events import ModelEvent, finite_metrics, publish
@@ -293,6 +305,7 @@ def rollback(
         target = _info(mlflow_client, mlflow_client.get_model_version(model_name, str(previous)))
         mlflow_client.set_registered_model_alias(model_name, names.ALIAS_CHAMPION, str(previous))
         mlflow_client.set_model_version_tag(model_name, str(current.version), "rolled_back", "true")
+        mlflow_client.set_model_version_tag(model_name, str(previous), PROMOTED_TAG, _audit(reason))
     event = ModelEvent(
         kind="rolled_back",
         model_name=model_name,
@@ -301,7 +314,7 @@ def rollback(
         run_id=target.run_id,
         previous_version=int(current.version),
         metrics=finite_metrics(target.summary()),
-        reason=f"rollback from version {current.version}",
+        reason=f"{reason}, from version {current.version}",
     )
     publish(settings.kafka, event, topic)
     logger.info("rolled back model=%s from version=%s to version=%d", model_name, current.version, previous)

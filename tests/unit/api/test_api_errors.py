@@ -161,3 +161,9 @@ def test_every_422_in_the_openapi_is_the_problem_the_api_sends(client: TestClien
     assert declared and all(s == {"$ref": "#/components/schemas/Problem"} for s in declared)
     assert schema["components"]["schemas"]["Problem"]["properties"]["detail"]["type"] == "string"
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_an_actor_header_that_is_not_a_plain_name_is_refused(client: TestClient) -> None:
+    resp = client.post("/models/rollback", headers={**key(), "X-Streamml-Actor": "x\\ny; drop"})
+    assert resp.status_code == 422
+    assert "X-Streamml-Actor" in resp.json()["detail"] or "x-streamml-actor" in resp.json()["detail"]

@@ -83,5 +83,32 @@ def test_api_base_url_prefers_the_dashboard_setting() -> None:
 
     default = Settings(mode="docker", api=ApiSettings(host="10.0.0.5", port=9000, api_key="a-real-key"))
     assert api_client.api_base_url(default) == "http://10.0.0.5:9000"
-    explicit = Settings(dashboard=DashboardSettings(api_url="http://api:8000/"))
+    explicit = Settings(dashboard=DashboardSettings(api_url="http://api:8000/", admin_password="a-real-password"))
     assert api_client.api_base_url(explicit) == "http://api:8000"
+
+
+def test_mutations_carry_the_signed_in_user_for_the_audit_trail() -> None:
+    actors: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        actors.append(request.headers.get(api_client.ACTOR_HEADER))
+        return httpx.Response(200, json={"run_id": "manual__1", "version": 3})
+
+    client = api(handler)
+    client.promote(3, actor="dashboard:admin")
+    client.rollback(actor="dashboard:admin")
+    client.trigger("batch_scoring", actor="dashboard:admin")
+    client.models()
+    assert actors == ["dashboard:admin"] * 3 + [None]
+
+
+def test_sign_in_needs_the_user_and_the_password_from_env() -> None:
+    from streamml.config import Settings
+    from streamml.dashboard.auth import credentials_match
+
+    settings = Settings(_env_file=None)
+    password = settings.dashboard.admin_password.get_secret_value()
+    assert credentials_match(settings, "admin", password)
+    assert not credentials_match(settings, "admin", password + "x")
+    assert not credentials_match(settings, "root", password)
+    assert not credentials_match(settings, "admin", "")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
-from streamml.api.deps import ApiKey, Deps
+from streamml.api.deps import Actor, ApiKey, Deps
 from streamml.api.schemas import Problem
 from streamml.models import catalog, registry
 
@@ -33,15 +33,16 @@ def report(version: Version, deps: Deps) -> dict[str, Any]:
 
 
 @router.post("/models/{version}/promote", summary="Make VERSION @champion now", dependencies=[ApiKey], responses=ERRORS)
-async def promote(version: Version, deps: Deps) -> dict[str, Any]:
-    result = await run_in_threadpool(registry.promote, deps.settings, version, reason="promoted through the API")
+async def promote(version: Version, deps: Deps, who: Actor) -> dict[str, Any]:
+    reason = f"promoted through the API by {who}"
+    result = await run_in_threadpool(registry.promote, deps.settings, version, reason=reason)
     await run_in_threadpool(_refresh, deps)
     return result
 
 
 @router.post("/models/rollback", summary="Put the previous @champion back", dependencies=[ApiKey], responses=ERRORS)
-async def rollback(deps: Deps) -> dict[str, Any]:
-    result = await run_in_threadpool(registry.rollback, deps.settings)
+async def rollback(deps: Deps, who: Actor) -> dict[str, Any]:
+    result = await run_in_threadpool(registry.rollback, deps.settings, reason=f"rolled back through the API by {who}")
     await run_in_threadpool(_refresh, deps)
     return result
 

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from streamml import names
-from streamml.api.deps import ApiKey, Deps, brief, summary
+from streamml.api.deps import Actor, ApiKey, Deps, brief, summary
 from streamml.api.schemas import NoConf, Problem, RetrainConf, TrainingConf, TriggerRequest, TriggerResponse
 from streamml.errors import NotFoundError, StreamMLError
 
@@ -75,7 +75,7 @@ TRIGGER_CONF: dict[str, type[BaseModel]] = {
     dependencies=[ApiKey],
     responses={**ERRORS, 422: {"model": Problem}, 429: {"model": Problem}},
 )
-def trigger(dag_id: DagId, deps: Deps, body: TriggerRequest | None = None) -> TriggerResponse:
+def trigger(dag_id: DagId, deps: Deps, who: Actor, body: TriggerRequest | None = None) -> TriggerResponse:
     schema = TRIGGER_CONF.get(dag_id)
     if schema is None:
         raise NotFoundError(f"the API triggers only {', '.join(sorted(TRIGGER_CONF))}; {dag_id} is not one of them")
@@ -84,7 +84,7 @@ def trigger(dag_id: DagId, deps: Deps, body: TriggerRequest | None = None) -> Tr
     except ValidationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"conf of {dag_id}: {brief(exc)}") from None
     deps.limits.trigger(dag_id)
-    run_id = deps.airflow.trigger(dag_id, conf, dag_wait=0)
+    run_id = deps.airflow.trigger(dag_id, conf, dag_wait=0, note=f"triggered through the API by {who}")
     return TriggerResponse(dag_id=dag_id, run_id=run_id, state=deps.airflow.status(dag_id, run_id).state)
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import charts, frames_models
+from streamml.dashboard import auth, charts, frames_models
 from streamml.dashboard.pages.common import api_client, guard
 
 FLASH = "models_flash"
@@ -146,23 +146,26 @@ def report_section(settings: Settings, version: str) -> None:
 
 
 def promote_section(settings: Settings, versions: list[str], champion: str | None) -> None:
+    who = auth.actor()
+    if who is None:
+        auth.sign_in_note("promote or roll back")
     left, right = st.columns(2)
     with left, st.form("promote"):
         candidates = [v for v in versions if v != champion] or versions
         version = st.selectbox("Make champion", candidates, format_func=lambda v: f"v{v}")
         sure = st.checkbox("Scorers switch to this version within seconds (no gate).")
-        if st.form_submit_button("Promote", icon=":material/upgrade:", disabled=not versions):
+        if st.form_submit_button("Promote", icon=":material/upgrade:", disabled=not versions or who is None):
             if not sure:
                 st.warning("Tick the box to confirm.")
-            else:
+            elif who is not None:
                 with guard(f"Promoting v{version}"):
-                    result = api_client(settings).promote(version)
+                    result = api_client(settings).promote(version, actor=who)
                     st.session_state[FLASH] = f"v{version} is the champion now. {result}"
                     st.rerun()
     with right, st.form("rollback"):
         st.markdown("Put the previous champion back.")
-        if st.form_submit_button("Roll back", icon=":material/undo:"):
+        if st.form_submit_button("Roll back", icon=":material/undo:", disabled=who is None) and who is not None:
             with guard("Rolling back"):
-                result = api_client(settings).rollback()
+                result = api_client(settings).rollback(actor=who)
                 st.session_state[FLASH] = f"Rolled back: {result}"
                 st.rerun()

@@ -8,7 +8,7 @@ import streamlit as st
 
 from streamml import names
 from streamml.config import Settings
-from streamml.dashboard import charts, frames_pipelines
+from streamml.dashboard import auth, charts, frames_pipelines
 from streamml.dashboard.pages.common import api_client, guard
 
 REFRESH_SECONDS = 3
@@ -36,16 +36,20 @@ def render(settings: Settings) -> None:
     if dag.get("is_paused"):
         st.info("This DAG is paused: triggered runs stay queued until it is unpaused in Airflow.")
 
+    who = auth.actor()
+    if who is None:
+        auth.sign_in_note("trigger a run")
     with st.form("trigger"):
         conf_text = st.text_area("Run conf (JSON object, optional)", value="{}", height=68)
-        if st.form_submit_button(f"Trigger {dag_id}", icon=":material/play_arrow:"):
+        submitted = st.form_submit_button(f"Trigger {dag_id}", icon=":material/play_arrow:", disabled=who is None)
+        if submitted and who is not None:
             try:
                 conf = frames_pipelines.parse_conf(conf_text)
             except ValueError as exc:
                 st.error(str(exc))
             else:
                 with guard(f"Triggering {dag_id}"):
-                    result = api.trigger(dag_id, conf)
+                    result = api.trigger(dag_id, conf, actor=who)
                     st.session_state[FOLLOW] = {"dag_id": dag_id, "run_id": result["run_id"]}
                     st.success(f"Triggered run `{result['run_id']}` ({result.get('state', 'queued')}).")
     runs_panel(settings, dag_id)
