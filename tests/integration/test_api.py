@@ -153,8 +153,10 @@ def test_mutations_need_the_api_key_then_promote_and_roll_back(
         other,
         settings.mlflow.signing_key.get_secret_value(),
     )
-    promoted = api.post(f"/models/{other}/promote", headers=key)
+    promoted = api.post(f"/models/{other}/promote", headers={**key, "X-Streamml-Actor": "dashboard:tester"})
     assert promoted.status_code == 200, promoted.text
+    audit = mlflow_client.get_model_version(names.MODEL_NAME, other).tags["streamml.promoted"]
+    assert audit.endswith("promoted through the API by dashboard:tester"), audit
     assert api.get("/models").json()["aliases"][names.ALIAS_CHAMPION] == other
     assert (
         api.post("/predict", json={"items": [{"user_id": 1, "movie_id": 1}]}).json()["predictions"][0]["model_version"]
