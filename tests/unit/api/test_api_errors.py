@@ -95,6 +95,13 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) 
     small = client.post("/predict", json={"items": [{"user_id": 1}]})
     assert small.status_code == 422, "a small body still reaches validation"
 
+    def small_chunks() -> Iterator[bytes]:
+        yield b'{"items": [{"user_id": 1}'
+        yield b"]}"
+
+    chunked = client.post("/predict", content=small_chunks(), headers={"content-type": "application/json"})
+    assert chunked.json() == {"detail": "items.0.movie_id: Field required"}, "a small chunked body arrives whole"
+
 
 @pytest.mark.parametrize(
     ("dag", "conf", "problem"),
