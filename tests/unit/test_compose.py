@@ -282,8 +282,10 @@ def resolved(raw: dict[str, Any]) -> dict[str, Any]:
 def local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Settings, StackPaths, list[Program]]:
     """Default settings in an empty directory (no .env, no STREAMML_ variables but the secrets) and the local stack's
     programs."""
-    for var in [v for v in os.environ if v.startswith("STREAMML_") and v not in TEST_SECRETS]:
+    for var in [v for v in os.environ if v.startswith("STREAMML_")]:
         monkeypatch.delenv(var)
+    for var, value in TEST_SECRETS.items():  # the values `resolved` interpolates, whatever run.sh exported
+        monkeypatch.setenv(var, value)
     monkeypatch.chdir(tmp_path)
     settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
     paths = StackPaths.from_settings(settings, tmp_path)
