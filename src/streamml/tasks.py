@@ -107,7 +107,7 @@ def promote_on_evidence(
     wait_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The retrained version's gate: online shadow evidence first, the offline gate without it."""
-    from streamml.models.registry import promote_on_evidence as run
+    from streamml.models.online_gate import promote_on_evidence as run
 
     retrain = settings.retrain
     return run(

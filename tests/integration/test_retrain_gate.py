@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from streamml.config import Settings
 from streamml.features import spec
 from streamml.models import registry
+from streamml.models.online_gate import ShadowEvidence, promote_on_evidence
 from streamml.models.pyfunc import LikeModel
-from streamml.models.registry import ShadowEvidence
 from streamml.streaming.clients import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.mlflow, pytest.mark.minio, pytest.mark.kafka]
@@ -56,7 +56,7 @@ def versions(settings: Settings, require: Callable[[str], None], uid: str) -> It
 
 
 def gate(settings: Settings, v: dict[str, Any], version: int, evidence: ShadowEvidence | None) -> dict[str, Any]:
-    return registry.promote_on_evidence(
+    return promote_on_evidence(
         settings, version, 0.002, min_pairs=100, wait_seconds=0.0, min_class=50, evidence=lambda: evidence,
         model_name=v["name"], topic=v["topic"],
     )  # fmt: skip
@@ -115,7 +115,7 @@ def test_a_champion_moved_while_the_gate_ran_voids_its_decision(settings: Settin
             registry.promote(settings, 2, model_name=versions["name"], topic=versions["topic"])
         return better_than_1
 
-    result = registry.promote_on_evidence(
+    result = promote_on_evidence(
         settings, 3, 0.002, min_pairs=100, wait_seconds=0.0, min_class=50,
         evidence=evidence_while_someone_promotes_2, model_name=versions["name"], topic=versions["topic"],
     )  # fmt: skip

@@ -76,6 +76,8 @@ def sign_version(client: Any, tracking_uri: str, model_name: str, version: str |
 def verified_copy(tracking_uri: str, model_name: str, version: str | int, key: str | None) -> Iterator[Path]:
     """A local copy of a registered version's files whose signature holds, for as long as the ``with`` lasts; raises
     :class:`ModelIntegrityError` otherwise. Load from this copy: nothing is re-read from the registry."""
+    from mlflow.exceptions import MlflowException
+
     from streamml.stores.mlflow_client import mlflow_client
 
     where = f"model {model_name} version {version}"
@@ -83,7 +85,7 @@ def verified_copy(tracking_uri: str, model_name: str, version: str | int, key: s
         raise ModelIntegrityError(f"refusing {where}: no signing key configured (STREAMML_MLFLOW__SIGNING_KEY)")
     try:
         tags = mlflow_client(tracking_uri).get_model_version(model_name, str(version)).tags or {}
-    except Exception as exc:  # noqa: BLE001 - any registry failure means the version cannot be checked
+    except MlflowException as exc:  # the registry did not answer, or has no such version: nothing to check
         raise ModelUnavailableError(f"cannot read {where}: {exc}") from exc
     claimed = tags.get(SIGNATURE_TAG)
     if not claimed:

@@ -2,7 +2,7 @@
 
 A new version gets the alias ``challenger``. The gate (:func:`decide`) makes it ``champion`` only when its streaming
 AUC beats the champion's by more than a margin, or when there is no champion. With online evidence
-(:func:`promote_on_evidence`: the scorer shadow-scored the challenger on live requests, and the metrics aggregator
+(``online_gate.promote_on_evidence``: the scorer shadow-scored the challenger on live requests, and the aggregator
 joined at least N of them with their feedback), the same rule compares the two models' online AUC on those
 requests instead; without it, the offline gate decides. Both AUCs are measured on the same
 stream: when the champion was evaluated on another feature version, it is re-scored on the candidate's stream
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -192,11 +190,11 @@ def promote_if_better(
         )
     logger.info("gate model=%s version=%d promote=%s reason=%s", model_name, version, decision.promote, decision.reason)
     if decision.promote:
-        result |= _promote_as_decided(settings, version, result["champion_version"], decision.reason, model_name, topic)
+        result |= promote_as_decided(settings, version, result["champion_version"], decision.reason, model_name, topic)
     return result
 
 
-def _promote_as_decided(
+def promote_as_decided(
     settings: Settings, version: int, champion: int | None, reason: str, model_name: str, topic: str
 ) -> dict[str, Any]:
     """Promote ``version`` over ``champion``, the one the gate compared it with; ``{}`` when that happened, else the
@@ -207,7 +205,7 @@ def _promote_as_decided(
         logger.warning("%s", exc)
         with mlflow_errors(f"record the void gate decision of version {version}"):
             mlflow_client = client(settings.mlflow)
-            run_id = _run_id(settings, model_name, version)
+            run_id = run_id_of(settings, model_name, version)
             mlflow_client.set_tag(run_id, "gate.decision", "reject")
             mlflow_client.set_tag(run_id, "gate.reason", str(exc))
             mlflow_client.set_model_version_tag(model_name, str(version), "gate_decision", "reject")
@@ -326,139 +324,7 @@ def rollback(
     }
 
 
-@dataclass(frozen=True)
-class ShadowEvidence:
-    """The challenger and the champion on the same joined live requests (the aggregator's ``shadow`` snapshot)."""
-
-    champion_version: int
-    challenger_version: int
-    paired: int
-    champion_auc: float | None
-    challenger_auc: float | None
-    likes: int = 0  # in the window of ``window`` pairs the AUCs are computed over
-    window: int = 0
-
-    def smaller_class(self) -> int:
-        """Likes or non-likes in the window, whichever is fewer: an AUC over ten likes says nothing."""
-        return min(self.likes, self.window - self.likes)
-
-    @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any] | None) -> ShadowEvidence | None:
-        shadow = (snapshot or {}).get("shadow")
-        if not shadow:
-            return None
-        try:
-            return cls(
-                champion_version=int(shadow["champion_version"]),
-                challenger_version=int(shadow["challenger_version"]),
-                paired=int(shadow["paired_total"]),
-                champion_auc=shadow.get("champion_auc"),
-                challenger_auc=shadow.get("challenger_auc"),
-                likes=int(shadow.get("likes", 0)),
-                window=int(shadow.get("window", 0)),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def live_evidence(settings: Settings) -> ShadowEvidence | None:
-    """The shadow evidence in the latest published metrics snapshot (Redis ``metrics:latest``), if any."""
-    import json
-
-    from streamml.stores.metrics import RedisMetricsStore
-    from streamml.stores.redis_client import redis_client
-
-    raw = RedisMetricsStore(redis_client(settings.redis)).latest()
-    return ShadowEvidence.from_snapshot(json.loads(raw)) if raw else None
-
-
-def promote_on_evidence(
-    settings: Settings,
-    version: int,
-    margin: float = DEFAULT_MARGIN,
-    *,
-    min_pairs: int,
-    wait_seconds: float,
-    min_class: int = 0,
-    poll_seconds: float = 5.0,
-    evidence: Callable[[], ShadowEvidence | None] | None = None,
-    model_name: str = names.MODEL_NAME,
-    topic: str = names.TOPIC_MODEL_EVENTS,
-) -> dict[str, Any]:
-    """Wait up to ``wait_seconds`` for ``min_pairs`` shadow-scored requests of ``version`` against the current
-    champion joined with their feedback, with at least ``min_class`` likes and as many non-likes among them; then
-    promote when its online AUC beats the champion's by ``margin``.
-    Without that evidence in time, :func:`promote_if_better` (offline) decides. The result says which
-    (``evidence``: ``online`` or ``offline``) and, online, the numbers; both are recorded on the run."""
-    read = evidence or (lambda: live_evidence(settings))
-    deadline = time.monotonic() + wait_seconds
-    found: ShadowEvidence | None = None
-    while True:
-        current = champion_version(settings, model_name)
-        candidate = read()
-        if (
-            candidate is not None
-            and candidate.challenger_version == version
-            and candidate.champion_version == current
-            and candidate.paired >= min_pairs
-            and candidate.smaller_class() >= min_class
-            and candidate.champion_auc is not None
-            and candidate.challenger_auc is not None
-        ):
-            found = candidate
-            break
-        if current == version or time.monotonic() >= deadline:
-            break
-        time.sleep(poll_seconds)
-    if found is None:
-        logger.info(
-            "no shadow evidence of %d requests with %d of each class for version=%d: the offline gate decides",
-            min_pairs,
-            min_class,
-            version,
-        )
-        result = promote_if_better(settings, version, margin, model_name=model_name, topic=topic)
-        with mlflow_errors(f"record the gate's evidence for version {version}"):
-            client(settings.mlflow).set_tag(_run_id(settings, model_name, version), "gate.evidence", "offline")
-        return {**result, "evidence": "offline"}
-    decision = decide(float(found.challenger_auc or 0.0), found.champion_auc, margin)
-    reason = f"online, {found.paired} shadowed requests ({found.likes} likes of {found.window}): {decision.reason}"
-    with mlflow_errors(f"log the online gate decision of version {version}"):
-        mlflow_client = client(settings.mlflow)
-        run_id = _run_id(settings, model_name, version)
-        mlflow_client.log_metric(run_id, "gate_online_challenger_auc", float(found.challenger_auc or 0.0))
-        mlflow_client.log_metric(run_id, "gate_online_champion_auc", float(found.champion_auc or 0.0))
-        mlflow_client.log_metric(run_id, "gate_online_pairs", float(found.paired))
-        mlflow_client.log_metric(run_id, "gate_margin", margin)
-        mlflow_client.log_metric(run_id, "gate_promoted", float(decision.promote))
-        for key, value in {
-            "gate.evidence": "online",
-            "gate.decision": "promote" if decision.promote else "reject",
-            "gate.reason": reason,
-            "gate.champion_version": str(found.champion_version),
-        }.items():
-            mlflow_client.set_tag(run_id, key, value)
-        mlflow_client.set_model_version_tag(
-            model_name, str(version), "gate_decision", "promote" if decision.promote else "reject"
-        )
-    logger.info("online gate model=%s version=%d promote=%s reason=%s", model_name, version, decision.promote, reason)
-    moved = (
-        _promote_as_decided(settings, version, found.champion_version, reason, model_name, topic)
-        if decision.promote
-        else {}
-    )
-    return {
-        "model_name": model_name,
-        "version": version,
-        "champion_version": found.champion_version,
-        **decision.as_dict(),
-        "reason": reason,
-        "evidence": "online",
-        "paired": found.paired,
-    } | moved
-
-
-def _run_id(settings: Settings, model_name: str, version: int) -> str:
+def run_id_of(settings: Settings, model_name: str, version: int) -> str:
     run_id = client(settings.mlflow).get_model_version(model_name, str(version)).run_id
     if not run_id:
         raise StreamMLError(f"{model_name} version {version} has no run")

@@ -77,7 +77,7 @@ def test_the_retrain_split_evaluates_on_the_newest_half_of_the_feedback() -> Non
 
 
 def test_shadow_evidence_reads_the_aggregators_snapshot_leniently() -> None:
-    from streamml.models.registry import ShadowEvidence
+    from streamml.models.online_gate import ShadowEvidence
 
     snap = {"shadow": {"champion_version": "3", "challenger_version": "4", "paired_total": 1200,
                        "champion_auc": 0.81, "challenger_auc": 0.83, "likes": 9, "window": 1000}}  # fmt: skip
