@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamml import names
+from streamml.errors import ConfigError
+
 DEFAULT_SECRET_PREFIX = "change-me"  # noqa: S105 - the marker of default secrets, not a secret
 
 
@@ -33,15 +36,50 @@ class _Section(BaseModel):
 
 class KafkaSettings(_Section):
     host: str = Field("127.0.0.1", description="Host the broker listens on and clients connect to.")
-    port: int = Field(9092, description="Client (PLAINTEXT) listener port of the broker.")
+    port: int = Field(9092, description="Client listener port of the broker (SASL/SCRAM-SHA-512).")
     controller_port: int = Field(9093, description="KRaft controller listener port (local stack only).")
     heap: str = Field("768m", description="JVM heap (-Xmx) of the local broker.")
     partitions: int = Field(3, ge=1, description="Partitions of each platform topic.")
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Retention of the platform topics, in milliseconds.")
+    user: str = Field(
+        names.KAFKA_ADMIN,
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="The Kafka account this process signs in as; each platform program gets its own (its password "
+        "from program_passwords) and the rest (CLI, tests, the stack's setup) use the admin.",
+    )
+    password: SecretStr = Field(
+        SecretStr("change-me-kafka"),
+        description="Password of `user`; in .env the admin's (a super user, also the broker's own login).",
+    )
+    program_passwords: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Passwords of the programs' accounts by name (STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER, ...); "
+        "the stack creates each account with the ACLs of streamml.streaming.acl.",
+    )
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _known_programs(self) -> KafkaSettings:
+        unknown = sorted(set(self.program_passwords) - set(names.KAFKA_PROGRAM_ACCOUNTS))
+        if unknown:
+            raise ValueError(
+                f"no Kafka program account {', '.join(unknown)}; known: {', '.join(names.KAFKA_PROGRAM_ACCOUNTS)}"
+            )
+        return self
+
+    def as_account(self, account: str) -> KafkaSettings:
+        """These settings signed in as program ``account`` (its password from ``program_passwords``)."""
+        if account == names.KAFKA_ADMIN:
+            return self
+        password = self.program_passwords.get(account)
+        if password is None:
+            raise ConfigError(
+                f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{account.upper()} is not set; ./run.sh setup generates it"
+            )
+        return self.model_copy(update={"user": account, "password": password})
 
 
 class RedisSettings(_Section):
@@ -309,6 +347,11 @@ class Settings(BaseSettings):
     def secrets(self) -> dict[str, str]:
         """Every secret by its environment variable name, revealed (for validation and child process env)."""
         return {
+            "STREAMML_KAFKA__PASSWORD": self.kafka.password.get_secret_value(),
+            **{
+                f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{name.upper()}": value.get_secret_value()
+                for name, value in self.kafka.program_passwords.items()
+            },
             "STREAMML_REDIS__PASSWORD": self.redis.password.get_secret_value(),
             "STREAMML_MINIO__SECRET_KEY": self.minio.secret_key.get_secret_value(),
             "STREAMML_MLFLOW__SIGNING_KEY": self.mlflow.signing_key.get_secret_value(),

@@ -29,6 +29,12 @@ GROUP_FEATURE_UPDATER = "streamml-feature-updater"
 GROUP_METRICS = "streamml-metrics"
 GROUP_SCORER_MODEL_EVENTS = "streamml-scorer-model-events"
 GROUP_ARCHIVE = "streamml-archive"
+GROUP_DASHBOARD_PEEK = "streamml-dashboard-peek"  # the dashboard's reads of the latest messages (commits nothing)
+
+# Kafka accounts (SASL/SCRAM): the admin (a super user; the CLI, tests and the stack's setup) and one per program
+# that uses Kafka, each with the ACLs of streamml.streaming.acl.
+KAFKA_ADMIN = "admin"
+KAFKA_PROGRAM_ACCOUNTS = ("scorer", "updater", "aggregator", "archive", "replayer", "api", "dashboard", "airflow")
 
 # MovieLens files (in a data set directory and in a raw snapshot in MinIO).
 RATINGS_FILE = "ratings.csv"

@@ -4,14 +4,21 @@ they are not (command lines, world-readable files)."""
 from __future__ import annotations
 
 import stat
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from pydantic import SecretStr
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamml import names
 from streamml.config import Settings
 from streamml.paths import StackPaths, repo_root
+from streamml.streaming.clients import admin_config, connection_config, consumer_config, producer_config
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +32,61 @@ def test_redis_refuses_a_client_without_the_password(settings: Settings, require
     with pytest.raises(redis.AuthenticationError):
         wrong.ping()
     assert redis.Redis.from_url(settings.redis.url, socket_timeout=5).ping()
+
+
+def test_kafka_refuses_a_client_that_does_not_sign_in(settings: Settings, require: Callable[[str], None]) -> None:
+    require("kafka")
+    quick = {"socket.timeout.ms": 5000, "socket.connection.setup.timeout.ms": 5000, "log_level": 0}
+    anonymous = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, **quick})
+    with pytest.raises(KafkaException):
+        anonymous.list_topics(timeout=8)
+    guess = settings.kafka.model_copy(update={"password": SecretStr("guess-guess")})
+    for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+        errors: list[KafkaError] = []
+        client = AdminClient({**admin_config(guess, mechanism), **quick, "error_cb": errors.append})
+        with pytest.raises(KafkaException):
+            client.list_topics(timeout=8)
+        client.poll(1)  # serves error_cb
+        assert KafkaError._AUTHENTICATION in {e.code() for e in errors}, f"{mechanism}: {errors}"
+    assert AdminClient(admin_config(settings.kafka)).list_topics(timeout=10).topics
+
+
+def _delivery_errors(producer: Producer, topic: str) -> list[Any]:
+    errors: list[Any] = []
+    producer.produce(topic, key=b"1", value=b"{}", on_delivery=lambda err, _msg: errors.append(err))
+    assert producer.flush(15) == 0, "undelivered and unreported"
+    return errors
+
+
+def test_kafka_acls_keep_each_program_to_its_topics(settings: Settings, require: Callable[[str], None]) -> None:
+    """A program's account cannot forge another's messages (the scorer writing feedback or overwriting a model
+    event), read what it has no business reading, or create a topic; its own topics work."""
+    require("kafka")
+    scorer, replayer, dashboard = (settings.kafka.as_account(a) for a in ("scorer", "replayer", "dashboard"))
+    forged = _delivery_errors(Producer(producer_config(scorer, client_id="test-forger")), names.TOPIC_FEEDBACK)
+    assert [e.code() for e in forged] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    event = _delivery_errors(Producer(producer_config(replayer, client_id="test-forger")), names.TOPIC_MODEL_EVENTS)
+    assert [e.code() for e in event] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+    reader = Consumer(consumer_config(replayer, names.GROUP_METRICS))  # another program's group, too
+    reader.assign([TopicPartition(names.TOPIC_PREDICTIONS, 0, 0)])
+    try:
+        msg = reader.poll(10)
+        assert msg is not None and msg.error() is not None
+        assert msg.error().code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
+    finally:
+        reader.close()
+
+    topic = f"test-acl-{uuid.uuid4().hex[:8]}"
+    for account in (scorer, dashboard):
+        admin = AdminClient(admin_config(account))
+        with pytest.raises(KafkaException) as refused:
+            admin.create_topics([NewTopic(topic, 1)])[topic].result(15)
+        assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # the dashboard's account reads every topic and group, and writes none
+    assert names.TOPIC_REQUESTS in AdminClient(admin_config(dashboard)).list_topics(timeout=10).topics
+    peek = _delivery_errors(Producer({**connection_config(dashboard), "acks": "all"}), names.TOPIC_REQUESTS)
+    assert [e.code() for e in peek] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
 
 
 def test_no_secret_is_on_any_command_line(settings: Settings, require: Callable[[str], None]) -> None:

@@ -5,11 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from streamml import names
 from streamml.data.movielens import synthesize
 
 TEST_SECRETS = {
     name: f"unit-test-{name.lower().replace('_', '-')}"
     for name in (
+        "STREAMML_KAFKA__PASSWORD",
+        *(f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{account.upper()}" for account in names.KAFKA_PROGRAM_ACCOUNTS),
         "STREAMML_REDIS__PASSWORD",
         "STREAMML_MINIO__SECRET_KEY",
         "STREAMML_MLFLOW__SIGNING_KEY",

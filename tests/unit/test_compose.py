@@ -54,6 +54,7 @@ COMPOSE_ONLY = {
     "kafka-ui": "Kafka UI container; in local mode the dashboard's Kafka page does this",
     "postgres": "Airflow and MLflow metadata; the local stack uses SQLite files",
     "minio-init": "creates the buckets; LocalStack.ensure_buckets() does it in local mode",
+    "kafka-init": "Kafka's accounts, ACLs and topics; LocalStack.up() calls the same ensure_accounts() in local mode",
     "airflow-init": "airflow db migrate and the admin password file; LocalStack.up()/render() do it in local mode",
     "spark-master": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
     "spark-worker": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
@@ -612,6 +613,8 @@ def test_app_containers_run_in_docker_mode_against_service_names(
                 else:
                     assert value in services, f"{name}: {key}={value} is not a compose service"
         for secret in local[0].secrets():
+            if secret.startswith("STREAMML_KAFKA__"):
+                continue  # each service its own Kafka account: test_kafka_accounts_are_the_local_programs'
             assert env.get(secret), f"{name}: {secret} missing (docker mode refuses defaults, so it must be passed)"
     # A server's container port is the one its settings name, and the dashboard calls the API by service name.
     for name, host_var in BIND_ALL.items():
@@ -663,6 +666,34 @@ def test_airflow_environment_mirrors_the_local_stack(
     assert f"./airflow/dags:{reference['AIRFLOW__CORE__DAGS_FOLDER']}:ro" in mounts
 
 
+def test_kafka_accounts_are_the_local_programs(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+) -> None:
+    """Each service signs in to Kafka as its local program does, and only kafka-init holds other accounts'
+    passwords (the kafka service holds the admin's for its own config)."""
+    settings, _, programs = local
+    services = resolved["services"]
+    for p in programs:
+        if "STREAMML_KAFKA__USER" not in p.env:
+            continue
+        service = PROGRAM_TO_SERVICE.get(p.name, p.name)
+        if p.name.startswith("airflow-") and p.name not in services:
+            continue
+        env = services[service]["environment"]
+        for key in ("STREAMML_KAFKA__USER", "STREAMML_KAFKA__PASSWORD"):
+            assert env.get(key) == p.env[key], f"{service}: {key} is not its local program's"
+    secrets = {k: v for k, v in settings.secrets().items() if k.startswith("STREAMML_KAFKA__")}
+    for name, service in services.items():
+        if name in ("kafka-init", "kafka"):
+            continue
+        own = (service.get("environment") or {}).get("STREAMML_KAFKA__PASSWORD")
+        held = [k for k, v in secrets.items() if v in (service.get("environment") or {}).values() and v != own]
+        assert held == [], f"{name} holds Kafka passwords not its own: {held}"
+    init = services["kafka-init"]["environment"]
+    assert {k for k in secrets if init.get(k) == secrets[k]} == set(secrets), "kafka-init sets every account"
+    assert init.get("STREAMML_KAFKA__USER", names.KAFKA_ADMIN) == names.KAFKA_ADMIN
+
+
 def test_kafka_broker_mirrors_the_local_stack(
     resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
 ) -> None:
@@ -673,10 +704,17 @@ def test_kafka_broker_mirrors_the_local_stack(
     for key, value in props.items():
         if key in KAFKA_HOST_SPECIFIC:
             continue
-        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, f"{key}={value} differs under Compose"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        for name in [key, key.replace(".client.", ".host.")] if key.startswith("listener.name.client.") else [key]:
+            assert env.get(kafka_image_variable(name)) == value, f"{name}={value} differs under Compose"
+    assert "CLIENT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "PLAINTEXT" not in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].replace("SASL_PLAINTEXT", "")
     assert f"-Xmx{settings.kafka.heap}" in env["KAFKA_HEAP_OPTS"]
     assert resolved["services"]["kafka"]["image"].split(":")[1] == kafka_version_of_pom()
+
+
+def kafka_image_variable(key: str) -> str:
+    """The apache/kafka image's variable for broker setting ``key`` (it maps ``___`` to -, ``__`` to _, _ to .)."""
+    return "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper()
 
 
 def kafka_version_of_pom() -> str:

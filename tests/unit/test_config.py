@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from tests.unit.conftest import TEST_SECRETS
 
+from streamml import names
 from streamml.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,8 @@ def env_names(model: type[BaseModel], prefix: str = "STREAMML_") -> set[str]:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             found |= env_names(ann, f"{prefix}{name.upper()}__")
+        elif name == "program_passwords":  # a dict by Kafka program account
+            found |= {f"{prefix}{name.upper()}__{a.upper()}" for a in names.KAFKA_PROGRAM_ACCOUNTS}
         else:
             found.add(f"{prefix}{name.upper()}")
     return found

@@ -55,6 +55,19 @@ def stack_up(
     console.print("[green]stack[/green] every service is healthy")
 
 
+@stack_app.command("accounts")
+@errors_to_exit
+def stack_accounts() -> None:
+    """Set Kafka's accounts and ACLs (streamml.streaming.acl) and create the platform topics, as the admin; `stack
+    up` does this itself, Compose's kafka-init runs it."""
+    from streamml import names
+    from streamml.streaming.acl import ensure_accounts
+
+    ensure_accounts(load_settings().kafka)
+    accounts = ", ".join((names.KAFKA_ADMIN, *names.KAFKA_PROGRAM_ACCOUNTS))
+    console.print(f"[green]kafka[/green] accounts and ACLs set: {accounts}")
+
+
 @stack_app.command("down")
 @errors_to_exit
 def stack_down(

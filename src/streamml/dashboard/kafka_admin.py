@@ -38,7 +38,7 @@ def peek_consumer(kafka: KafkaSettings) -> Any:
     """A consumer for reading a topic's tail: it is only ever assigned partitions and never commits."""
     from confluent_kafka import Consumer
 
-    config = consumer_config(kafka, "streamml-dashboard-peek", client_id="streamml-dashboard")
+    config = consumer_config(kafka, names.GROUP_DASHBOARD_PEEK, client_id="streamml-dashboard")
     return Consumer({**config, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_MS})
 
 

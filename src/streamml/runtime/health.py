@@ -36,9 +36,10 @@ class StillDown(StreamMLError):
 def check_kafka(settings: Settings, timeout: float) -> str:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "socket.timeout.ms": int(timeout * 1000)}
-    )
+    from streamml.streaming.clients import PLAIN, admin_config
+
+    # as the admin over PLAIN: the broker serves before the stack's setup creates the SCRAM accounts
+    admin = AdminClient({**admin_config(settings.kafka, PLAIN), "socket.timeout.ms": int(timeout * 1000)})
     meta = admin.list_topics(timeout=timeout)
     return f"{len(meta.brokers)} broker(s), {len([t for t in meta.topics if not t.startswith('__')])} topic(s)"
 

@@ -12,8 +12,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from streamml.config import Settings, get_settings
+from streamml import names
+from streamml.config import KafkaSettings, Settings, get_settings
+from streamml.errors import ConfigError
 from streamml.paths import StackPaths, write_private
+from streamml.streaming.clients import PLAIN, SCRAM
 
 KAFKA_MAIN = "kafka.Kafka"
 KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -25,22 +28,66 @@ def kafka_paths(paths: StackPaths) -> tuple[Path, Path, Path]:
     return base / "server.properties", base / "log4j2.properties", base / "data"
 
 
+def jaas(module: str, user: str, password: str, **users: str) -> str:
+    """A JAAS line of the broker's config (the password of each ``users`` entry is one the listener accepts)."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    accepted = "".join(f" user_{name}={quoted(value)}" for name, value in users.items())
+    return f"{module} required username={quoted(user)} password={quoted(password)}{accepted};"
+
+
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+def kafka_security_config(kafka: KafkaSettings, client_listeners: tuple[str, ...] = ("client",)) -> list[str]:
+    """SASL and ACLs of the broker (streamml.streaming.acl): clients sign in with SCRAM-SHA-512 on each of
+    ``client_listeners``; the admin also with PLAIN, which the broker uses for its own connections (the controller
+    link, inter-broker) and whose password is here, so it works before any SCRAM account exists. The kafka service
+    of docker-compose.yml sets the same (tests/unit/test_compose.py compares them)."""
+    admin, password = kafka.user, kafka.password.get_secret_value()
+    plain = jaas(PLAIN_MODULE, admin, password, **{admin: password})
+    lines = []
+    for name in client_listeners:
+        lines += [
+            f"listener.name.{name}.sasl.enabled.mechanisms={SCRAM},{PLAIN}",
+            f"listener.name.{name}.scram-sha-512.sasl.jaas.config={SCRAM_MODULE} required;",
+            f"listener.name.{name}.plain.sasl.jaas.config={plain}",
+        ]
+    return [
+        *lines,
+        f"sasl.mechanism.inter.broker.protocol={PLAIN}",
+        f"listener.name.controller.sasl.enabled.mechanisms={PLAIN}",
+        f"listener.name.controller.plain.sasl.jaas.config={plain}",
+        f"sasl.mechanism.controller.protocol={PLAIN}",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{admin}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
 def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
-    """Write the single-node KRaft broker's config (broker and controller in one process)."""
+    """Write the single-node KRaft broker's config (broker and controller in one process; 0600: it holds the admin's
+    password)."""
     k = settings.kafka
+    if k.user != names.KAFKA_ADMIN:
+        raise ConfigError(f"the broker's config is rendered with the admin account, not {k.user!r}")
     props, log4j, data = kafka_paths(paths)
-    props.parent.mkdir(parents=True, exist_ok=True)
-    props.write_text(
+    write_private(
+        props,
         "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
-                f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
+                f"listeners=CLIENT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+                f"advertised.listeners=CLIENT://{k.host}:{k.port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name=CLIENT",
+                "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+                *kafka_security_config(k),
                 f"log.dirs={data}",
                 f"num.partitions={k.partitions}",
                 "auto.create.topics.enable=false",
@@ -52,7 +99,7 @@ def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
                 f"log.retention.ms={k.retention_ms}",
                 "",
             ]
-        )
+        ),
     )
     log4j.write_text(
         "\n".join(

@@ -40,11 +40,19 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def kafka_env(settings: Settings, account: str) -> dict[str, str]:
+    """The Kafka account a program signs in as (streamml.streaming.acl), instead of .env's admin."""
+    kafka = settings.kafka.as_account(account)
+    return {"STREAMML_KAFKA__USER": kafka.user, "STREAMML_KAFKA__PASSWORD": kafka.password.get_secret_value()}
+
+
 def airflow_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
-    """Environment shared by every Airflow process (and by the CLI calls that migrate its database)."""
+    """Environment shared by every Airflow process (and by the CLI calls that migrate its database); its tasks sign
+    in to Kafka as the airflow account."""
     af = settings.airflow
     home = paths.airflow_home
     return {
+        **kafka_env(settings, "airflow"),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(paths.root / DAGS_DIR),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -163,15 +171,22 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="scorer",
             stage=2,
             ports=((settings.scorer.metrics_port, "STREAMML_SCORER__METRICS_PORT"),),
-            env=spark_env,
+            env={**spark_env, **kafka_env(settings, "scorer")},
         ),
-        Program("feature-updater", [streamml, "update-features"], service="feature-updater", stage=2),
+        Program(
+            "feature-updater",
+            [streamml, "update-features"],
+            service="feature-updater",
+            stage=2,
+            env=kafka_env(settings, "updater"),
+        ),
         Program(
             "metrics-aggregator",
             [streamml, "metrics"],
             service="metrics-aggregator",
             stage=2,
             ports=((settings.aggregator.metrics_port, "STREAMML_AGGREGATOR__METRICS_PORT"),),
+            env=kafka_env(settings, "aggregator"),
         ),
         Program(
             names.PROGRAM_ARCHIVE,
@@ -181,16 +196,32 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             # SIGTERM takes effect when the current consume call returns (up to flush_seconds), then the batch is
             # written and committed before the process exits.
             stop_wait_seconds=int(settings.archive.flush_seconds) + 30,
+            env=kafka_env(settings, "archive"),
         ),
-        Program("api", [streamml, "api"], service="api", stage=2, ports=((settings.api.port, "STREAMML_API__PORT"),)),
+        Program(
+            "api",
+            [streamml, "api"],
+            service="api",
+            stage=2,
+            ports=((settings.api.port, "STREAMML_API__PORT"),),
+            env=kafka_env(settings, "api"),
+        ),
         Program(
             "dashboard",
             [streamml, "dashboard"],
             service="dashboard",
             stage=2,
             ports=((settings.dashboard.port, "STREAMML_DASHBOARD__PORT"),),
+            env=kafka_env(settings, "dashboard"),
         ),
-        Program("replayer", [streamml, "replay"], service="replayer", stage=2, long_running=False),
+        Program(
+            "replayer",
+            [streamml, "replay"],
+            service="replayer",
+            stage=2,
+            long_running=False,
+            env=kafka_env(settings, "replayer"),
+        ),
     ]
 
 

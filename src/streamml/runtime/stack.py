@@ -23,6 +23,7 @@ from streamml.runtime import health
 from streamml.runtime.launch import render_kafka_config, render_redis_config
 from streamml.runtime.programs import Program, airflow_env, all_programs, venv_bin
 from streamml.stores.objects import s3_client
+from streamml.streaming.acl import ensure_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +299,8 @@ class LocalStack:
         for stage in sorted({p.stage for p in self.programs}):
             group = [p for p in self.programs if p.stage == stage and p.long_running]
             if stage == 1:
+                say("setting Kafka's accounts and ACLs")
+                ensure_accounts(self.settings.kafka)
                 self.ensure_buckets()
                 say("migrating the Airflow database")
                 self.migrate_airflow()

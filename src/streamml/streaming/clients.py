@@ -12,14 +12,31 @@ from streamml.errors import TransientError
 logger = logging.getLogger(__name__)
 
 
-def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": kafka.bootstrap_servers}
+SCRAM = "SCRAM-SHA-512"
+PLAIN = "PLAIN"  # the admin's second mechanism: its password is in the broker's config, so it works before any
+# SCRAM account exists (the stack's setup and health check use it; see streamml.streaming.acl)
+
+
+def connection_config(kafka: KafkaSettings, mechanism: str = SCRAM) -> dict[str, Any]:
+    """Where the broker is and who signs in: every client authenticates (SASL; the listener is loopback or the
+    Compose network, without TLS)."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": kafka.user,
+        "sasl.password": kafka.password.get_secret_value(),
+    }
+
+
+def admin_config(kafka: KafkaSettings, mechanism: str = SCRAM) -> dict[str, Any]:
+    return connection_config(kafka, mechanism)
 
 
 def producer_config(kafka: KafkaSettings, client_id: str = "streamml") -> dict[str, Any]:
     """An idempotent producer: acks=all, retries without duplicates or reordering."""
     return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+        **connection_config(kafka),
         "client.id": client_id,
         "enable.idempotence": True,
         "acks": "all",
@@ -31,7 +48,7 @@ def producer_config(kafka: KafkaSettings, client_id: str = "streamml") -> dict[s
 def consumer_config(kafka: KafkaSettings, group_id: str, client_id: str = "streamml") -> dict[str, Any]:
     """A consumer whose offsets are stored and committed by our code only after outputs are flushed."""
     return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+        **connection_config(kafka),
         "group.id": group_id,
         "client.id": client_id,
         "enable.auto.commit": False,
@@ -49,13 +66,17 @@ def partition_lag(low: int, high: int, committed: int | None) -> int:
 
 
 def ensure_topics(
-    kafka: KafkaSettings, topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
+    kafka: KafkaSettings,
+    topics: Iterable[str],
+    partitions: int | None = None,
+    timeout: float = 30.0,
+    mechanism: str = SCRAM,
 ) -> list[str]:
     """Create the topics that do not exist yet (idempotent); return the ones created."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(admin_config(kafka))
+    admin = AdminClient(admin_config(kafka, mechanism))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
