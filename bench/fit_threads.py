@@ -18,7 +18,7 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from bench.harness import console
-from streamml.config import Settings
+from streamml.config import get_settings
 from streamml.models.dataset import load_dataset
 from streamml.models.train import HGBParams, ModelConfig, fit
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    dataset = load_dataset(Settings(), args.feature_version)
+    dataset = load_dataset(get_settings(), args.feature_version)
     config = ModelConfig(hgb=HGBParams(max_iter=args.max_iter))
     rows = dataset.train_features.shape
     seconds: dict[tuple[bool, int], list[float]] = {}

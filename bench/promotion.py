@@ -31,19 +31,19 @@ import numpy as np
 
 from bench.harness import console
 from bench.scorer import copy_features, request_rows
-from streamml.config import Settings
+from streamml.config import Settings, get_settings
 from streamml.features import spec
 
 LIMIT_SECONDS = 5.0
 
 SCORER = """
 import sys
-from streamml.config import Settings
+from streamml.config import get_settings
 from streamml.logging import configure_logging
 from streamml.streaming.runners import ScorerTopics, run_scorer
 requests, predictions, dlq, shadow, events, name = sys.argv[1:]
 configure_logging("WARNING")
-run_scorer(Settings(), 200, topics=ScorerTopics(requests, predictions, dlq, events, shadow), model_name=name,
+run_scorer(get_settings(), 200, topics=ScorerTopics(requests, predictions, dlq, events, shadow), model_name=name,
            group=f"{requests}.scorer")
 """
 
@@ -172,7 +172,7 @@ def main() -> int:  # noqa: PLR0915 - one scenario, top to bottom
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import ensure_topics
 
-    settings = Settings()
+    settings = get_settings()
     uid = uuid.uuid4().hex[:8]
     name = f"bench-promotion-{uid}"
     topics = {k: f"bench.{uid}.{k}" for k in ("requests", "predictions", "dlq", "shadow", "events")}

@@ -43,7 +43,7 @@ from rich.table import Table
 
 from bench.harness import console
 from streamml import names
-from streamml.config import Settings
+from streamml.config import Settings, get_settings
 from streamml.streaming.worker import Worker
 
 TARGET_EVENTS_PER_SECOND = 40_000
@@ -139,7 +139,7 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
     from streamml.streaming.clients import consumer_config, producer_config
     from streamml.streaming.scorer import ScorerHandler
 
-    settings = Settings()
+    settings = get_settings()
     model = _serving_model(settings, cfg["model_uri"])
     challenger = _serving_model(settings, cfg["shadow_uri"]) if cfg.get("shadow_uri") else None
     handler = ScorerHandler(
@@ -196,7 +196,7 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
 
     # The estimator was fitted on arrays; a DataFrame makes sklearn warn on every call. The check still runs.
     warnings.filterwarnings("ignore", message="X has feature names")
-    settings = Settings()
+    settings = get_settings()
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     estimator = mlflow.pyfunc.load_model(cfg["model_uri"]).unwrap_python_model().estimator
     column = like_column(estimator)
@@ -280,7 +280,7 @@ def run_ceiling(cfg: dict[str, Any], results: Any) -> None:
     from streamml.streaming.messages import Prediction, RatingRequest, parse
     from streamml.streaming.scorer import ScorerHandler
 
-    settings = Settings()
+    settings = get_settings()
     model = _serving_model(settings, cfg["model_uri"])
     store = RedisFeatureStore(redis_client(settings.redis))
     handler = ScorerHandler(store, lambda: model, prediction_ttl_seconds=PREDICTION_TTL)
@@ -314,7 +314,7 @@ def run_open_loop_producer(cfg: dict[str, Any], start_at: Any, results: Any) -> 
     from streamml.streaming.clients import producer_config
     from streamml.streaming.messages import RatingRequest
 
-    settings = Settings()
+    settings = get_settings()
     rate = cfg["rate"]
     rows = request_rows(settings, cfg["feature_version"], int(rate * cfg["seconds"]))
     producer = Producer(producer_config(settings.kafka, client_id=f"{cfg['run']}-producer"))
@@ -356,7 +356,7 @@ def run_collector(cfg: dict[str, Any], start_at: Any, ready: Any, results: Any) 
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.clients import consumer_config
 
-    settings = Settings()
+    settings = get_settings()
     r = redis_client(settings.redis)
     consumer = Consumer(consumer_config(settings.kafka, f"{cfg['run']}-collector-{cfg['rate']}"))
     consumer.subscribe([cfg["predictions"]])
@@ -522,8 +522,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.redis_db in (0, args.source_db):
         parser.error("--redis-db must be a scratch database, not the platform's")
-    os.environ["STREAMML_REDIS__DB"] = str(args.redis_db)  # before any Settings(), inherited by the children
-    settings = Settings()
+    os.environ["STREAMML_REDIS__DB"] = str(args.redis_db)  # before any get_settings(), inherited by the children
+    settings = get_settings()
     rates = [int(x) for x in args.rates.split(",") if x.strip()]
 
     from confluent_kafka.admin import AdminClient

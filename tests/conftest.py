@@ -22,9 +22,12 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # The first SparkSession of the test process starts the JVM; give it the S3A jars from the start, because
 # spark.jars set by a later session cannot reach the Hadoop classloader of a running JVM.
-_jars = sorted(StackPaths.from_settings(Settings()).spark_jars.glob("*.jar"))
+_settings = Settings()
+_jars = sorted(StackPaths.from_settings(_settings).spark_jars.glob("*.jar"))
 if _jars:
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--jars {','.join(map(str, _jars))} pyspark-shell")
+# MLflow's client signs in from the environment only: the tests (and the scorers they start) as the admin.
+os.environ.update(_settings.mlflow.client_env())
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,10 @@ Nothing here is read at import time: entry points call :func:`get_settings`, lib
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,7 +35,45 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class KafkaSettings(_Section):
+class _Accounts(_Section):
+    """A server with one account per program. Of :data:`FIELDS`, the first two sign this process in (in .env, the
+    admin's); the third holds every program's password (in .env too), so the stack can create the accounts and hand
+    each program its own."""
+
+    ACCOUNTS: ClassVar[tuple[str, ...]]  # the program accounts (names.py)
+    FIELDS: ClassVar[tuple[str, str, str]] = ("user", "password", "program_passwords")
+
+    def program_secrets(self) -> dict[str, SecretStr]:
+        secrets: dict[str, SecretStr] = getattr(self, self.FIELDS[2])
+        return secrets
+
+    @model_validator(mode="after")
+    def _known_programs(self) -> Self:
+        unknown = sorted(set(self.program_secrets()) - set(self.ACCOUNTS))
+        if unknown:
+            raise ValueError(f"no program account {', '.join(unknown)}; known: {', '.join(self.ACCOUNTS)}")
+        return self
+
+    def env_name(self, field: str, account: str | None = None) -> str:
+        section = type(self).__name__.removesuffix("Settings").upper()
+        return f"STREAMML_{section}__{field.upper()}" + (f"__{account.upper()}" if account else "")
+
+    def as_account(self, account: str) -> Self:
+        """These settings signed in as program ``account`` (its password from the programs' field)."""
+        user, password, programs = self.FIELDS
+        secret = self.program_secrets().get(account)
+        if secret is None:
+            raise ConfigError(f"{self.env_name(programs, account)} is not set; ./run.sh setup generates it")
+        return self.model_copy(update={user: account, password: secret})
+
+    def account_env(self, account: str) -> dict[str, str]:
+        """The variables that sign a program in as ``account`` instead of .env's admin."""
+        user, password, _ = self.FIELDS
+        own = self.as_account(account)
+        return {self.env_name(user): account, self.env_name(password): getattr(own, password).get_secret_value()}
+
+
+class KafkaSettings(_Accounts):
     host: str = Field("127.0.0.1", description="Host the broker listens on and clients connect to.")
     port: int = Field(9092, description="Client listener port of the broker (SASL/SCRAM-SHA-512).")
     controller_port: int = Field(9093, description="KRaft controller listener port (local stack only).")
@@ -48,38 +87,20 @@ class KafkaSettings(_Section):
         "from program_passwords) and the rest (CLI, tests, the stack's setup) use the admin.",
     )
     password: SecretStr = Field(
-        SecretStr("change-me-kafka"),
-        description="Password of `user`; in .env the admin's (a super user, also the broker's own login).",
+        SecretStr(""),
+        description="Password of `user`; in .env the admin's (a super user, also the broker's own login). Empty: "
+        "this process has no Kafka account (a Compose service that does not use Kafka).",
     )
     program_passwords: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Passwords of the programs' accounts by name (STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER, ...); "
         "the stack creates each account with the ACLs of streamml.streaming.acl.",
     )
+    ACCOUNTS: ClassVar[tuple[str, ...]] = names.KAFKA_PROGRAM_ACCOUNTS
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @model_validator(mode="after")
-    def _known_programs(self) -> KafkaSettings:
-        unknown = sorted(set(self.program_passwords) - set(names.KAFKA_PROGRAM_ACCOUNTS))
-        if unknown:
-            raise ValueError(
-                f"no Kafka program account {', '.join(unknown)}; known: {', '.join(names.KAFKA_PROGRAM_ACCOUNTS)}"
-            )
-        return self
-
-    def as_account(self, account: str) -> KafkaSettings:
-        """These settings signed in as program ``account`` (its password from ``program_passwords``)."""
-        if account == names.KAFKA_ADMIN:
-            return self
-        password = self.program_passwords.get(account)
-        if password is None:
-            raise ConfigError(
-                f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{account.upper()} is not set; ./run.sh setup generates it"
-            )
-        return self.model_copy(update={"user": account, "password": password})
 
 
 class RedisSettings(_Section):
@@ -100,25 +121,57 @@ class RedisSettings(_Section):
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
-class MinioSettings(_Section):
+class MinioSettings(_Accounts):
     host: str = Field("127.0.0.1", description="MinIO host.")
     port: int = Field(9000, description="MinIO S3 API port.")
     console_port: int = Field(9001, description="MinIO web console port.")
-    access_key: str = Field("streamml", description="MinIO root user, used as the S3 access key.")
+    access_key: str = Field(
+        "streamml", description="The S3 access key this process signs in with; in .env MinIO's root user."
+    )
     secret_key: SecretStr = Field(
-        SecretStr("change-me-minio"), description="MinIO root password, used as the S3 secret key (8+ chars)."
+        SecretStr(""),
+        description="Secret key of `access_key` (8+ chars); in .env MinIO's root password. Empty: no MinIO account "
+        "(a Compose service that does not use MinIO).",
+    )
+    program_secret_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret keys of the programs' MinIO users (STREAMML_MINIO__PROGRAM_SECRET_KEYS__ARCHIVE, ...), "
+        "each with the bucket policy of streamml.stores.minio_auth; the access key is the program's name.",
     )
     region: str = Field("us-east-1", description="Region name given to S3 clients.")
+    ACCOUNTS: ClassVar[tuple[str, ...]] = names.MINIO_PROGRAM_ACCOUNTS
+    FIELDS: ClassVar[tuple[str, str, str]] = ("access_key", "secret_key", "program_secret_keys")
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
 
-class MlflowSettings(_Section):
+class MlflowSettings(_Accounts):
     host: str = Field("127.0.0.1", description="MLflow tracking server host.")
     port: int = Field(5000, description="MLflow tracking server port.")
     experiment: str = Field("movielens-like", description="Experiment that training runs log to.")
+    user: str = Field(
+        names.MLFLOW_ADMIN,
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="The MLflow account this process signs in as (HTTP basic auth); each program that uses MLflow "
+        "gets its own, the rest use the admin.",
+    )
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of `user`; in .env the admin's. Empty: this process has no MLflow account (a Compose "
+        "service that does not use MLflow).",
+    )
+    program_passwords: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Passwords of the programs' MLflow accounts (STREAMML_MLFLOW__PROGRAM_PASSWORDS__AIRFLOW, ...); "
+        "permissions in streamml.stores.mlflow_auth.",
+    )
+    server_secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="The tracking server's Flask secret key (CSRF of its sign-up form); the server's only.",
+    )
+    ACCOUNTS: ClassVar[tuple[str, ...]] = names.MLFLOW_PROGRAM_ACCOUNTS
     signing_key: SecretStr = Field(
         SecretStr("change-me-model-signing-key"),
         description="Key of the HMAC that registration puts on each model version and every loader checks before "
@@ -128,6 +181,10 @@ class MlflowSettings(_Section):
     @property
     def tracking_uri(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """The variables MLflow's client reads its credentials from (it has no other way to be given them)."""
+        return {"MLFLOW_TRACKING_USERNAME": self.user, "MLFLOW_TRACKING_PASSWORD": self.password.get_secret_value()}
 
 
 class AirflowSettings(_Section):
@@ -328,6 +385,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _admins_in_local_mode(self) -> Settings:
+        """The local stack runs every server from these settings, so it needs the passwords that a Compose container
+        without that account leaves empty."""
+        required = (
+            "STREAMML_KAFKA__PASSWORD",
+            "STREAMML_MINIO__SECRET_KEY",
+            "STREAMML_MLFLOW__PASSWORD",
+            "STREAMML_MLFLOW__SERVER_SECRET_KEY",
+        )
+        empty = [name for name in required if not self.secrets()[name]]
+        if self.mode == "local" and empty:
+            raise ValueError(f"local mode needs {', '.join(empty)}; ./run.sh setup generates them into .env")
+        return self
+
+    @model_validator(mode="after")
     def _loopback_only_in_local_mode(self) -> Settings:
         if self.mode != "local" or self.allow_remote_bind:
             return self
@@ -354,7 +426,17 @@ class Settings(BaseSettings):
             },
             "STREAMML_REDIS__PASSWORD": self.redis.password.get_secret_value(),
             "STREAMML_MINIO__SECRET_KEY": self.minio.secret_key.get_secret_value(),
+            **{
+                f"STREAMML_MINIO__PROGRAM_SECRET_KEYS__{name.upper()}": value.get_secret_value()
+                for name, value in self.minio.program_secret_keys.items()
+            },
             "STREAMML_MLFLOW__SIGNING_KEY": self.mlflow.signing_key.get_secret_value(),
+            "STREAMML_MLFLOW__PASSWORD": self.mlflow.password.get_secret_value(),
+            "STREAMML_MLFLOW__SERVER_SECRET_KEY": self.mlflow.server_secret_key.get_secret_value(),
+            **{
+                f"STREAMML_MLFLOW__PROGRAM_PASSWORDS__{name.upper()}": value.get_secret_value()
+                for name, value in self.mlflow.program_passwords.items()
+            },
             "STREAMML_AIRFLOW__ADMIN_PASSWORD": self.airflow.admin_password.get_secret_value(),
             "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
             "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),
@@ -374,5 +456,8 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; call only from entry points."""
-    return Settings()
+    """The process-wide settings; call only from entry points. Also signs this process's MLflow client in (see
+    :meth:`MlflowSettings.client_env`)."""
+    settings = Settings()
+    os.environ.update(settings.mlflow.client_env())
+    return settings

@@ -35,6 +35,13 @@ GROUP_DASHBOARD_PEEK = "streamml-dashboard-peek"  # the dashboard's reads of the
 # that uses Kafka, each with the ACLs of streamml.streaming.acl.
 KAFKA_ADMIN = "admin"
 KAFKA_PROGRAM_ACCOUNTS = ("scorer", "updater", "aggregator", "archive", "replayer", "api", "dashboard", "airflow")
+# MLflow accounts (its basic-auth app): the admin, and the programs that use MLflow, each with the permissions of
+# streamml.stores.mlflow_auth.
+MLFLOW_ADMIN = "admin"
+MLFLOW_PROGRAM_ACCOUNTS = ("airflow", "api", "scorer", "aggregator")
+# MinIO users (bucket policies in streamml.stores.minio_auth): the root (the CLI, the tests, the stack's setup) and
+# the programs that reach MinIO themselves; every other program only through MLflow's artifact proxy.
+MINIO_PROGRAM_ACCOUNTS = ("mlflow", "airflow", "archive")
 
 # MovieLens files (in a data set directory and in a raw snapshot in MinIO).
 RATINGS_FILE = "ratings.csv"

@@ -9,15 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore
+import botocore.config
+import httpx
 import pytest
 import redis
-from pydantic import SecretStr
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 
 from streamml import names
 from streamml.config import Settings
 from streamml.paths import StackPaths, repo_root
+from streamml.stores.objects import s3_client
 from streamml.streaming.clients import admin_config, connection_config, consumer_config, producer_config
 
 pytestmark = pytest.mark.integration
@@ -87,6 +92,67 @@ def test_kafka_acls_keep_each_program_to_its_topics(settings: Settings, require:
     assert names.TOPIC_REQUESTS in AdminClient(admin_config(dashboard)).list_topics(timeout=10).topics
     peek = _delivery_errors(Producer({**connection_config(dashboard), "acks": "all"}), names.TOPIC_REQUESTS)
     assert [e.code() for e in peek] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+
+def test_mlflow_refuses_anonymous_clients_and_keeps_readers_from_writing(
+    settings: Settings, require: Callable[[str], None]
+) -> None:
+    """Anyone who reached port 5000 could register a version or move @champion; now a client signs in, and only the
+    admin, airflow and api accounts may write (streamml.stores.mlflow_auth)."""
+    require("mlflow")
+    ml = settings.mlflow
+    api = f"{ml.tracking_uri}/api/2.0/mlflow"
+    alias = {"name": names.MODEL_NAME, "alias": names.ALIAS_CHAMPION, "version": "1"}
+    user = {"username": "intruder", "password": "intruder-password"}
+    with httpx.Client(timeout=10) as http:
+        assert http.get(f"{ml.tracking_uri}/health").status_code == 200, "the health check stays open"
+        for auth in (None, (ml.user, "guess-guess")):
+            assert http.post(f"{api}/experiments/search", json={"max_results": 1}, auth=auth).status_code == 401
+            assert http.post(f"{api}/registered-models/alias", json=alias, auth=auth).status_code == 401
+            assert http.post(f"{api}/users/create", json=user, auth=auth).status_code == 401
+        admin = (ml.user, ml.password.get_secret_value())
+        found = http.get(f"{api}/experiments/get-by-name", params={"experiment_name": ml.experiment}, auth=admin)
+        assert found.status_code == 200, found.text
+        experiment_id = found.json()["experiment"]["experiment_id"]
+        for account in ("scorer", "aggregator"):
+            reader = ml.as_account(account)
+            auth = (reader.user, reader.password.get_secret_value())
+            assert http.post(f"{api}/experiments/search", json={"max_results": 1}, auth=auth).status_code == 200
+            refused = [
+                http.post(f"{api}/registered-models/alias", json=alias, auth=auth),
+                http.post(f"{api}/runs/create", json={"experiment_id": experiment_id}, auth=auth),
+                http.post(f"{api}/users/create", json=user, auth=auth),
+            ]
+            assert [r.status_code for r in refused] == [403] * 3, [r.text for r in refused]
+
+
+def test_minio_keeps_each_program_to_its_buckets(settings: Settings, require: Callable[[str], None]) -> None:
+    """Every program used the root key; now the archive may touch only features/online/, the mlflow server only
+    its bucket, and neither may read the raw ratings (streamml.stores.minio_auth)."""
+    require("minio")
+
+    def refused(client: Any, call: str, **kwargs: Any) -> str:
+        with pytest.raises(botocore.exceptions.ClientError) as error:
+            getattr(client, call)(**kwargs)
+        return str(error.value.response["Error"]["Code"])
+
+    anonymous = boto3.client(
+        "s3",
+        endpoint_url=settings.minio.endpoint_url,
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+    )
+    assert refused(anonymous, "list_objects_v2", Bucket=names.BUCKET_MLFLOW) == "AccessDenied"
+    guess = settings.minio.model_copy(update={"secret_key": SecretStr("guess-guess")})
+    assert refused(s3_client(guess), "list_buckets") == "SignatureDoesNotMatch"
+    archive, server = (s3_client(settings.minio.as_account(a)) for a in ("archive", "mlflow"))
+    key = f"{names.ARCHIVE_PREFIX}_test-{uuid.uuid4().hex[:8]}"
+    archive.put_object(Bucket=names.BUCKET_FEATURES, Key=key, Body=b"1")
+    archive.delete_object(Bucket=names.BUCKET_FEATURES, Key=key)
+    for bucket, prefix in ((names.BUCKET_RAW, ""), (names.BUCKET_MLFLOW, ""), (names.BUCKET_FEATURES, "v1/")):
+        assert refused(archive, "put_object", Bucket=bucket, Key=f"{prefix}forged", Body=b"1") == "AccessDenied"
+        assert refused(archive, "list_objects_v2", Bucket=bucket, Prefix=prefix) == "AccessDenied"
+    assert refused(server, "list_objects_v2", Bucket=names.BUCKET_RAW) == "AccessDenied"
+    assert refused(archive, "create_bucket", Bucket=f"test-{uuid.uuid4().hex[:8]}") == "AccessDenied"
 
 
 def test_no_secret_is_on_any_command_line(settings: Settings, require: Callable[[str], None]) -> None:

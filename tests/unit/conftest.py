@@ -13,8 +13,12 @@ TEST_SECRETS = {
     for name in (
         "STREAMML_KAFKA__PASSWORD",
         *(f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{account.upper()}" for account in names.KAFKA_PROGRAM_ACCOUNTS),
+        "STREAMML_MLFLOW__PASSWORD",
+        "STREAMML_MLFLOW__SERVER_SECRET_KEY",
+        *(f"STREAMML_MLFLOW__PROGRAM_PASSWORDS__{account.upper()}" for account in names.MLFLOW_PROGRAM_ACCOUNTS),
         "STREAMML_REDIS__PASSWORD",
         "STREAMML_MINIO__SECRET_KEY",
+        *(f"STREAMML_MINIO__PROGRAM_SECRET_KEYS__{account.upper()}" for account in names.MINIO_PROGRAM_ACCOUNTS),
         "STREAMML_MLFLOW__SIGNING_KEY",
         "STREAMML_AIRFLOW__ADMIN_PASSWORD",
         "STREAMML_AIRFLOW__JWT_SECRET",

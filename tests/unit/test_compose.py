@@ -28,6 +28,7 @@ from streamml.paths import StackPaths
 from streamml.runtime.launch import kafka_paths, render_kafka_config
 from streamml.runtime.programs import Program, airflow_env, all_programs
 from streamml.spark_session import driver_address
+from streamml.stores.mlflow_auth import auth_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -53,8 +54,9 @@ COMPOSE_ONLY = {
     "streamml-base": "builds the shared image; as a container, a one-shot smoke test of the installed package",
     "kafka-ui": "Kafka UI container; in local mode the dashboard's Kafka page does this",
     "postgres": "Airflow and MLflow metadata; the local stack uses SQLite files",
-    "minio-init": "creates the buckets; LocalStack.ensure_buckets() does it in local mode",
+    "minio-init": "buckets, users and policies; LocalStack.up() calls the same ensure_accounts() in local mode",
     "kafka-init": "Kafka's accounts, ACLs and topics; LocalStack.up() calls the same ensure_accounts() in local mode",
+    "mlflow-init": "MLflow's accounts and permissions; LocalStack.up() calls the same ensure_accounts() in local mode",
     "airflow-init": "airflow db migrate and the admin password file; LocalStack.up()/render() do it in local mode",
     "spark-master": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
     "spark-worker": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
@@ -613,8 +615,8 @@ def test_app_containers_run_in_docker_mode_against_service_names(
                 else:
                     assert value in services, f"{name}: {key}={value} is not a compose service"
         for secret in local[0].secrets():
-            if secret.startswith("STREAMML_KAFKA__"):
-                continue  # each service its own Kafka account: test_kafka_accounts_are_the_local_programs'
+            if any(secret in account_secrets(local[0], section) for section in ACCOUNT_HOLDERS):
+                continue  # each service its own account: test_program_accounts_are_the_local_programs
             assert env.get(secret), f"{name}: {secret} missing (docker mode refuses defaults, so it must be passed)"
     # A server's container port is the one its settings name, and the dashboard calls the API by service name.
     for name, host_var in BIND_ALL.items():
@@ -666,32 +668,51 @@ def test_airflow_environment_mirrors_the_local_stack(
     assert f"./airflow/dags:{reference['AIRFLOW__CORE__DAGS_FOLDER']}:ro" in mounts
 
 
-def test_kafka_accounts_are_the_local_programs(
-    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]]
+# Per server with program accounts: its init job (sets every account) and the services that hold its admin secrets.
+ACCOUNT_HOLDERS = {
+    "KAFKA": ("kafka-init", {"kafka"}),
+    "MLFLOW": ("mlflow-init", {"mlflow"}),
+    "MINIO": ("minio-init", {"minio", "mlflow"}),  # mlflow: its own, as AWS_* (test_mlflow_mirrors_the_local_stack)
+}
+
+
+def account_secrets(settings: Settings, section: str) -> dict[str, str]:
+    """The secrets of one server's accounts (not the signing key, which every MLflow client needs)."""
+    own = ("STREAMML_KAFKA__", "STREAMML_MLFLOW__PASSWORD", "STREAMML_MLFLOW__SERVER", "STREAMML_MLFLOW__PROGRAM")
+    own += ("STREAMML_MINIO__SECRET_KEY", "STREAMML_MINIO__PROGRAM")
+    return {k: v for k, v in settings.secrets().items() if k.startswith(f"STREAMML_{section}__") and k.startswith(own)}
+
+
+@pytest.mark.parametrize("section", sorted(ACCOUNT_HOLDERS))
+def test_program_accounts_are_the_local_programs(
+    resolved: dict[str, Any], local: tuple[Settings, StackPaths, list[Program]], section: str
 ) -> None:
-    """Each service signs in to Kafka as its local program does, and only kafka-init holds other accounts'
-    passwords (the kafka service holds the admin's for its own config)."""
+    """Each service signs in to Kafka, MLflow and MinIO as its local program does, and only the server and its init job
+    hold other accounts' passwords."""
     settings, _, programs = local
     services = resolved["services"]
+    server = getattr(settings, section.lower())
+    user, password = server.env_name(server.FIELDS[0]), server.env_name(server.FIELDS[1])
     for p in programs:
-        if "STREAMML_KAFKA__USER" not in p.env:
-            continue
         service = PROGRAM_TO_SERVICE.get(p.name, p.name)
-        if p.name.startswith("airflow-") and p.name not in services:
+        if user not in p.env or service not in services:
             continue
         env = services[service]["environment"]
-        for key in ("STREAMML_KAFKA__USER", "STREAMML_KAFKA__PASSWORD"):
-            assert env.get(key) == p.env[key], f"{service}: {key} is not its local program's"
-    secrets = {k: v for k, v in settings.secrets().items() if k.startswith("STREAMML_KAFKA__")}
+        assert (env.get(user), env.get(password)) == (p.env[user], p.env[password]), f"{service}: not its program's"
+    secrets = account_secrets(settings, section)
+    init, holders = ACCOUNT_HOLDERS[section]
     for name, service in services.items():
-        if name in ("kafka-init", "kafka"):
+        env = service.get("environment") or {}
+        if name == init or name in holders:
             continue
-        own = (service.get("environment") or {}).get("STREAMML_KAFKA__PASSWORD")
-        held = [k for k, v in secrets.items() if v in (service.get("environment") or {}).values() and v != own]
-        assert held == [], f"{name} holds Kafka passwords not its own: {held}"
-    init = services["kafka-init"]["environment"]
-    assert {k for k in secrets if init.get(k) == secrets[k]} == set(secrets), "kafka-init sets every account"
-    assert init.get("STREAMML_KAFKA__USER", names.KAFKA_ADMIN) == names.KAFKA_ADMIN
+        held = [k for k, v in secrets.items() if v in env.values() and v != env.get(password)]
+        assert held == [], f"{name} holds {section} passwords not its own: {held}"
+    init_env = services[init]["environment"]
+    assert {k for k, v in secrets.items() if v in init_env.values()} >= {
+        k for k in secrets if "PROGRAM_PASSWORDS" in k or k == password
+    }, f"{init} sets every account"
+    admin = getattr(server, server.FIELDS[0])
+    assert init_env.get(user, admin) == admin, f"{init} signs in as the admin"
 
 
 def test_kafka_broker_mirrors_the_local_stack(
@@ -730,7 +751,7 @@ def test_mlflow_mirrors_the_local_stack(
     program = next(p for p in programs if p.name == "mlflow")
     svc = resolved["services"]["mlflow"]
     command = svc["command"]
-    for flag in ("--artifacts-destination", "--workers"):
+    for flag in ("--artifacts-destination", "--workers", "--app-name"):
         assert option(command, flag) == option(program.command, flag), flag
     assert option(command, "--artifacts-destination") == f"s3://{names.BUCKET_MLFLOW}"
     hosts = option(command, "--allowed-hosts").split(",")
@@ -739,11 +760,25 @@ def test_mlflow_mirrors_the_local_stack(
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == program.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    # the basic-auth app: the same config as the local stack's, its users where mlflow-init writes them
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key] == program.env[key], key
+    mount, config = env["MLFLOW_AUTH_CONFIG_PATH"].rsplit("/", 1)
+    assert f"./docker/mlflow:{mount}:ro" in svc["volumes"]
+    uri = re.search(r"^database_uri = (.+)$", (ROOT / "docker/mlflow" / config).read_text(), re.M)
+    assert uri and (ROOT / "docker/mlflow" / config).read_text().endswith(auth_config(uri.group(1)))
+    assert uri.group(1) in " ".join(resolved["services"]["mlflow-init"]["command"])
+    volume = uri.group(1).removeprefix("sqlite:///").rsplit("/", 1)[0]
+    for name in ("mlflow", "mlflow-init"):
+        assert any(v.endswith(":" + volume) for v in resolved["services"][name]["volumes"]), name
 
 
-def test_bucket_job_creates_exactly_the_platform_buckets(resolved: dict[str, Any]) -> None:
-    script = " ".join(resolved["services"]["minio-init"]["command"])
-    assert set(re.findall(r"streamml/([a-z0-9.-]+)", script)) == set(names.BUCKETS)
+def test_init_jobs_run_the_local_stacks_account_setup(resolved: dict[str, Any]) -> None:
+    """kafka-init and minio-init run `streamml stack accounts` (what LocalStack.up() calls), mlflow-init its
+    ensure_accounts: one code path for both modes."""
+    for server in ("kafka", "minio"):
+        assert resolved["services"][f"{server}-init"]["command"] == ["streamml", "stack", "accounts", server]
+    assert "ensure_accounts(get_settings().mlflow" in " ".join(resolved["services"]["mlflow-init"]["command"])
 
 
 def test_postgres_creates_the_databases_the_servers_use(resolved: dict[str, Any]) -> None:

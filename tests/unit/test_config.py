@@ -8,7 +8,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from tests.unit.conftest import TEST_SECRETS
 
-from streamml import names
 from streamml.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +19,8 @@ def env_names(model: type[BaseModel], prefix: str = "STREAMML_") -> set[str]:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             found |= env_names(ann, f"{prefix}{name.upper()}__")
-        elif name == "program_passwords":  # a dict by Kafka program account
-            found |= {f"{prefix}{name.upper()}__{a.upper()}" for a in names.KAFKA_PROGRAM_ACCOUNTS}
+        elif name.startswith("program_"):  # a dict by program account
+            found |= {f"{prefix}{name.upper()}__{a.upper()}" for a in model.ACCOUNTS}  # type: ignore[attr-defined]
         else:
             found.add(f"{prefix}{name.upper()}")
     return found
@@ -69,9 +68,9 @@ def test_the_published_default_secrets_are_refused_in_every_mode(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STREAMML_MODE", mode)
-    monkeypatch.delenv("STREAMML_MINIO__SECRET_KEY")  # the field's own default: change-me-minio
+    monkeypatch.delenv("STREAMML_REDIS__PASSWORD")  # the field's own default: change-me-redis
     monkeypatch.setenv("STREAMML_API__API_KEY", "change-me-api-key")
-    with pytest.raises(ValidationError, match="STREAMML_API__API_KEY, STREAMML_MINIO__SECRET_KEY") as refused:
+    with pytest.raises(ValidationError, match="STREAMML_API__API_KEY, STREAMML_REDIS__PASSWORD") as refused:
         Settings()
     assert "run.sh setup generates random secrets into .env" in str(refused.value)
 

@@ -57,15 +57,29 @@ def stack_up(
 
 @stack_app.command("accounts")
 @errors_to_exit
-def stack_accounts() -> None:
-    """Set Kafka's accounts and ACLs (streamml.streaming.acl) and create the platform topics, as the admin; `stack
-    up` does this itself, Compose's kafka-init runs it."""
-    from streamml import names
-    from streamml.streaming.acl import ensure_accounts
+def stack_accounts(
+    server: Annotated[str, typer.Argument(help="kafka, minio or mlflow.")],
+    auth_db: Annotated[str, typer.Option(help="mlflow: the URI of its basic-auth app's user store.")] = "",
+) -> None:
+    """Set one server's program accounts from .env, as its admin: Kafka's ACLs and topics (streamml.streaming.acl),
+    MinIO's buckets, users and policies (stores/minio_auth.py), MLflow's users and permissions
+    (stores/mlflow_auth.py). `stack up` does this itself; Compose's kafka-init, minio-init and mlflow-init run it."""
+    settings = load_settings()
+    if server == "kafka":
+        from streamml.streaming.acl import ensure_accounts as kafka
 
-    ensure_accounts(load_settings().kafka)
-    accounts = ", ".join((names.KAFKA_ADMIN, *names.KAFKA_PROGRAM_ACCOUNTS))
-    console.print(f"[green]kafka[/green] accounts and ACLs set: {accounts}")
+        kafka(settings.kafka)
+    elif server == "minio":
+        from streamml.stores.minio_auth import ensure_accounts as minio
+
+        minio(settings.minio)
+    elif server == "mlflow" and auth_db:
+        from streamml.stores.mlflow_auth import ensure_accounts as mlflow
+
+        mlflow(settings.mlflow, auth_db)
+    else:
+        raise UsageError("usage: streamml stack accounts kafka|minio|mlflow (mlflow needs --auth-db URI)")
+    console.print(f"[green]{server}[/green] accounts set")
 
 
 @stack_app.command("down")

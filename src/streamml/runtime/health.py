@@ -36,10 +36,12 @@ class StillDown(StreamMLError):
 def check_kafka(settings: Settings, timeout: float) -> str:
     from confluent_kafka.admin import AdminClient
 
-    from streamml.streaming.clients import PLAIN, admin_config
+    from streamml import names
+    from streamml.streaming.clients import PLAIN, SCRAM, admin_config
 
-    # as the admin over PLAIN: the broker serves before the stack's setup creates the SCRAM accounts
-    admin = AdminClient({**admin_config(settings.kafka, PLAIN), "socket.timeout.ms": int(timeout * 1000)})
+    # the admin over PLAIN: the broker serves before the stack's setup creates the SCRAM accounts
+    mechanism = PLAIN if settings.kafka.user == names.KAFKA_ADMIN else SCRAM
+    admin = AdminClient({**admin_config(settings.kafka, mechanism), "socket.timeout.ms": int(timeout * 1000)})
     meta = admin.list_topics(timeout=timeout)
     return f"{len(meta.brokers)} broker(s), {len([t for t in meta.topics if not t.startswith('__')])} topic(s)"
 
@@ -60,13 +62,17 @@ def check_redis(settings: Settings, timeout: float) -> str:
 def check_minio(settings: Settings, timeout: float) -> str:
     from streamml.stores.objects import s3_client
 
+    if not settings.minio.secret_key.get_secret_value():  # a Compose service without a MinIO user: is it serving?
+        httpx.get(f"{settings.minio.endpoint_url}/minio/health/live", timeout=timeout).raise_for_status()
+        return "live (this process has no MinIO user)"
     buckets = [b["Name"] for b in s3_client(settings.minio, timeout).list_buckets().get("Buckets", [])]
     return f"buckets: {', '.join(sorted(buckets)) or '(none)'}"
 
 
 def check_mlflow(settings: Settings, timeout: float) -> str:
-    base = settings.mlflow.tracking_uri
-    with httpx.Client(timeout=timeout) as http:
+    ml = settings.mlflow
+    base = ml.tracking_uri
+    with httpx.Client(timeout=timeout, auth=(ml.user, ml.password.get_secret_value())) as http:
         http.get(f"{base}/health").raise_for_status()
         resp = http.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 100})
         resp.raise_for_status()

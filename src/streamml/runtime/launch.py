@@ -121,6 +121,14 @@ def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
     )
 
 
+def mlflow_auth_config_path(paths: StackPaths) -> Path:
+    return paths.state / "mlflow" / "basic_auth.ini"
+
+
+def mlflow_auth_db(paths: StackPaths) -> Path:
+    return paths.state / "mlflow" / "basic_auth.db"
+
+
 def redis_config_path(paths: StackPaths) -> Path:
     return paths.state / "redis" / "redis.conf"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from streamml import names
 from streamml.config import Settings
 from streamml.paths import DAGS_DIR, StackPaths
-from streamml.runtime.launch import redis_config_path
+from streamml.runtime.launch import mlflow_auth_config_path, redis_config_path
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,13 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def kafka_env(settings: Settings, account: str) -> dict[str, str]:
-    """The Kafka account a program signs in as (streamml.streaming.acl), instead of .env's admin."""
-    kafka = settings.kafka.as_account(account)
-    return {"STREAMML_KAFKA__USER": kafka.user, "STREAMML_KAFKA__PASSWORD": kafka.password.get_secret_value()}
+def accounts_env(settings: Settings, kafka: str, mlflow: str | None = None, minio: str | None = None) -> dict[str, str]:
+    """The accounts a program signs in as, instead of .env's admin: Kafka's (streamml.streaming.acl) and, for the
+    programs that use them, MLflow's (streamml.stores.mlflow_auth) and MinIO's (streamml.stores.minio_auth)."""
+    env = settings.kafka.account_env(kafka)
+    env |= settings.mlflow.account_env(mlflow) if mlflow else {}
+    env |= settings.minio.account_env(minio) if minio else {}
+    return env
 
 
 def airflow_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
@@ -52,7 +55,7 @@ def airflow_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
     af = settings.airflow
     home = paths.airflow_home
     return {
-        **kafka_env(settings, "airflow"),
+        **accounts_env(settings, "airflow", "airflow", "airflow"),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(paths.root / DAGS_DIR),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -137,13 +140,23 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
                 str(ml.port),
                 "--workers",
                 "1",
+                "--app-name",
+                "basic-auth",
                 "--allowed-hosts",
                 f"{ml.host}:{ml.port},localhost:{ml.port},127.0.0.1:{ml.port},mlflow:{ml.port}",
             ],
             service="mlflow",
             stage=1,
             ports=((ml.port, "STREAMML_MLFLOW__PORT"),),
-            env={**settings.s3_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={
+                **settings.model_copy(update={"minio": m.as_account("mlflow")}).s3_env(),  # its bucket only
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # the basic-auth app (streamml.stores.mlflow_auth): its config, the admin's first password, the
+                # secret of its forms
+                "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config_path(paths)),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": ml.password.get_secret_value(),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": ml.server_secret_key.get_secret_value(),
+            },
         ),
         Program(
             "airflow-api-server",
@@ -171,14 +184,14 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="scorer",
             stage=2,
             ports=((settings.scorer.metrics_port, "STREAMML_SCORER__METRICS_PORT"),),
-            env={**spark_env, **kafka_env(settings, "scorer")},
+            env={**spark_env, **accounts_env(settings, "scorer", "scorer")},
         ),
         Program(
             "feature-updater",
             [streamml, "update-features"],
             service="feature-updater",
             stage=2,
-            env=kafka_env(settings, "updater"),
+            env=accounts_env(settings, "updater"),
         ),
         Program(
             "metrics-aggregator",
@@ -186,7 +199,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="metrics-aggregator",
             stage=2,
             ports=((settings.aggregator.metrics_port, "STREAMML_AGGREGATOR__METRICS_PORT"),),
-            env=kafka_env(settings, "aggregator"),
+            env=accounts_env(settings, "aggregator", "aggregator"),
         ),
         Program(
             names.PROGRAM_ARCHIVE,
@@ -196,7 +209,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             # SIGTERM takes effect when the current consume call returns (up to flush_seconds), then the batch is
             # written and committed before the process exits.
             stop_wait_seconds=int(settings.archive.flush_seconds) + 30,
-            env=kafka_env(settings, "archive"),
+            env=accounts_env(settings, "archive", minio="archive"),
         ),
         Program(
             "api",
@@ -204,7 +217,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="api",
             stage=2,
             ports=((settings.api.port, "STREAMML_API__PORT"),),
-            env=kafka_env(settings, "api"),
+            env=accounts_env(settings, "api", "api"),
         ),
         Program(
             "dashboard",
@@ -212,7 +225,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="dashboard",
             stage=2,
             ports=((settings.dashboard.port, "STREAMML_DASHBOARD__PORT"),),
-            env=kafka_env(settings, "dashboard"),
+            env=accounts_env(settings, "dashboard"),
         ),
         Program(
             "replayer",
@@ -220,7 +233,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
             service="replayer",
             stage=2,
             long_running=False,
-            env=kafka_env(settings, "replayer"),
+            env=accounts_env(settings, "replayer"),
         ),
     ]
 

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamml import names
 from streamml.config import Settings
 from streamml.errors import ConfigError, StreamMLError
 from streamml.paths import StackPaths, make_private_dir, write_private
 from streamml.runtime import health
-from streamml.runtime.launch import render_kafka_config, render_redis_config
+from streamml.runtime.launch import mlflow_auth_config_path, mlflow_auth_db, render_kafka_config, render_redis_config
 from streamml.runtime.programs import Program, airflow_env, all_programs, venv_bin
-from streamml.stores.objects import s3_client
-from streamml.streaming.acl import ensure_accounts
+from streamml.stores.minio_auth import ensure_accounts as ensure_minio_accounts
+from streamml.stores.mlflow_auth import auth_config, sqlite_uri
+from streamml.stores.mlflow_auth import ensure_accounts as ensure_mlflow_accounts
+from streamml.streaming.acl import ensure_accounts as ensure_kafka_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ class LocalStack:
             make_private_dir(self.paths.state / sub)
         render_kafka_config(self.settings, self.paths)
         render_redis_config(self.settings, self.paths)
+        write_private(mlflow_auth_config_path(self.paths), auth_config(sqlite_uri(mlflow_auth_db(self.paths))))
         af = self.settings.airflow
         passwords = {af.admin_user: af.admin_password.get_secret_value()}
         write_private(self.paths.airflow_home / "passwords.json", json.dumps(passwords))
@@ -266,13 +268,6 @@ class LocalStack:
         if taken:
             raise ConfigError("\n  ".join(["ports taken, nothing was started:", *taken]))
 
-    def ensure_buckets(self) -> None:
-        s3 = s3_client(self.settings.minio)
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        for bucket in names.BUCKETS:
-            if bucket not in existing:
-                s3.create_bucket(Bucket=bucket)
-
     def migrate_airflow(self) -> None:
         env = {**os.environ, **airflow_env(self.settings, self.paths)}
         log = self.paths.logs / "airflow-db-migrate.log"
@@ -299,11 +294,14 @@ class LocalStack:
         for stage in sorted({p.stage for p in self.programs}):
             group = [p for p in self.programs if p.stage == stage and p.long_running]
             if stage == 1:
-                say("setting Kafka's accounts and ACLs")
-                ensure_accounts(self.settings.kafka)
-                self.ensure_buckets()
+                say("setting the accounts of Kafka (ACLs) and MinIO (buckets, users, policies)")
+                ensure_kafka_accounts(self.settings.kafka)
+                ensure_minio_accounts(self.settings.minio)
                 say("migrating the Airflow database")
                 self.migrate_airflow()
+            if stage == 2:
+                say("setting MLflow's accounts and permissions")
+                ensure_mlflow_accounts(self.settings.mlflow, sqlite_uri(mlflow_auth_db(self.paths)))
             for p in group:
                 if p.name not in running:
                     say(f"starting {p.name}")

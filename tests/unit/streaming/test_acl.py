@@ -61,9 +61,7 @@ def test_each_program_signs_in_as_its_own_account(tmp_path: Path) -> None:
             assert p.env["STREAMML_KAFKA__PASSWORD"] == settings.kafka.program_passwords[user].get_secret_value()
 
 
-def test_a_program_account_without_a_password_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_program_account_without_a_password_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no .env
     monkeypatch.delenv("STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER")
     with pytest.raises(ConfigError, match="STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER"):
