@@ -58,6 +58,12 @@ class _Accounts(_Section):
         section = type(self).__name__.removesuffix("Settings").upper()
         return f"STREAMML_{section}__{field.upper()}" + (f"__{account.upper()}" if account else "")
 
+    def require_programs(self) -> None:
+        """Raise unless every program account has its password (what creating the accounts needs)."""
+        missing = [self.env_name(self.FIELDS[2], a) for a in self.ACCOUNTS if a not in self.program_secrets()]
+        if missing:
+            raise ConfigError(f"not set: {', '.join(missing)}; ./run.sh setup generates them into .env")
+
     def as_account(self, account: str) -> Self:
         """These settings signed in as program ``account`` (its password from the programs' field)."""
         user, password, programs = self.FIELDS

@@ -18,7 +18,7 @@ from typing import Any
 
 from streamml import names
 from streamml.config import MinioSettings
-from streamml.errors import ConfigError, TransientError
+from streamml.errors import TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,7 @@ def ensure_accounts(minio: MinioSettings) -> None:
 
     from streamml.stores.objects import s3_client
 
-    missing = [a for a in names.MINIO_PROGRAM_ACCOUNTS if a not in minio.program_secret_keys]
-    if missing:
-        raise ConfigError(
-            "MinIO program users without a secret key: "
-            + ", ".join(minio.env_name("program_secret_keys", a) for a in missing)
-            + "; ./run.sh setup generates them into .env"
-        )
+    minio.require_programs()
     s3 = s3_client(minio)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in names.BUCKETS:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from streamml import names
 from streamml.config import MlflowSettings
-from streamml.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +60,7 @@ def ensure_accounts(mlflow: MlflowSettings, database_uri: str, model_name: str =
 
     from streamml.stores.mlflow_client import client, mlflow_errors
 
-    missing = [a for a in names.MLFLOW_PROGRAM_ACCOUNTS if a not in mlflow.program_passwords]
-    if missing:
-        raise ConfigError(
-            "MLflow program accounts without a password: "
-            + ", ".join(f"STREAMML_MLFLOW__PROGRAM_PASSWORDS__{a.upper()}" for a in missing)
-            + "; ./run.sh setup generates them into .env"
-        )
+    mlflow.require_programs()
     store = SqlAlchemyStore()
     store.init_db(database_uri)
     accounts = {names.MLFLOW_ADMIN: mlflow.password, **mlflow.program_passwords}

@@ -17,7 +17,7 @@ from typing import Any
 
 from streamml import names
 from streamml.config import KafkaSettings
-from streamml.errors import ConfigError, TransientError
+from streamml.errors import TransientError
 from streamml.streaming.clients import PLAIN, admin_config, ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -119,13 +119,7 @@ def ensure_accounts(kafka: KafkaSettings, timeout: float = 30.0) -> None:
         UserScramCredentialUpsertion,
     )
 
-    missing = [a for a in names.KAFKA_PROGRAM_ACCOUNTS if a not in kafka.program_passwords]
-    if missing:
-        raise ConfigError(
-            "Kafka program accounts without a password: "
-            + ", ".join(f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{a.upper()}" for a in missing)
-            + "; ./run.sh setup generates them into .env"
-        )
+    kafka.require_programs()
     admin = AdminClient(admin_config(kafka, PLAIN))
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     accounts = {names.KAFKA_ADMIN: kafka.password, **kafka.program_passwords}
