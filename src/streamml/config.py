@@ -79,29 +79,34 @@ class _Accounts(_Section):
         return {self.env_name(user): account, self.env_name(password): getattr(own, password).get_secret_value()}
 
 
-class KafkaSettings(_Accounts):
+class _UserAccounts(_Accounts):
+    """The servers whose accounts are a user name and a password (Kafka's SASL, MLflow's basic auth)."""
+
+    user: str = Field(
+        "admin",
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="The account this process signs in as; each program that uses the server gets its own (its "
+        "password from program_passwords), the rest (CLI, tests, the stack's setup) use the admin.",
+    )
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of `user`; in .env the admin's. Empty: this process has no account there (a Compose "
+        "service that does not use the server).",
+    )
+    program_passwords: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Passwords of the programs' accounts by name (STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER, ...); "
+        "the stack creates each with its rights (streamml.streaming.acl, streamml.stores.mlflow_auth).",
+    )
+
+
+class KafkaSettings(_UserAccounts):
     host: str = Field("127.0.0.1", description="Host the broker listens on and clients connect to.")
     port: int = Field(9092, description="Client listener port of the broker (SASL/SCRAM-SHA-512).")
     controller_port: int = Field(9093, description="KRaft controller listener port (local stack only).")
     heap: str = Field("768m", description="JVM heap (-Xmx) of the local broker.")
     partitions: int = Field(3, ge=1, description="Partitions of each platform topic.")
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Retention of the platform topics, in milliseconds.")
-    user: str = Field(
-        names.KAFKA_ADMIN,
-        pattern=r"^[a-z][a-z0-9-]{0,31}$",
-        description="The Kafka account this process signs in as; each platform program gets its own (its password "
-        "from program_passwords) and the rest (CLI, tests, the stack's setup) use the admin.",
-    )
-    password: SecretStr = Field(
-        SecretStr(""),
-        description="Password of `user`; in .env the admin's (a super user, also the broker's own login). Empty: "
-        "this process has no Kafka account (a Compose service that does not use Kafka).",
-    )
-    program_passwords: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Passwords of the programs' accounts by name (STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER, ...); "
-        "the stack creates each account with the ACLs of streamml.streaming.acl.",
-    )
     ACCOUNTS: ClassVar[tuple[str, ...]] = names.KAFKA_PROGRAM_ACCOUNTS
 
     @property
@@ -153,26 +158,10 @@ class MinioSettings(_Accounts):
         return f"http://{self.host}:{self.port}"
 
 
-class MlflowSettings(_Accounts):
+class MlflowSettings(_UserAccounts):
     host: str = Field("127.0.0.1", description="MLflow tracking server host.")
     port: int = Field(5000, description="MLflow tracking server port.")
     experiment: str = Field("movielens-like", description="Experiment that training runs log to.")
-    user: str = Field(
-        names.MLFLOW_ADMIN,
-        pattern=r"^[a-z][a-z0-9-]{0,31}$",
-        description="The MLflow account this process signs in as (HTTP basic auth); each program that uses MLflow "
-        "gets its own, the rest use the admin.",
-    )
-    password: SecretStr = Field(
-        SecretStr(""),
-        description="Password of `user`; in .env the admin's. Empty: this process has no MLflow account (a Compose "
-        "service that does not use MLflow).",
-    )
-    program_passwords: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Passwords of the programs' MLflow accounts (STREAMML_MLFLOW__PROGRAM_PASSWORDS__AIRFLOW, ...); "
-        "permissions in streamml.stores.mlflow_auth.",
-    )
     server_secret_key: SecretStr = Field(
         SecretStr(""),
         description="The tracking server's Flask secret key (CSRF of its sign-up form); the server's only.",
