@@ -176,7 +176,12 @@ def test_the_champion_from_the_registry_scores_in_a_clean_venv(
         requirements = Path(mlflow.pyfunc.get_model_dependencies(champion))
 
         out = scores_in_clean_venv(
-            champion, requirements, trained["rows"], tmp_path / "run", MLFLOW_TRACKING_URI=tracking
+            champion,
+            requirements,
+            trained["rows"],
+            tmp_path / "run",
+            MLFLOW_TRACKING_URI=tracking,
+            **settings.mlflow.client_env(),  # the server signs every request in (basic-auth)
         )
         fast = load_model(champion, tracking)
         assert np.allclose(out["scores"], fast.scorer(trained["rows"]), rtol=0, atol=1e-12)
