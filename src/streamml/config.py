@@ -10,6 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal, Self
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,22 +115,27 @@ class KafkaSettings(_UserAccounts):
         return f"{self.host}:{self.port}"
 
 
-class RedisSettings(_Section):
+class RedisSettings(_UserAccounts):
     host: str = Field("127.0.0.1", description="Redis host.")
     port: int = Field(6379, description="Redis port.")
     db: int = Field(0, ge=0, description="Redis database number.")
-    password: SecretStr = Field(
-        SecretStr("change-me-redis"), description="Redis password (requirepass); every client authenticates."
+    user: str = Field(
+        names.REDIS_ADMIN,
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="The ACL user this process signs in as: Redis's own `default` (the admin: CLI, tests, the "
+        "stack's setup) or a program's, with only its keys (streamml.stores.redis_acl).",
     )
+    ACCOUNTS: ClassVar[tuple[str, ...]] = names.REDIS_PROGRAM_ACCOUNTS
 
     @property
     def url(self) -> str:
-        """The client URL, password included (a secret: never log it; :attr:`address` is for messages)."""
-        return f"redis://:{self.password.get_secret_value()}@{self.host}:{self.port}/{self.db}"
+        """The client URL, user and password included (a secret: never log it; :attr:`address` is for messages)."""
+        password = quote(self.password.get_secret_value(), safe="")
+        return f"redis://{self.user}:{password}@{self.host}:{self.port}/{self.db}"
 
     @property
     def address(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"redis://{self.user}@{self.host}:{self.port}/{self.db}"
 
 
 class MinioSettings(_Accounts):
@@ -385,6 +391,7 @@ class Settings(BaseSettings):
         without that account leaves empty."""
         required = (
             "STREAMML_KAFKA__PASSWORD",
+            "STREAMML_REDIS__PASSWORD",
             "STREAMML_MINIO__SECRET_KEY",
             "STREAMML_MLFLOW__PASSWORD",
             "STREAMML_MLFLOW__SERVER_SECRET_KEY",
@@ -413,29 +420,24 @@ class Settings(BaseSettings):
 
     def secrets(self) -> dict[str, str]:
         """Every secret by its environment variable name, revealed (for validation and child process env)."""
+        accounts: tuple[_Accounts, ...] = (self.kafka, self.redis, self.minio, self.mlflow)
+        programs = {
+            section.env_name(section.FIELDS[2], name): value.get_secret_value()
+            for section in accounts
+            for name, value in section.program_secrets().items()
+        }
         return {
             "STREAMML_KAFKA__PASSWORD": self.kafka.password.get_secret_value(),
-            **{
-                f"STREAMML_KAFKA__PROGRAM_PASSWORDS__{name.upper()}": value.get_secret_value()
-                for name, value in self.kafka.program_passwords.items()
-            },
             "STREAMML_REDIS__PASSWORD": self.redis.password.get_secret_value(),
             "STREAMML_MINIO__SECRET_KEY": self.minio.secret_key.get_secret_value(),
-            **{
-                f"STREAMML_MINIO__PROGRAM_SECRET_KEYS__{name.upper()}": value.get_secret_value()
-                for name, value in self.minio.program_secret_keys.items()
-            },
             "STREAMML_MLFLOW__SIGNING_KEY": self.mlflow.signing_key.get_secret_value(),
             "STREAMML_MLFLOW__PASSWORD": self.mlflow.password.get_secret_value(),
             "STREAMML_MLFLOW__SERVER_SECRET_KEY": self.mlflow.server_secret_key.get_secret_value(),
-            **{
-                f"STREAMML_MLFLOW__PROGRAM_PASSWORDS__{name.upper()}": value.get_secret_value()
-                for name, value in self.mlflow.program_passwords.items()
-            },
             "STREAMML_AIRFLOW__ADMIN_PASSWORD": self.airflow.admin_password.get_secret_value(),
             "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
             "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),
             "STREAMML_DASHBOARD__ADMIN_PASSWORD": self.dashboard.admin_password.get_secret_value(),
+            **programs,
         }
 
     def s3_env(self) -> dict[str, str]:

@@ -42,6 +42,9 @@ MLFLOW_PROGRAM_ACCOUNTS = ("airflow", "api", "scorer", "aggregator")
 # MinIO users (bucket policies in streamml.stores.minio_auth): the root (the CLI, the tests, the stack's setup) and
 # the programs that reach MinIO themselves; every other program only through MLflow's artifact proxy.
 MINIO_PROGRAM_ACCOUNTS = ("mlflow", "airflow", "archive")
+# Redis's accounts (streamml.stores.redis_acl): its own admin user ``default`` and one ACL user per program.
+REDIS_ADMIN = "default"
+REDIS_PROGRAM_ACCOUNTS = KAFKA_PROGRAM_ACCOUNTS  # every program that signs in to Kafka also reads or writes Redis
 
 # MovieLens files (in a data set directory and in a raw snapshot in MinIO).
 RATINGS_FILE = "ratings.csv"

@@ -39,6 +39,46 @@ def test_redis_refuses_a_client_without_the_password(settings: Settings, require
     assert redis.Redis.from_url(settings.redis.url, socket_timeout=5).ping()
 
 
+def test_redis_program_users_reach_only_their_keys_and_no_admin_command(
+    settings: Settings, require: Callable[[str], None], uid: str
+) -> None:
+    require("redis")
+
+    def signed_in(account: str) -> redis.Redis:
+        return redis.Redis.from_url(settings.redis.as_account(account).url, socket_timeout=5)
+
+    admin = redis.Redis.from_url(settings.redis.url, socket_timeout=5)
+    feature, result = f"feat:test-{uid}", f"pred:test-{uid}"
+    admin.set(feature, b"online features")
+    try:
+        scorer, api, updater = signed_in("scorer"), signed_in("api"), signed_in("updater")
+        assert scorer.get(feature) == b"online features" and api.get(feature) == b"online features"
+        scorer.set(result, b"served", ex=60)  # its results
+        assert admin.get(result) == b"served"
+        refused = [
+            lambda: scorer.set(feature, b"poisoned"),  # features are the updater's
+            lambda: scorer.get(result),  # write only
+            lambda: api.set(result, b"forged"),
+            lambda: updater.set(result, b"forged"),
+            lambda: signed_in("dashboard").set(names.METRICS_LATEST, b"{}"),
+            lambda: signed_in("archive").get(feature),
+            lambda: scorer.flushall(),
+            lambda: scorer.config_get("requirepass"),
+            lambda: updater.eval("return 1", 0),
+            lambda: updater.function_flush(),
+            lambda: api.keys("*"),
+        ]
+        for attempt in refused:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                attempt()
+        assert admin.get(feature) == b"online features" and admin.get(result) == b"served"
+        wrong = settings.redis.as_account("scorer").model_copy(update={"password": SecretStr("guess-guess")})
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(wrong.url, socket_timeout=5).ping()
+    finally:
+        admin.delete(feature, result)
+
+
 def test_kafka_refuses_a_client_that_does_not_sign_in(settings: Settings, require: Callable[[str], None]) -> None:
     require("kafka")
     quick = {"socket.timeout.ms": 5000, "socket.connection.setup.timeout.ms": 5000, "log_level": 0}

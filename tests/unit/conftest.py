@@ -17,6 +17,7 @@ TEST_SECRETS = {
         "STREAMML_MLFLOW__SERVER_SECRET_KEY",
         *(f"STREAMML_MLFLOW__PROGRAM_PASSWORDS__{account.upper()}" for account in names.MLFLOW_PROGRAM_ACCOUNTS),
         "STREAMML_REDIS__PASSWORD",
+        *(f"STREAMML_REDIS__PROGRAM_PASSWORDS__{account.upper()}" for account in names.REDIS_PROGRAM_ACCOUNTS),
         "STREAMML_MINIO__SECRET_KEY",
         *(f"STREAMML_MINIO__PROGRAM_SECRET_KEYS__{account.upper()}" for account in names.MINIO_PROGRAM_ACCOUNTS),
         "STREAMML_MLFLOW__SIGNING_KEY",

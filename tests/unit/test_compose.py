@@ -28,6 +28,7 @@ from streamml.paths import StackPaths
 from streamml.runtime.launch import kafka_paths, render_kafka_config
 from streamml.runtime.programs import Program, airflow_env, all_programs
 from streamml.spark_session import driver_address
+from streamml.stores import redis_acl
 from streamml.stores.mlflow_auth import auth_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -673,13 +674,14 @@ ACCOUNT_HOLDERS = {
     "KAFKA": ("kafka-init", {"kafka"}),
     "MLFLOW": ("mlflow-init", {"mlflow"}),
     "MINIO": ("minio-init", {"minio", "mlflow"}),  # mlflow: its own, as AWS_* (test_mlflow_mirrors_the_local_stack)
+    "REDIS": ("redis", {"redis"}),  # the server reads every user from its environment (no init job)
 }
 
 
 def account_secrets(settings: Settings, section: str) -> dict[str, str]:
     """The secrets of one server's accounts (not the signing key, which every MLflow client needs)."""
     own = ("STREAMML_KAFKA__", "STREAMML_MLFLOW__PASSWORD", "STREAMML_MLFLOW__SERVER", "STREAMML_MLFLOW__PROGRAM")
-    own += ("STREAMML_MINIO__SECRET_KEY", "STREAMML_MINIO__PROGRAM")
+    own += ("STREAMML_MINIO__SECRET_KEY", "STREAMML_MINIO__PROGRAM", "STREAMML_REDIS__")
     return {k: v for k, v in settings.secrets().items() if k.startswith(f"STREAMML_{section}__") and k.startswith(own)}
 
 
@@ -771,6 +773,19 @@ def test_mlflow_mirrors_the_local_stack(
     volume = uri.group(1).removeprefix("sqlite:///").rsplit("/", 1)[0]
     for name in ("mlflow", "mlflow-init"):
         assert any(v.endswith(":" + volume) for v in resolved["services"][name]["volumes"]), name
+
+
+def test_redis_users_are_the_local_stacks(resolved: dict[str, Any]) -> None:
+    """Compose's redis reads the rules of streamml.stores.redis_acl (the local stack renders the same into its
+    redis.conf) and a password for every user."""
+    assert (ROOT / redis_acl.RULES_FILE).read_text() == redis_acl.rules_file(), (
+        f"regenerate {redis_acl.RULES_FILE}: python -c 'from streamml.stores.redis_acl import rules_file; "
+        f'print(rules_file(), end="")\' > {redis_acl.RULES_FILE}'
+    )
+    redis = resolved["services"]["redis"]
+    assert f"./{redis_acl.RULES_FILE}:/etc/redis/users.rules:ro" in redis["volumes"]
+    users = [line.split()[0] for line in redis_acl.rules_file().splitlines() if not line.startswith("#")]
+    assert {f"REDIS_PASSWORD_{user.upper()}" for user in users} <= set(redis["environment"])
 
 
 def test_init_jobs_run_the_local_stacks_account_setup(resolved: dict[str, Any]) -> None:

@@ -40,8 +40,8 @@ def test_defaults_are_loopback_local(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     s = Settings()
     assert s.mode == "local"
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
-    assert s.redis.address == "redis://127.0.0.1:6379/0"
-    assert s.redis.url == f"redis://:{TEST_SECRETS['STREAMML_REDIS__PASSWORD']}@127.0.0.1:6379/0"
+    assert s.redis.address == "redis://default@127.0.0.1:6379/0"
+    assert s.redis.url == f"redis://default:{TEST_SECRETS['STREAMML_REDIS__PASSWORD']}@127.0.0.1:6379/0"
     assert s.minio.endpoint_url == "http://127.0.0.1:9000"
     assert s.mlflow.tracking_uri == "http://127.0.0.1:5000"
 
@@ -68,7 +68,7 @@ def test_the_published_default_secrets_are_refused_in_every_mode(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STREAMML_MODE", mode)
-    monkeypatch.delenv("STREAMML_REDIS__PASSWORD")  # the field's own default: change-me-redis
+    monkeypatch.setenv("STREAMML_REDIS__PASSWORD", "change-me-redis")  # .env.example's
     monkeypatch.setenv("STREAMML_API__API_KEY", "change-me-api-key")
     with pytest.raises(ValidationError, match="STREAMML_API__API_KEY, STREAMML_REDIS__PASSWORD") as refused:
         Settings()

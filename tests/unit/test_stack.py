@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 import pytest
 
+from streamml import names
 from streamml.config import Settings
 from streamml.errors import ConfigError
 from streamml.paths import StackPaths
@@ -66,14 +69,23 @@ def test_secrets_with_special_characters_survive_rendering(monkeypatch: pytest.M
     assert 'MINIO_ROOT_PASSWORD="pa%%ss\\"word"' in conf
 
 
-def test_redis_requires_its_password_which_is_never_on_a_command_line(settings: Settings, tmp_path: Path) -> None:
+def test_redis_users_and_their_passwords_are_in_its_config_never_on_a_command_line(
+    settings: Settings, tmp_path: Path
+) -> None:
     stack = LocalStack(settings, tmp_path)
     stack.render()
-    password = settings.redis.password.get_secret_value()
     redis = next(p for p in stack.programs if p.name == "redis")
-    assert password not in " ".join(redis.command)
-    assert redis.command[-1] == str(redis_config_path(stack.paths))
-    assert f'requirepass "{password}"' in redis_config_path(stack.paths).read_text()
+    conf = redis_config_path(stack.paths)
+    assert redis.command[-1] == str(conf)
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    users = {line.split()[1]: line for line in conf.read_text().splitlines() if line.startswith("user ")}
+    assert set(users) == {names.REDIS_ADMIN, *names.REDIS_PROGRAM_ACCOUNTS}
+    passwords = {names.REDIS_ADMIN: settings.redis.password, **settings.redis.program_secrets()}
+    for account, line in users.items():
+        secret = passwords[account].get_secret_value()
+        assert secret not in " ".join(redis.command) and secret not in line  # only its SHA-256
+        assert f"#{hashlib.sha256(secret.encode()).hexdigest()}" in line.split()
+    assert "+@all" in users[names.REDIS_ADMIN].split() and "-@dangerous" in users["scorer"].split()
 
 
 def test_taken_port_names_port_and_variable_and_starts_nothing(settings: Settings, tmp_path: Path) -> None:

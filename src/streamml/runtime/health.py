@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from streamml import names
 from streamml.config import Settings
 from streamml.errors import StreamMLError
 
@@ -52,6 +53,8 @@ def check_redis(settings: Settings, timeout: float) -> str:
     client = redis_client(settings.redis, timeout)
     try:
         client.ping()
+        if settings.redis.user != names.REDIS_ADMIN:  # a program's user may not run INFO or CONFIG
+            return f"PONG (signed in as {settings.redis.user})"
         info = client.info("server")
         aof = client.config_get("appendonly").get("appendonly")
         return f"PONG, redis {info['redis_version']}, appendonly={aof}"

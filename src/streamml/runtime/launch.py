@@ -134,9 +134,11 @@ def redis_config_path(paths: StackPaths) -> Path:
 
 
 def render_redis_config(settings: Settings, paths: StackPaths) -> None:
-    """Write the Redis server's config (0600: it holds the password, which must not be on a command line)."""
+    """Write the Redis server's config (0600, not on a command line): its users (streamml.stores.redis_acl), each with
+    its password's SHA-256."""
+    from streamml.stores.redis_acl import user_lines
+
     r = settings.redis
-    password = r.password.get_secret_value()
     write_private(
         redis_config_path(paths),
         "\n".join(
@@ -147,7 +149,7 @@ def render_redis_config(settings: Settings, paths: StackPaths) -> None:
                 "appendonly yes",
                 "protected-mode yes",
                 "daemonize no",
-                f'requirepass "{password}"',  # the default user needs it: no client works without
+                *user_lines(r),  # the default user (the admin) needs a password too: no client works without
                 "",
             ]
         ),

@@ -40,10 +40,13 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def accounts_env(settings: Settings, kafka: str, mlflow: str | None = None, minio: str | None = None) -> dict[str, str]:
-    """The accounts a program signs in as, instead of .env's admin: Kafka's (streamml.streaming.acl) and, for the
-    programs that use them, MLflow's (streamml.stores.mlflow_auth) and MinIO's (streamml.stores.minio_auth)."""
-    env = settings.kafka.account_env(kafka)
+def accounts_env(
+    settings: Settings, program: str, mlflow: str | None = None, minio: str | None = None
+) -> dict[str, str]:
+    """The accounts a program signs in as, instead of .env's admin: its own on Kafka (streamml.streaming.acl) and
+    Redis (streamml.stores.redis_acl) and, for the programs that use them, MLflow's (streamml.stores.mlflow_auth) and
+    MinIO's (streamml.stores.minio_auth)."""
+    env = settings.kafka.account_env(program) | settings.redis.account_env(program)
     env |= settings.mlflow.account_env(mlflow) if mlflow else {}
     env |= settings.minio.account_env(minio) if minio else {}
     return env
