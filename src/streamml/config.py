@@ -207,6 +207,11 @@ class AirflowSettings(_Section):
 class SparkSettings(_Section):
     master: str = Field("local[*]", description="Spark master URL given to spark-submit and sessions.")
     driver_memory: str = Field("2g", description="Spark driver memory.")
+    auth_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Shared secret of a standalone cluster (spark.authenticate): its master, workers and every driver "
+        "hold the same; a driver refuses a spark:// master without it. Unused with local[*].",
+    )
 
 
 class ApiSettings(_Section):
@@ -437,6 +442,7 @@ class Settings(BaseSettings):
             "STREAMML_AIRFLOW__JWT_SECRET": self.airflow.jwt_secret.get_secret_value(),
             "STREAMML_API__API_KEY": self.api.api_key.get_secret_value(),
             "STREAMML_DASHBOARD__ADMIN_PASSWORD": self.dashboard.admin_password.get_secret_value(),
+            "STREAMML_SPARK__AUTH_SECRET": self.spark.auth_secret.get_secret_value(),
             **programs,
         }
 

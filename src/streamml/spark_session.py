@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 S3A_SECRET = "spark.hadoop.fs.s3a.secret.key"  # noqa: S105 - the option's name
+SPARK_AUTH_SECRET = "spark.authenticate.secret"  # noqa: S105 - the option's name
 
 
 def s3a_conf(settings: Settings) -> dict[str, str]:
@@ -39,6 +40,19 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
         "spark.hadoop.fs.s3a.attempts.maximum": "3",
         "spark.hadoop.fs.s3a.retry.limit": "3",
     }
+
+
+def cluster_conf(settings: Settings, master: str) -> dict[str, str]:
+    """Options of a session on ``master``: a standalone cluster (``spark://``) authenticates with the shared secret
+    (set in the driver's own conf, never on a command line; the daemons hold it in ``_SPARK_AUTH_SECRET``)."""
+    if not master.startswith("spark://"):
+        return {}
+    secret = settings.spark.auth_secret.get_secret_value()
+    if not secret:
+        raise ConfigError(
+            f"{master} needs STREAMML_SPARK__AUTH_SECRET (spark.authenticate); ./run.sh setup generates it"
+        )
+    return {"spark.authenticate": "true", SPARK_AUTH_SECRET: secret}
 
 
 def spark_jars(settings: Settings) -> list[str]:
@@ -94,11 +108,12 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
     from pyspark.sql import SparkSession
 
     jars = spark_jars(settings)
+    master = master or settings.spark.master
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", driver_address(settings))
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(master or settings.spark.master)
+        .master(master)
         .config("spark.jars", ",".join(jars))
         .config("spark.driver.memory", settings.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
@@ -107,7 +122,7 @@ def create_session(settings: Settings, app_name: str, master: str | None = None)
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.bindAddress", driver_address(settings))
     )
-    for key, value in s3a_conf(settings).items():
+    for key, value in {**s3a_conf(settings), **cluster_conf(settings, master)}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     # A session created in a JVM that already ran one may not apply spark.hadoop.* builder options; set them on the

@@ -416,6 +416,14 @@ def test_spark_fits_its_limits_and_the_cluster_can_reach_the_driver(
     assert int(conf["spark.executor.cores"]) <= int(worker["SPARK_WORKER_CORES"])
     daemon = parse_mib(worker["SPARK_DAEMON_MEMORY"])
     assert executor + daemon + 256 <= parse_mib(services["spark-worker"]["mem_limit"])
+    # spark.authenticate: the daemons and every driver hold the one shared secret (the daemons in their environment)
+    secret = local[0].spark.auth_secret.get_secret_value()
+    for daemon_service, opts in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
+        daemon_env = services[daemon_service]["environment"]
+        assert "-Dspark.authenticate=true" in daemon_env[opts].split() and daemon_env["_SPARK_AUTH_SECRET"] == secret
+    assert env["STREAMML_SPARK__AUTH_SECRET"] == secret
+    holders = {n for n, s in services.items() if secret in (s.get("environment") or {}).values()}
+    assert all(n.startswith(("airflow-", "spark-")) for n in holders), f"only drivers and daemons: {holders}"
     # The local stack keeps the driver on loopback; in docker mode it binds and advertises the container's own
     # address (executors in spark-worker call it back), never loopback.
     settings = local[0]
@@ -618,6 +626,8 @@ def test_app_containers_run_in_docker_mode_against_service_names(
         for secret in local[0].secrets():
             if any(secret in account_secrets(local[0], section) for section in ACCOUNT_HOLDERS):
                 continue  # each service its own account: test_program_accounts_are_the_local_programs
+            if secret == "STREAMML_SPARK__AUTH_SECRET":
+                continue  # the drivers' (Airflow) and the cluster's only: test_spark_fits_its_limits_...
             assert env.get(secret), f"{name}: {secret} missing (docker mode refuses defaults, so it must be passed)"
     # A server's container port is the one its settings name, and the dashboard calls the API by service name.
     for name, host_var in BIND_ALL.items():

@@ -156,6 +156,22 @@ def test_generated_config_holding_secrets_is_private_from_creation(settings: Set
     assert settings.airflow.admin_password.get_secret_value() in (paths.airflow_home / "passwords.json").read_text()
 
 
+def test_a_standalone_cluster_needs_the_shared_secret_and_local_mode_none(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamml.spark_session import SPARK_AUTH_SECRET, cluster_conf, submit_argv
+
+    assert cluster_conf(settings, "local[*]") == {}
+    secret = settings.spark.auth_secret.get_secret_value()
+    assert cluster_conf(settings, "spark://master:7077") == {"spark.authenticate": "true", SPARK_AUTH_SECRET: secret}
+    monkeypatch.setattr("streamml.spark_session.spark_jars", lambda _: ["hadoop-aws.jar"])
+    cluster = settings.model_copy(update={"spark": settings.spark.model_copy(update={"master": "spark://m:7077"})})
+    assert not any(secret in arg for arg in submit_argv(cluster, Path("job.py")))  # the driver sets it itself
+    monkeypatch.setenv("STREAMML_SPARK__AUTH_SECRET", "")
+    with pytest.raises(ConfigError, match="STREAMML_SPARK__AUTH_SECRET"):
+        cluster_conf(Settings(), "spark://master:7077")
+
+
 def test_spark_submit_never_carries_the_minio_secret(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamml import spark_session
     from streamml.spark_session import submit_argv
