@@ -158,6 +158,7 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
         handler,
         batch_size=cfg["batch"],
         poll_timeout=cfg["poll_timeout"],
+        idle_timeout=cfg["idle_timeout"],
         limit=cfg["limit"],
         deadline=time.monotonic() + cfg["max_seconds"],
         stop=stop,
@@ -177,9 +178,9 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
         )
         profile = out.getvalue()
     seconds = worker.last - worker.first if worker.first is not None else 0.0
-    results.put(
-        {"count": worker.count, "seconds": seconds, "cpu": _cpu_seconds() - worker.cpu_first, "profile": profile}
-    )
+    wall = time.perf_counter() - worker.first if worker.first is not None else 0.0  # to the end, idle time too
+    cpu = _cpu_seconds() - worker.cpu_first
+    results.put({"count": worker.count, "seconds": seconds, "wall": wall, "cpu": cpu, "profile": profile})
 
 
 def run_baseline(cfg: dict[str, Any], results: Any) -> None:
@@ -503,7 +504,12 @@ def main() -> int:
     parser.add_argument("--baseline-requests", type=int, default=5_000, help="requests of the per-message baseline")
     parser.add_argument("--ceiling-requests", type=int, default=100_000, help="requests of the in-process ceiling")
     parser.add_argument("--batch", type=int, default=500, help="the worker's batch size (the platform's default)")
-    parser.add_argument("--poll-timeout", type=float, default=0.005, help="the worker's consume timeout, seconds")
+    parser.add_argument(
+        "--poll-timeout", type=float, default=0.0, help="how long a partial batch waits to fill, seconds (the worker's)"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=0.5, help="how long the worker blocks for a first message (the worker's)"
+    )
     parser.add_argument("--rates", default="1000,10000", help="offered loads of the latency runs; empty to skip")
     parser.add_argument("--seconds", type=float, default=25.0, help="duration of each latency run")
     parser.add_argument("--drain-seconds", type=float, default=20.0, help="wait for stragglers after a latency run")
@@ -550,6 +556,7 @@ def main() -> int:
             "model_uri": args.model_uri,
             "batch": args.batch,
             "poll_timeout": args.poll_timeout,
+            "idle_timeout": args.idle_timeout,
             "feature_version": version,
             "max_seconds": args.max_seconds,
             "cpu": args.cpu,
@@ -646,8 +653,14 @@ def print_latency(result: dict[str, Any]) -> None:
     console.print(
         f"sent {sent['sent']:,} (expected {collected['expected']:,}) in {sent['elapsed']:.1f} s; producer lateness "
         f"p50 {sent['late_p50'] * 1000:.2f} ms p99 {sent['late_p99'] * 1000:.2f} ms; scorer consumed "
-        f"{result['scorer']['count']:,}; target p99 <= {TARGET_P99_MS:.0f} ms"
+        f"{result['scorer']['count']:,} using {_cpu_share(result['scorer']):.0f}% of its core; "
+        f"target p99 <= {TARGET_P99_MS:.0f} ms"
     )
+
+
+def _cpu_share(scorer: dict[str, Any]) -> float:
+    """The scorer's CPU time over its wall time, first message to the end of the run, in percent of one core."""
+    return 100 * scorer["cpu"] / scorer["wall"] if scorer.get("wall") else 0.0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from mlflow.pyfunc.model import PythonModel
 
 from streamml.errors import ModelUnavailableError
 from streamml.features.spec import AGGREGATE_FEATURES, FEATURE_NAMES, N_FEATURES
+from streamml.models.forest import compile_forest
 from streamml.models.profile import PROFILE_ARTIFACT, ReferenceProfile
 
 if TYPE_CHECKING:
@@ -66,24 +67,34 @@ def as_matrix(model_input: Any) -> np.ndarray:
     return matrix
 
 
-def make_scorer(estimator: Any, feature_names: Sequence[str] = FEATURE_NAMES) -> Scorer:
+def make_scorer(estimator: Any, feature_names: Sequence[str] = FEATURE_NAMES, compiled: bool = True) -> Scorer:
     """The fast path: ``predict_proba(features[:, the model's columns])[:, like]`` with a shape check and nothing
-    else. ``feature_names`` are the columns the estimator was fitted on, a subset of today's
-    :data:`~streamml.features.spec.FEATURE_NAMES` (an older model scores today's matrix on its own columns)."""
+    else; for a HistGradientBoosting model the same scores from its compiled trees (:mod:`.forest`) unless
+    ``compiled`` is false (a one-off call: compiling and checking costs more than it saves). ``feature_names`` are
+    the columns the estimator was fitted on, a subset of today's :data:`~streamml.features.spec.FEATURE_NAMES` (an
+    older model scores today's matrix on its own columns)."""
     column = like_column(estimator)
     unknown = [name for name in feature_names if name not in FEATURE_NAMES]
     if unknown:
         raise ModelUnavailableError(f"the model uses feature(s) this feature definition lacks: {', '.join(unknown)}")
     own = tuple(feature_names) == FEATURE_NAMES
     columns = np.array([FEATURE_NAMES.index(name) for name in feature_names], dtype=np.intp)
-    predict_proba = estimator.predict_proba
-    threads = one_compute_thread()
+    forest = compile_forest(estimator) if compiled else None  # the same scores without a call per tree
+    predict_like: Scorer
+    if forest is not None:
+        predict_like = forest.predict_like
+    else:
+        predict_proba = estimator.predict_proba
+        threads = one_compute_thread()
+
+        def predict_like(matrix: np.ndarray) -> np.ndarray:
+            with threads():
+                return np.asarray(predict_proba(matrix)[:, column], dtype=np.float64)
 
     def score(features: np.ndarray) -> np.ndarray:
         if features.ndim != 2 or features.shape[1] != N_FEATURES:
             raise ValueError(f"expected a feature matrix of shape (n, {N_FEATURES}), got {features.shape}")
-        with threads():
-            return np.asarray(predict_proba(features if own else features[:, columns])[:, column], dtype=np.float64)
+        return predict_like(features if own else features[:, columns])
 
     return score
 
@@ -118,7 +129,7 @@ class LikeModel(PythonModel):
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:  # noqa: ARG002 - pyfunc's signature
         """Probabilities of "like" for a (n, N_FEATURES) float64 matrix."""
-        return make_scorer(self.estimator, self.columns)(as_matrix(model_input))
+        return make_scorer(self.estimator, self.columns, compiled=False)(as_matrix(model_input))
 
 
 def model_signature(feature_names: Sequence[str] = FEATURE_NAMES) -> ModelSignature:

@@ -138,7 +138,8 @@ class Worker:
         topics: Sequence[str],
         handler: Handler,
         batch_size: int = 500,
-        poll_timeout: float = 0.005,  # a partial batch waits at most this long (bench: p50 41 -> 15 ms at 1k/s)
+        poll_timeout: float = 0.0,
+        idle_timeout: float = 0.5,
         on_idle: Callable[[], None] | None = None,
         observer: WorkerObserver | None = None,
         retry_attempts: int = 12,
@@ -150,7 +151,11 @@ class Worker:
         self.topics = list(topics)
         self.handler = handler
         self.batch_size = batch_size
+        # A batch starts with the first message there (the loop blocks up to idle_timeout for it: no busy polling
+        # while idle), then takes what else has arrived, waiting up to poll_timeout for the batch to fill (0: never;
+        # under load the queue fills while the previous batch is handled, so batches grow with the rate).
         self.poll_timeout = poll_timeout
+        self.idle_timeout = idle_timeout
         self.on_idle = on_idle
         self.observer = observer
         # 12 attempts back off 0.2, 0.4, ... 5 s: about 40 s of waiting (flushes: 12 waits of flush_timeout), so a
@@ -281,11 +286,14 @@ class Worker:
                 if heartbeat is not None and time.monotonic() - beat > 5:
                     heartbeat.touch()
                     beat = time.monotonic()
-                messages = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout)
-                if messages:
-                    self.process(messages)
-                elif self.on_idle is not None:
-                    self.on_idle()
+                messages = self.consumer.consume(num_messages=1, timeout=self.idle_timeout)
+                if not messages:
+                    if self.on_idle is not None:
+                        self.on_idle()
+                    continue
+                if self.batch_size > 1:
+                    messages += self.consumer.consume(num_messages=self.batch_size - 1, timeout=self.poll_timeout)
+                self.process(messages)
         finally:
             self.producer.flush(10)
             self.consumer.close()
