@@ -184,7 +184,8 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
 
 
 def run_baseline(cfg: dict[str, Any], results: Any) -> None:
-    """Variant (b): one message at a time, pandas and one round trip per step, as the replaced platform did."""
+    """Variant (b): one message at a time, one round trip per step, as the replaced platform did; its model input a
+    one-row pandas DataFrame (as it was) or, with ``cfg["numpy"]``, a one-row numpy array."""
     _pin(cfg["cpu"])
     import mlflow
     import pandas as pd
@@ -222,8 +223,8 @@ def run_baseline(cfg: dict[str, Any], results: Any) -> None:
         user = packing.unpack_user(user_blob) if user_blob else None
         movie = packing.unpack_movie(movie_blob) if movie_blob else None
         vector, cold = spec.features_from_states(user, movie, globals_state, req["event_ts"])
-        frame = pd.DataFrame([vector], columns=list(spec.FEATURE_NAMES))
-        score = float(estimator.predict_proba(frame)[0, column])
+        row = np.asarray([vector]) if cfg.get("numpy") else pd.DataFrame([vector], columns=list(spec.FEATURE_NAMES))
+        score = float(estimator.predict_proba(row)[0, column])
         prediction = {
             **req,
             "score": score,
@@ -603,17 +604,25 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
     console.print("baseline: per message")
     base_r = _child(run_baseline, {**cfg, "group": f"{base['run']}-baseline", "limit": args.baseline_requests},
                     timeout=timeout)  # fmt: skip
+    console.print("baseline: per message, numpy")
+    base_np = _child(run_baseline, {**cfg, "group": f"{base['run']}-baseline-np", "limit": args.baseline_requests,
+                                    "numpy": True}, timeout=timeout)  # fmt: skip
     console.print("ceiling: batch code without Kafka")
     ceil = _child(run_ceiling, {**cfg, "limit": args.ceiling_requests}, timeout=timeout)
 
-    rows_out = [
+    main = rows_out = [
         ("platform: Worker + ScorerHandler, Kafka", plat["count"], plat["seconds"], plat["cpu"]),
         ("baseline: per message (pandas, 3 round trips)", base_r["count"], base_r["seconds"], base_r["cpu"]),
+        ("baseline: per message (numpy, 3 round trips)", base_np["count"], base_np["seconds"], base_np["cpu"]),
         ("ceiling: handler.score + Redis writes", ceil["count"], ceil["score_seconds"], ceil["score_cpu"]),
         ("ceiling: whole handler call + sink (parse too)", ceil["count"], ceil["handler_seconds"], ceil["handler_cpu"]),
     ]
     if shadow is not None:
-        rows_out.insert(1, ("platform + shadow scoring", shadow["count"], shadow["seconds"], shadow["cpu"]))
+        rows_out = [
+            main[0],
+            ("platform + shadow scoring", shadow["count"], shadow["seconds"], shadow["cpu"]),
+            *main[1:],
+        ]
     table = Table(title=f"Scorer throughput, one process on cpu {args.cpu}, batch {args.batch}")
     for name, justify in (("variant", "left"), ("events", "right"), ("s", "right"), ("events/s", "right"),
                           ("process cpu %", "right"), ("events/cpu-s", "right")):  # fmt: skip
@@ -625,9 +634,10 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
             name, f"{count:,}", f"{secs:.2f}", f"{rates[name]:,.0f}", f"{100 * cpu / secs:.0f}", f"{count / cpu:,.0f}"
         )
     console.print(table)
-    p, b, c = (rates[rows_out[i][0]] for i in (0, 1, 2))
+    p, b, b_np, c = (rates[main[i][0]] for i in range(4))
     console.print(
-        f"platform/baseline {p / b:.1f}x (target {TARGET_RATIO}x); platform/ceiling {p / c:.2f}; "
+        f"platform/baseline {p / b:.1f}x, platform/numpy baseline {p / b_np:.1f}x (target {TARGET_RATIO}x); "
+        f"platform/ceiling {p / c:.2f}; "
         f"platform {p:,.0f} events/s (target {TARGET_EVENTS_PER_SECOND:,})"
     )
     if shadow is not None:
@@ -635,7 +645,10 @@ def throughput(settings: Settings, base: dict[str, Any], topics: dict[str, str],
         console.print(f"shadow scoring costs {100 * cost:.0f}% of the platform's throughput (limit 40%)")
     if plat.get("profile"):
         console.print(plat["profile"], markup=False, highlight=False)
-    return {"platform": plat, "baseline": base_r, "ceiling": ceil, "rates": rates, "shadow": shadow}
+    return {
+        "platform": plat, "baseline": base_r, "baseline_numpy": base_np, "ceiling": ceil, "rates": rates,
+        "shadow": shadow,
+    }  # fmt: skip
 
 
 def print_latency(result: dict[str, Any]) -> None:
