@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from streamml.bounds import MAX_ID, MAX_TIMESTAMP
+
+
+def _json_integer(value: Any) -> Any:
+    """What JSON Schema's ``integer`` (the OpenAPI schema) accepts: a number without a fraction (``12``, ``12.0``),
+    not ``true``/``false`` and not ``"12"``, which pydantic's lax int would take."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class _Body(BaseModel):
@@ -14,9 +25,9 @@ class _Body(BaseModel):
 
 
 class Pair(_Body):
-    user_id: int = Field(ge=0, le=MAX_ID, description="MovieLens user id.")
-    movie_id: int = Field(ge=0, le=MAX_ID, description="MovieLens movie id.")
-    event_ts: int | None = Field(
+    user_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens user id.")
+    movie_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens movie id.")
+    event_ts: JsonInteger | None = Field(
         None, ge=0, le=MAX_TIMESTAMP, description="Event time (unix seconds) the features are taken at; default now."
     )
 
@@ -78,3 +89,7 @@ class Problem(BaseModel):
     the API log)."""
 
     detail: str
+
+
+# FastAPI answers 400 itself when a body is not JSON at all (before validation, which answers 422)
+BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"model": Problem, "description": "the body is not JSON"}}

@@ -44,6 +44,26 @@ def test_bad_input_is_a_422_with_a_readable_reason(client: TestClient) -> None:
     assert client.get("/pipelines/bad%20id/runs").status_code == 422
 
 
+def test_ids_and_times_are_json_integers_only(client: TestClient) -> None:
+    """schemathesis found ``"event_ts": false`` scored as time 0: a boolean or a numeric string is refused, a number
+    without a fraction is an integer (JSON Schema's rule, which the OpenAPI states)."""
+    for pair in ({"user_id": 1, "movie_id": 2, "event_ts": False}, {"user_id": True, "movie_id": 2},
+                 {"user_id": 1, "movie_id": "2"}):  # fmt: skip
+        resp = client.post("/predict", json={"items": [pair]})
+        assert resp.status_code == 422, pair
+        assert "integer" in resp.json()["detail"]
+    fractional = client.post("/predict", json={"items": [{"user_id": 1, "movie_id": 2, "event_ts": 5.5}]})
+    assert fractional.status_code == 422
+
+
+def test_a_body_that_is_not_json_is_a_documented_400(client: TestClient) -> None:
+    resp = client.post("/predict", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["detail"]
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/pipelines/{dag_id}/trigger"):
+        assert "400" in paths[path]["post"]["responses"], path
+
+
 def test_platform_errors_map_to_4xx_or_503() -> None:
     assert _status_of(NotFoundError("x")) == 404
     assert _status_of(TransientError("x")) == 503

@@ -15,7 +15,15 @@ from pydantic import BaseModel, ValidationError
 
 from streamml import names
 from streamml.api.deps import Actor, ApiKey, Deps, brief, summary
-from streamml.api.schemas import NoConf, Problem, RetrainConf, TrainingConf, TriggerRequest, TriggerResponse
+from streamml.api.schemas import (
+    BAD_BODY,
+    NoConf,
+    Problem,
+    RetrainConf,
+    TrainingConf,
+    TriggerRequest,
+    TriggerResponse,
+)
 from streamml.errors import NotFoundError, StreamMLError
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
@@ -73,7 +81,7 @@ TRIGGER_CONF: dict[str, type[BaseModel]] = {
     "/{dag_id}/trigger",
     summary="Trigger a DAG run",
     dependencies=[ApiKey],
-    responses={**ERRORS, 422: {"model": Problem}, 429: {"model": Problem}},
+    responses={**ERRORS, **BAD_BODY, 422: {"model": Problem}, 429: {"model": Problem}},
 )
 def trigger(dag_id: DagId, deps: Deps, who: Actor, body: TriggerRequest | None = None) -> TriggerResponse:
     schema = TRIGGER_CONF.get(dag_id)

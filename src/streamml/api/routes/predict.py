@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter
 
 from streamml.api.deps import Deps
-from streamml.api.schemas import PredictionOut, PredictRequest, PredictResponse, Problem
+from streamml.api.schemas import BAD_BODY, PredictionOut, PredictRequest, PredictResponse, Problem
 from streamml.errors import PoisonMessageError
 from streamml.streaming.messages import Prediction, RatingRequest
 
@@ -19,6 +19,7 @@ router = APIRouter(tags=["predict"])
     "/predict",
     summary="Score one or many (user, movie) pairs with @champion",
     responses={
+        **BAD_BODY,
         422: {"model": Problem, "description": "a pair cannot be scored (its online state is unreadable)"},
         503: {"model": Problem, "description": "no champion or no online features yet, or Redis is down"},
     },
