@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from streamml.bounds import MAX_ID, MAX_TIMESTAMP
@@ -27,8 +28,8 @@ class _Body(BaseModel):
 class Pair(_Body):
     user_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens user id.")
     movie_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens movie id.")
-    event_ts: JsonInteger | None = Field(
-        None, ge=0, le=MAX_TIMESTAMP, description="Event time (unix seconds) the features are taken at; default now."
+    event_ts: Annotated[int, Ge(0), Le(MAX_TIMESTAMP), BeforeValidator(_json_integer)] | None = Field(  # in the union
+        None, description="Event time (unix seconds) the features are taken at; default now."
     )
 
 
