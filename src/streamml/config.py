@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml import names
-from streamml.errors import ConfigError
+from streamml.accounts import Accounts, Section, UserAccounts
 
 DEFAULT_SECRET_PREFIX = "change-me"  # noqa: S105 - the marker of default secrets, not a secret
 
@@ -32,76 +32,7 @@ def _is_loopback(host: str) -> bool:
         return False  # another name: it may resolve to anything
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _Accounts(_Section):
-    """A server with one account per program. Of :data:`FIELDS`, the first two sign this process in (in .env, the
-    admin's); the third holds every program's password (in .env too), so the stack can create the accounts and hand
-    each program its own."""
-
-    ACCOUNTS: ClassVar[tuple[str, ...]]  # the program accounts (names.py)
-    FIELDS: ClassVar[tuple[str, str, str]] = ("user", "password", "program_passwords")
-
-    def program_secrets(self) -> dict[str, SecretStr]:
-        secrets: dict[str, SecretStr] = getattr(self, self.FIELDS[2])
-        return secrets
-
-    @model_validator(mode="after")
-    def _known_programs(self) -> Self:
-        unknown = sorted(set(self.program_secrets()) - set(self.ACCOUNTS))
-        if unknown:
-            raise ValueError(f"no program account {', '.join(unknown)}; known: {', '.join(self.ACCOUNTS)}")
-        return self
-
-    def env_name(self, field: str, account: str | None = None) -> str:
-        section = type(self).__name__.removesuffix("Settings").upper()
-        return f"STREAMML_{section}__{field.upper()}" + (f"__{account.upper()}" if account else "")
-
-    def require_programs(self) -> None:
-        """Raise unless every program account has its password (what creating the accounts needs)."""
-        missing = [self.env_name(self.FIELDS[2], a) for a in self.ACCOUNTS if a not in self.program_secrets()]
-        if missing:
-            raise ConfigError(f"not set: {', '.join(missing)}; ./run.sh setup generates them into .env")
-
-    def as_account(self, account: str) -> Self:
-        """These settings signed in as program ``account`` (its password from the programs' field)."""
-        user, password, programs = self.FIELDS
-        secret = self.program_secrets().get(account)
-        if secret is None:
-            raise ConfigError(f"{self.env_name(programs, account)} is not set; ./run.sh setup generates it")
-        return self.model_copy(update={user: account, password: secret})
-
-    def account_env(self, account: str) -> dict[str, str]:
-        """The variables that sign a program in as ``account`` instead of .env's admin."""
-        user, password, _ = self.FIELDS
-        own = self.as_account(account)
-        return {self.env_name(user): account, self.env_name(password): getattr(own, password).get_secret_value()}
-
-
-class _UserAccounts(_Accounts):
-    """The servers whose accounts are a user name and a password (Kafka's SASL, MLflow's basic auth)."""
-
-    user: str = Field(
-        "admin",
-        pattern=r"^[a-z][a-z0-9-]{0,31}$",
-        description="The account this process signs in as; each program that uses the server gets its own (its "
-        "password from program_passwords), the rest (CLI, tests, the stack's setup) use the admin.",
-    )
-    password: SecretStr = Field(
-        SecretStr(""),
-        description="Password of `user`; in .env the admin's. Empty: this process has no account there (a Compose "
-        "service that does not use the server).",
-    )
-    program_passwords: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Passwords of the programs' accounts by name (STREAMML_KAFKA__PROGRAM_PASSWORDS__SCORER, ...); "
-        "the stack creates each with its rights (streamml.streaming.acl, streamml.stores.mlflow_auth).",
-    )
-
-
-class KafkaSettings(_UserAccounts):
+class KafkaSettings(UserAccounts):
     host: str = Field("127.0.0.1", description="Host the broker listens on and clients connect to.")
     port: int = Field(9092, description="Client listener port of the broker (SASL/SCRAM-SHA-512).")
     controller_port: int = Field(9093, description="KRaft controller listener port (local stack only).")
@@ -115,7 +46,7 @@ class KafkaSettings(_UserAccounts):
         return f"{self.host}:{self.port}"
 
 
-class RedisSettings(_UserAccounts):
+class RedisSettings(UserAccounts):
     host: str = Field("127.0.0.1", description="Redis host.")
     port: int = Field(6379, description="Redis port.")
     db: int = Field(0, ge=0, description="Redis database number.")
@@ -138,7 +69,7 @@ class RedisSettings(_UserAccounts):
         return f"redis://{self.user}@{self.host}:{self.port}/{self.db}"
 
 
-class MinioSettings(_Accounts):
+class MinioSettings(Accounts):
     host: str = Field("127.0.0.1", description="MinIO host.")
     port: int = Field(9000, description="MinIO S3 API port.")
     console_port: int = Field(9001, description="MinIO web console port.")
@@ -164,7 +95,7 @@ class MinioSettings(_Accounts):
         return f"http://{self.host}:{self.port}"
 
 
-class MlflowSettings(_UserAccounts):
+class MlflowSettings(UserAccounts):
     host: str = Field("127.0.0.1", description="MLflow tracking server host.")
     port: int = Field(5000, description="MLflow tracking server port.")
     experiment: str = Field("movielens-like", description="Experiment that training runs log to.")
@@ -188,7 +119,7 @@ class MlflowSettings(_UserAccounts):
         return {"MLFLOW_TRACKING_USERNAME": self.user, "MLFLOW_TRACKING_PASSWORD": self.password.get_secret_value()}
 
 
-class AirflowSettings(_Section):
+class AirflowSettings(Section):
     host: str = Field("127.0.0.1", description="Airflow API server host.")
     port: int = Field(8080, description="Airflow API server (UI and REST v2) port.")
     admin_user: str = Field("admin", description="Airflow admin login.")
@@ -204,7 +135,7 @@ class AirflowSettings(_Section):
         return f"http://{self.host}:{self.port}"
 
 
-class SparkSettings(_Section):
+class SparkSettings(Section):
     master: str = Field("local[*]", description="Spark master URL given to spark-submit and sessions.")
     driver_memory: str = Field("2g", description="Spark driver memory.")
     auth_secret: SecretStr = Field(
@@ -214,7 +145,7 @@ class SparkSettings(_Section):
     )
 
 
-class ApiSettings(_Section):
+class ApiSettings(Section):
     host: str = Field("127.0.0.1", description="FastAPI service host.")
     port: int = Field(8000, description="FastAPI service port.")
     api_key: SecretStr = Field(SecretStr("change-me-api-key"), description="Key required by mutating API endpoints.")
@@ -227,7 +158,7 @@ class ApiSettings(_Section):
         return f"http://{self.host}:{self.port}"
 
 
-class DashboardSettings(_Section):
+class DashboardSettings(Section):
     host: str = Field("127.0.0.1", description="Streamlit dashboard host.")
     port: int = Field(8501, description="Streamlit dashboard port.")
     api_url: str = Field(
@@ -240,7 +171,7 @@ class DashboardSettings(_Section):
     )
 
 
-class ScorerSettings(_Section):
+class ScorerSettings(Section):
     metrics_port: int = Field(9464, description="Port of the scorer's Prometheus endpoint (/metrics).")
     batch_size: int = Field(500, ge=1, description="Messages per micro-batch.")
     model_poll_seconds: float = Field(
@@ -251,13 +182,13 @@ class ScorerSettings(_Section):
     )
 
 
-class AggregatorSettings(_Section):
+class AggregatorSettings(Section):
     metrics_port: int = Field(
         9465, description="Port of the metrics aggregator's Prometheus endpoint (live quality and freshness gauges)."
     )
 
 
-class MonitorSettings(_Section):
+class MonitorSettings(Section):
     """The drift and quality monitor (in the metrics aggregator) and its automatic retraining trigger."""
 
     window: int = Field(5000, ge=100, description="Served predictions behind the per-feature and score PSI.")
@@ -295,7 +226,7 @@ class MonitorSettings(_Section):
         return self
 
 
-class RetrainSettings(_Section):
+class RetrainSettings(Section):
     """movielens_retrain's promotion gate."""
 
     min_shadow_pairs: int = Field(
@@ -313,7 +244,7 @@ class RetrainSettings(_Section):
     margin: float = Field(0.002, ge=0, description="AUC margin the challenger must beat the champion by.")
 
 
-class ArchiveSettings(_Section):
+class ArchiveSettings(Section):
     flush_records: int = Field(
         2000,
         ge=1,
@@ -330,7 +261,7 @@ class ArchiveSettings(_Section):
     )
 
 
-class ReplaySettings(_Section):
+class ReplaySettings(Section):
     rate: float = Field(50.0, gt=0, description="Requests per second of the replay that deploy starts (open loop).")
     feedback_delay: float = Field(1.0, ge=0, description="Seconds between a replayed request and its true rating.")
     again: bool = Field(
@@ -425,7 +356,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> dict[str, str]:
         """Every secret by its environment variable name, revealed (for validation and child process env)."""
-        accounts: tuple[_Accounts, ...] = (self.kafka, self.redis, self.minio, self.mlflow)
+        accounts: tuple[Accounts, ...] = (self.kafka, self.redis, self.minio, self.mlflow)
         programs = {
             section.env_name(section.FIELDS[2], name): value.get_secret_value()
             for section in accounts

@@ -28,7 +28,8 @@ class _Body(BaseModel):
 class Pair(_Body):
     user_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens user id.")
     movie_id: JsonInteger = Field(ge=0, le=MAX_ID, description="MovieLens movie id.")
-    event_ts: Annotated[int, Ge(0), Le(MAX_TIMESTAMP), BeforeValidator(_json_integer)] | None = Field(  # in the union
+    # Optional: the bounds go inside the union's integer (as Field(ge=, le=) they would not reach the OpenAPI)
+    event_ts: Annotated[int, Ge(0), Le(MAX_TIMESTAMP), BeforeValidator(_json_integer)] | None = Field(
         None, description="Event time (unix seconds) the features are taken at; default now."
     )
 
