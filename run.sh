@@ -153,6 +153,8 @@ print_service_urls() { # the URLs both modes publish on the host
   Kafka bootstrap       127.0.0.1:${STREAMML_KAFKA__PORT:-9092}
   Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
   Live metrics          http://127.0.0.1:${STREAMML_AGGREGATOR__METRICS_PORT:-9465}/metrics  (Prometheus: rolling AUC, freshness)
+  Spark master UI       http://127.0.0.1:${STREAMML_SPARK__MASTER_UI_PORT:-8082}  (jobs use it with STREAMML_SPARK__MASTER=spark://...)
+  Spark worker UI       http://127.0.0.1:${STREAMML_SPARK__WORKER_UI_PORT:-8083}
 EOF
 }
 
@@ -232,7 +234,6 @@ print_docker_urls() {
   print_service_urls
   cat <<EOF
   Kafka UI              http://127.0.0.1:8081
-  Spark master UI       http://127.0.0.1:8082
   Scorer metrics        inside the network only, scorer:9464/metrics per replica (docker compose exec scorer curl -s 127.0.0.1:9464/metrics)
   Logs                  docker compose logs -f SERVICE     Status  ./run.sh status --docker
   More scorers          docker compose --env-file .env up -d --scale scorer=3   (at most STREAMML_KAFKA__PARTITIONS get work)
@@ -313,6 +314,20 @@ start_replay() {
 
 ## up: start the local stack (running services are left alone)
 cmd_up() { setup_all; streamml stack up; print_urls; }
+
+## scale: run N scorers in one consumer group (kept in .env as STREAMML_SCORER__REPLICAS) [--docker]
+cmd_scale() {
+  local n="${1:-}"
+  [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "usage: ./run.sh scale N [--docker] (1-32 scorers; at most STREAMML_KAFKA__PARTITIONS=${STREAMML_KAFKA__PARTITIONS:-3} get partitions)"
+  if grep -q '^STREAMML_SCORER__REPLICAS=' .env; then
+    sed -i "s/^STREAMML_SCORER__REPLICAS=.*/STREAMML_SCORER__REPLICAS=$n/" .env
+  else
+    printf 'STREAMML_SCORER__REPLICAS=%s\n' "$n" >>.env
+  fi
+  export STREAMML_SCORER__REPLICAS="$n"
+  if [ "${2:-}" = --docker ]; then compose up -d --no-recreate --scale scorer="$n" scorer; return; fi
+  streamml stack scale "$n"
+}
 
 ## down: stop every service [--purge also deletes the data under .local/] [--docker]
 cmd_down() {

@@ -136,13 +136,29 @@ class AirflowSettings(Section):
 
 
 class SparkSettings(Section):
-    master: str = Field("local[*]", description="Spark master URL given to spark-submit and sessions.")
+    master: str = Field(
+        "local[*]",
+        description="Spark master URL given to spark-submit and sessions: local[*] runs Spark inside the driver; "
+        "spark://127.0.0.1:7077 is the local stack's standalone cluster (spark-master, spark-worker).",
+    )
     driver_memory: str = Field("2g", description="Spark driver memory.")
+    host: str = Field("127.0.0.1", description="Interface of the local standalone cluster's master and worker.")
+    master_port: int = Field(7077, description="Port of the standalone master (spark://host:port).")
+    master_ui_port: int = Field(8082, description="Web UI of the standalone master.")
+    worker_ui_port: int = Field(8083, description="Web UI of the standalone worker.")
+    worker_cores: int = Field(2, ge=1, description="Cores the standalone worker offers to executors.")
+    worker_memory: str = Field("2g", description="Memory the standalone worker offers to executors.")
+    executor_memory: str = Field("1g", description="Memory of each executor on a standalone cluster.")
     auth_secret: SecretStr = Field(
         SecretStr(""),
         description="Shared secret of a standalone cluster (spark.authenticate): its master, workers and every driver "
         "hold the same; a driver refuses a spark:// master without it. Unused with local[*].",
     )
+
+    @property
+    def cluster_url(self) -> str:
+        """The master URL of the local stack's standalone cluster."""
+        return f"spark://{self.host}:{self.master_port}"
 
 
 class ApiSettings(Section):
@@ -173,6 +189,12 @@ class DashboardSettings(Section):
 
 class ScorerSettings(Section):
     metrics_port: int = Field(9464, description="Port of the scorer's Prometheus endpoint (/metrics).")
+    replicas: int = Field(
+        1, ge=1, le=32, description="Scorer processes of the local stack, one consumer group (scorer, scorer-1, ...)."
+    )
+    replica_metrics_port: int = Field(
+        9470, description="Metrics port of scorer-1; scorer-2 serves on the next port, and so on."
+    )
     batch_size: int = Field(500, ge=1, description="Messages per micro-batch.")
     model_poll_seconds: float = Field(
         1.0, gt=0, le=60, description="Seconds between two reads of the model aliases (scorer and API)."

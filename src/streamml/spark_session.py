@@ -52,7 +52,11 @@ def cluster_conf(settings: Settings, master: str) -> dict[str, str]:
         raise ConfigError(
             f"{master} needs STREAMML_SPARK__AUTH_SECRET (spark.authenticate); ./run.sh setup generates it"
         )
-    return {"spark.authenticate": "true", SPARK_AUTH_SECRET: secret}
+    return {
+        "spark.authenticate": "true",
+        SPARK_AUTH_SECRET: secret,
+        "spark.executor.memory": settings.spark.executor_memory,
+    }
 
 
 def spark_jars(settings: Settings) -> list[str]:
@@ -92,7 +96,13 @@ def submit_argv(settings: Settings, script: Path, *args: str) -> list[str]:
 
 def run_submit(settings: Settings, script: Path, *args: str) -> None:
     """Run a Spark entry script with spark-submit; raise with the tail of its log on failure."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": driver_address(settings)}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": driver_address(settings),
+        # the driver's own settings pick the session's master: the one given to spark-submit
+        "STREAMML_SPARK__MASTER": settings.spark.master,
+    }
     done = subprocess.run(  # noqa: S603 - argv built from settings and our own script path
         submit_argv(settings, script, *args), env=env, capture_output=True, text=True, check=False
     )

@@ -82,6 +82,31 @@ def start_scorer(
     return subprocess.Popen([sys.executable, str(script), *topics, group, *(champion or ())], env=env)  # noqa: S603
 
 
+def start_updater(feedback: str, dlq: str, group: str, db: int) -> subprocess.Popen[bytes]:
+    """Run the platform's feature updater on the test's feedback and dlq topics, consumer group and Redis db."""
+    env = {**os.environ, "STREAMML_REDIS__DB": str(db)}
+    script = Path(__file__).with_name("updater_proc.py")
+    return subprocess.Popen([sys.executable, str(script), feedback, dlq, group], env=env)  # noqa: S603
+
+
+def wait_for_members(settings: Settings, group: str, members: int, timeout: float = 60.0) -> None:
+    """Wait until ``group`` has exactly ``members`` members, each with at least one partition assigned."""
+    from confluent_kafka.admin import AdminClient
+
+    from streamml.streaming.clients import admin_config
+
+    admin = AdminClient(admin_config(settings.kafka))
+    deadline = time.monotonic() + timeout
+    seen: list[int] = []
+    while time.monotonic() < deadline:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        seen = [len(m.assignment.topic_partitions) for m in description.members]
+        if len(seen) == members and all(seen):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"group {group} did not settle at {members} members with partitions: partitions per member {seen}")
+
+
 def scrape(port: int) -> dict[str, float]:
     """The scorer's /metrics as {sample name with labels: value}; empty while it does not answer."""
     from prometheus_client.parser import text_string_to_metric_families

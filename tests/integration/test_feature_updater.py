@@ -1,6 +1,7 @@
 """The feature updater on a real Redis keeps online features equal to the offline definition, applying each rating
-once even when feedback is redelivered or the period is replayed with new request ids. Uses a Redis database of the
-test's own, so the platform's feat:current is untouched."""
+once even when feedback is redelivered or the period is replayed with new request ids, and losing no update when
+two updaters write the shared movie and globals states at once. Uses a Redis database of the test's own, so the
+platform's feat:current is untouched."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -15,13 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
-from streaming_fixtures import load_history_snapshot, movielens_split
+from confluent_kafka import Producer
+from streaming_fixtures import drain, load_history_snapshot, movielens_split, start_updater, wait_for_members
 
 from streamml import names
+from streamml.config import Settings
 from streamml.errors import DataValidationError
 from streamml.features import packing, spec
 from streamml.features.backfill import backfill
-from streamml.stores.features import RedisFeatureStore
+from streamml.stores.features import RedisFeatureStore, UpdatePlan
+from streamml.streaming.clients import ensure_topics, producer_config
 from streamml.streaming.messages import Feedback
 from streamml.streaming.updater import FeatureUpdaterHandler
 
@@ -176,3 +182,108 @@ def test_a_corrupt_state_refuses_only_its_feedback_and_reloading_resets_the_appl
     assert store.applied_count(1) == 0
     assert redis_db.get(names.user_features_key(1, 10**9)) is None
     assert redis_db.keys("feat:v1:*") == [names.user_features_key(1, victim).encode()]
+
+
+def feedback_of(rows: pd.DataFrame, prefix: str) -> list[Feedback]:
+    return [
+        Feedback(request_id=f"{prefix}{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
+                 event_ts=int(r.timestamp), sent_at=1.0)
+        for i, r in enumerate(rows.itertuples())
+    ]  # fmt: skip
+
+
+def sums(state: Any) -> tuple[Any, ...]:
+    """The fields of a state that do not depend on how ratings of different users interleave (rating sums are exact:
+    ratings are multiples of 0.5); two updaters interleave their batches, so residuals (a user's ``recent``) may
+    differ, these may not."""
+    if isinstance(state, spec.UserState):
+        return (state.count, state.total, state.total_sq, state.likes, state.last_ts, state.first_ts,
+                state.last_rating, list(state.genre_count), list(state.genre_total),
+                state.half_stars, state.five_stars, state.low_ratings)  # fmt: skip
+    if isinstance(state, spec.MovieState):
+        return (state.count, state.total, state.total_sq, state.likes, state.first_ts)
+    return (state.count, state.total, state.likes)
+
+
+class Interleaved(RedisFeatureStore):
+    """A store whose next atomic update lets ``between`` run after its watched read and before its write."""
+
+    def __init__(self, client: redis.Redis, between: Any) -> None:
+        super().__init__(client)
+        self.between = [between]
+        self.conflicts = -1
+
+    def update_atomically(self, version: int, rating_ids: Any, user_ids: Any, movie_ids: Any, plan: UpdatePlan,
+                          attempts: int = 100) -> int:  # fmt: skip
+        def interleaved(applied: list[bool], blobs: list[bytes | None]) -> Any:
+            if self.between:
+                self.between.pop()()
+            return plan(applied, blobs)
+
+        self.conflicts = super().update_atomically(version, rating_ids, user_ids, movie_ids, interleaved, attempts)
+        return self.conflicts
+
+
+def test_a_write_between_the_watched_read_and_the_write_makes_the_update_run_again(
+    settings: Settings, redis_db: redis.Redis
+) -> None:
+    history, stream, movies = movielens_split()
+    offline = load_history_snapshot(redis_db, history, movies)
+    first, second = feedback_of(stream.iloc[:300], "a"), feedback_of(stream.iloc[300:600], "b")
+    other = redis.Redis(  # another updater: its own connection to the test's database
+        host=settings.redis.host, port=settings.redis.port, db=9, password=settings.redis.password.get_secret_value()
+    )
+    rival = FeatureUpdaterHandler(RedisFeatureStore(other))
+    store = Interleaved(redis_db, lambda: deliver(rival, second, batch=300))
+    assert deliver(FeatureUpdaterHandler(store), first, batch=300) == []
+    other.close()
+    assert store.conflicts == 1
+    assert store.applied_count(1) == 600
+    for f in [*second, *first]:  # in the order the writes went through
+        offline.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
+    assert packing.unpack_globals(redis_db.get(names.globals_features_key(1))) == offline.globals
+    for f in [*first, *second]:
+        assert packing.unpack_user(redis_db.get(names.user_features_key(1, f.user_id))) == offline.users[f.user_id]
+        assert packing.unpack_movie(redis_db.get(names.movie_features_key(1, f.movie_id))) == offline.movies[f.movie_id]
+
+
+@pytest.mark.kafka
+def test_two_updaters_under_load_lose_no_update(
+    settings: Settings, redis_db: redis.Redis, require: Callable[[str], None], uid: str
+) -> None:
+    require("kafka")
+    history, stream, movies = movielens_split()
+    offline = load_history_snapshot(redis_db, history, movies)
+    feedback = feedback_of(stream, f"{uid}-")
+    topic, dlq, group = f"test.{uid}.feedback", f"test.{uid}.dlq", f"test-updaters-{uid}"
+    ensure_topics(settings.kafka, [topic, dlq], partitions=4)
+    db = redis_db.connection_pool.connection_kwargs["db"]
+    updaters = [start_updater(topic, dlq, group, db) for _ in range(2)]
+    store = RedisFeatureStore(redis_db)
+    try:
+        wait_for_members(settings, group, 2)  # both have partitions before the load starts
+        producer = Producer(producer_config(settings.kafka))
+        for f in feedback:  # keyed by user, as the platform's feedback is: a user's ratings stay in order
+            producer.produce(topic, key=str(f.user_id), value=f.encode())
+            producer.poll(0)
+        assert producer.flush(60) == 0
+        deadline = time.monotonic() + 300
+        while store.applied_count(1) < len(feedback) and time.monotonic() < deadline:
+            assert all(u.poll() is None for u in updaters), "an updater exited"
+            time.sleep(0.5)
+        assert store.applied_count(1) == len(feedback)
+    finally:
+        for u in updaters:
+            u.terminate()
+        for u in updaters:
+            u.wait(30)
+    assert drain(settings, dlq, 0, uid, timeout=1) == []
+    for f in feedback:
+        offline.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
+    assert sums(packing.unpack_globals(redis_db.get(names.globals_features_key(1)))) == sums(offline.globals)
+    for user_id in {f.user_id for f in feedback}:
+        online = packing.unpack_user(redis_db.get(names.user_features_key(1, user_id)))
+        assert sums(online) == sums(offline.users[user_id]), user_id
+    for movie_id in {f.movie_id for f in feedback}:
+        online = packing.unpack_movie(redis_db.get(names.movie_features_key(1, movie_id)))
+        assert sums(online) == sums(offline.movies[movie_id]), movie_id

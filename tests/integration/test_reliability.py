@@ -33,9 +33,11 @@ from streaming_fixtures import (
     start_program,
     start_scorer,
     stop_program,
+    wait_for_members,
     wait_for_results,
 )
 
+from streamml import names
 from streamml.config import Settings
 from streamml.streaming.clients import ensure_topics, producer_config
 from streamml.streaming.messages import DeadLetter, Prediction, RatingRequest
@@ -185,3 +187,144 @@ def test_server_restart_mid_stream_loses_nothing(
     if program == "redis":  # work was pending when Redis went away, so the scorer had to wait for it
         redis_retries = sum(metrics[f'streamml_scorer_retries_total{{operation="{op}"}}'] for op in ("handler", "sink"))
         assert redis_retries > 0
+
+
+N_SCALE = 30_000
+SCALE_RATE = 750.0  # requests/s, open loop: 40 s of traffic, well under what one scorer handles
+PAUSE_WINDOW = 12.0  # seconds after a change in which its pause is looked for (more than the session timeout)
+
+
+class Committed:
+    """Samples the group's committed offsets while traffic flows and checks, each time, that every request below a
+    committed offset already has its result in Redis: no offset is committed for an unscored request."""
+
+    def __init__(self, stream: Stream, where: dict[tuple[int, int], str]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from streamml.streaming.clients import admin_config
+
+        self.stream, self.where = stream, where
+        self.admin = AdminClient(admin_config(stream.settings.kafka))
+        self.checked = dict.fromkeys(range(3), 0)  # offsets below these are known to be scored
+        self.unscored: list[str] = []
+
+    def sample(self) -> None:
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        request = ConsumerGroupTopicPartitions(
+            self.stream.group, [TopicPartition(self.stream.topics[0], p) for p in range(3)]
+        )
+        result = self.admin.list_consumer_group_offsets([request])[self.stream.group].result(timeout=10)
+        for tp in result.topic_partitions:
+            ids = []
+            offset = self.checked[tp.partition]
+            while offset < tp.offset and (tp.partition, offset) in self.where:  # committed, and its id is known
+                ids.append(self.where[tp.partition, offset])
+                offset += 1
+            found = self.stream.client.mget([names.prediction_key(i) for i in ids]) if ids else []
+            self.unscored += [i for i, v in zip(ids, found, strict=True) if v is None]
+            self.checked[tp.partition] = offset
+
+
+def first_scored(settings: Settings, topic: str, ids: set[str], uid: str) -> dict[str, float]:
+    """Each request's first ``scored_at`` on the predictions topic (redelivery may score a request twice)."""
+    first: dict[str, float] = {}
+    for value in drain(settings, topic, len(ids), uid, timeout=120):
+        p = Prediction.model_validate_json(value)
+        first[p.request_id] = min(p.scored_at, first.get(p.request_id, p.scored_at))
+    return first
+
+
+def longest_pause(times: list[float], start: float, window: float = PAUSE_WINDOW) -> float:
+    """The longest time without a result in [start, start + window] (results arrive all the time under load)."""
+    inside = [t for t in sorted(times) if start <= t <= start + window]
+    edges = [start, *inside]
+    return max(b - a for a, b in zip(edges, edges[1:], strict=False)) if inside else window
+
+
+def test_scale_1_to_3_to_1_with_a_kill_9_scores_every_request_exactly_once(
+    stream: Stream, settings: Settings, record_property: Callable[[str, object], None]
+) -> None:
+    """30,000 requests at 750/s flow while the group goes from 1 scorer to 3, one of them is killed with SIGKILL
+    (fenced by the broker after its session timeout), and the group shrinks to 1 again (SIGTERM: commit, leave).
+    Every request has exactly one result, no offset is committed ahead of its result, nothing reaches the DLQ; the
+    longest pause of each partition after each change is recorded (pytest's junit properties) and printed."""
+    import threading
+
+    where: dict[tuple[int, int], str] = {}
+    ids: list[str] = []
+
+    def delivered(err: object, msg: object) -> None:
+        assert err is None
+        where[msg.partition(), msg.offset()] = json.loads(msg.value())["request_id"]  # type: ignore[attr-defined]
+
+    def send() -> None:
+        producer = Producer(producer_config(settings.kafka))
+        start = time.monotonic()
+        for i in range(N_SCALE):
+            time.sleep(max(0.0, start + i / SCALE_RATE - time.monotonic()))
+            r = stream.rows.iloc[i % len(stream.rows)]
+            request = RatingRequest(request_id=f"{stream.uid}-{i}", user_id=int(r.userId), movie_id=int(r.movieId),
+                                    event_ts=int(r.timestamp), sent_at=time.time())  # fmt: skip
+            ids.append(request.request_id)
+            producer.produce(stream.topics[0], key=str(request.user_id), value=request.encode(), on_delivery=delivered)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+
+    committed = Committed(stream, where)
+    scorers = [stream.start_scorer()]
+    changes: dict[str, float] = {}
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        wait_for_members(settings, stream.group, 1)
+        sender.start()
+
+        def run_for(seconds: float) -> None:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                assert all(s.poll() is None for s in scorers), "a scorer exited"
+                committed.sample()
+                time.sleep(0.5)
+
+        run_for(5)
+        changes["1 -> 3 (two start)"] = time.time()
+        scorers += [start_scorer(stream.topics, stream.group, stream.client.connection_pool.connection_kwargs["db"],
+                                 port) for port in (free_port(), free_port())]  # fmt: skip
+        wait_for_members(settings, stream.group, 3)
+        run_for(5)
+        changes["kill -9 one of 3"] = time.time()
+        killed = scorers.pop(1)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        wait_for_members(settings, stream.group, 2)  # after the broker's session timeout
+        run_for(1)
+        changes["2 -> 1 (SIGTERM)"] = time.time()
+        leaving = scorers.pop()
+        leaving.terminate()
+        assert leaving.wait(30) == 0
+        wait_for_members(settings, stream.group, 1)
+        sender.join(120)
+        assert not sender.is_alive()
+        wait_for_results(stream.client, ids, len(ids), timeout=180, scorer=scorers[0])
+        committed.sample()
+    finally:
+        for s in scorers:
+            stop(s)
+    assert committed.unscored == [], "offsets committed before their requests were scored"
+    assert sum(committed.checked.values()) == len(ids), "the group committed every request"
+    assert count_results(stream.client, ids) == len(ids)
+    assert len(list(stream.client.scan_iter(match=f"pred:{stream.uid}-*", count=10_000))) == len(ids)
+    assert drain(settings, stream.topics[2], 0, stream.uid, timeout=1) == []
+    first = first_scored(settings, stream.topics[1], set(ids), stream.uid)
+    assert set(first) == set(ids)
+    partition_of = {request_id: partition for (partition, _), request_id in where.items()}
+    by_partition: dict[int, list[float]] = {}
+    for request_id, t in first.items():
+        by_partition.setdefault(partition_of[request_id], []).append(t)
+    last = max(first.values())
+    for change, at in changes.items():
+        pauses: object = {p: round(longest_pause(times, at), 2) for p, times in sorted(by_partition.items())}
+        if at + PAUSE_WINDOW > last:
+            pauses = f"not measured: the traffic ended {last - at:.1f} s after the change"
+        record_property(f"pause {change}", pauses)
+        print(f"longest pause per partition after {change}: {pauses} s")  # noqa: T201

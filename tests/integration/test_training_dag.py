@@ -1,21 +1,25 @@
-"""movielens_training end to end on the real stack: Airflow runs ingest -> validate -> Spark features -> Redis."""
+"""movielens_training end to end on the real stack: Airflow runs ingest -> validate -> Spark features -> Redis; and the
+same feature job on the stack's Spark standalone cluster writes what local mode wrote."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import redis
 from mlflow.tracking import MlflowClient
 
-from streamml import names
+from streamml import names, tasks
 from streamml.airflow_client import trigger_and_wait
 from streamml.config import Settings
 from streamml.data import movielens
 from streamml.features import packing, spec
-from streamml.features.batch import read_manifest, read_part
+from streamml.features.batch import PARTS, read_manifest, read_part
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 pytestmark = [
@@ -108,3 +112,30 @@ def test_batch_scoring_scores_the_whole_stream_period_with_the_champion(settings
     assert table.num_rows == training_run["manifest"]["rows"]["stream"]
     scores = table.column("score").to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_the_feature_job_on_the_standalone_cluster_writes_what_local_mode_wrote(
+    settings: Settings,
+    training_run: dict,  # type: ignore[type-arg]
+    require: Callable[[str], None],
+) -> None:
+    """The job the DAG ran with local[*], again with STREAMML_SPARK__MASTER on the spark-master program: the same
+    inputs give the same version number, so it rewrites that version, and every part must come back row for row."""
+    require("spark")
+    manifest = read_manifest(settings, training_run["manifest"]["version"])
+    version = manifest["version"]
+    local = {part: _sorted(read_part(settings, version, part).to_pandas()) for part in PARTS}
+    sp = settings.spark
+    on_cluster = settings.model_copy(update={"spark": sp.model_copy(update={"master": sp.cluster_url})})
+    again = tasks.build_features(on_cluster, manifest["snapshot"], manifest["quantile"])
+    assert again == manifest
+    for part in PARTS:
+        pd.testing.assert_frame_equal(_sorted(read_part(settings, version, part).to_pandas()), local[part])
+    master = httpx.get(f"http://{sp.host}:{sp.master_ui_port}/json/", timeout=10).json()
+    ran = [a for a in master["completedapps"] if a["name"] == "streamml-build-features"]
+    assert ran and ran[-1]["state"] == "FINISHED", master["completedapps"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = [c for c in ("userId", "movieId", "timestamp") if c in frame.columns]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -59,8 +59,6 @@ COMPOSE_ONLY = {
     "kafka-init": "Kafka's accounts, ACLs and topics; LocalStack.up() calls the same ensure_accounts() in local mode",
     "mlflow-init": "MLflow's accounts and permissions; LocalStack.up() calls the same ensure_accounts() in local mode",
     "airflow-init": "airflow db migrate and the admin password file; LocalStack.up()/render() do it in local mode",
-    "spark-master": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
-    "spark-worker": "Spark standalone cluster; local mode runs pyspark local[*] inside the caller",
 }
 
 # Programs whose port is not published on the host, and why (the test checks they publish nothing at all).

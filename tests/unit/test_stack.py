@@ -49,6 +49,25 @@ def test_every_program_gets_a_section_a_log_and_no_autostart(settings: Settings,
     assert conf.count("autorestart=unexpected") == len(jobs)
 
 
+def test_scorer_replicas_are_programs_of_one_service_each_with_its_own_metrics_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAMML_SCORER__REPLICAS", "3")
+    monkeypatch.setenv("STREAMML_SCORER__REPLICA_METRICS_PORT", "9600")
+    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    paths = StackPaths.from_settings(settings, tmp_path)
+    scorers = [p for p in all_programs(settings, paths) if p.service == "scorer"]
+    assert [p.name for p in scorers] == ["scorer", "scorer-1", "scorer-2"]
+    assert [p.ports[0][0] for p in scorers] == [settings.scorer.metrics_port, 9600, 9601]
+    assert [p.env["STREAMML_SCORER__METRICS_PORT"] for p in scorers] == [
+        str(settings.scorer.metrics_port),
+        "9600",
+        "9601",
+    ]
+    assert len({p.env["STREAMML_KAFKA__USER"] for p in scorers}) == 1  # one account, one consumer group
+    assert render_supervisord_conf(scorers, paths).count("[program:scorer") == 3
+
+
 def test_ports_bind_loopback_only(settings: Settings, tmp_path: Path) -> None:
     programs = all_programs(settings, StackPaths.from_settings(settings, tmp_path))
     flat = {p.name: " ".join(p.command) for p in programs}
@@ -163,7 +182,11 @@ def test_a_standalone_cluster_needs_the_shared_secret_and_local_mode_none(
 
     assert cluster_conf(settings, "local[*]") == {}
     secret = settings.spark.auth_secret.get_secret_value()
-    assert cluster_conf(settings, "spark://master:7077") == {"spark.authenticate": "true", SPARK_AUTH_SECRET: secret}
+    assert cluster_conf(settings, "spark://master:7077") == {
+        "spark.authenticate": "true",
+        SPARK_AUTH_SECRET: secret,
+        "spark.executor.memory": settings.spark.executor_memory,
+    }
     monkeypatch.setattr("streamml.spark_session.spark_jars", lambda _: ["hadoop-aws.jar"])
     cluster = settings.model_copy(update={"spark": settings.spark.model_copy(update={"master": "spark://m:7077"})})
     assert not any(secret in arg for arg in submit_argv(cluster, Path("job.py")))  # the driver sets it itself

@@ -55,6 +55,25 @@ def stack_up(
     console.print("[green]stack[/green] every service is healthy")
 
 
+@stack_app.command("scale")
+@errors_to_exit
+def stack_scale(
+    replicas: Annotated[int, typer.Argument(min=1, max=32, help="Scorer processes to run in the consumer group.")],
+) -> None:
+    """Run REPLICAS scorers in the running stack: starts the missing ones, stops (SIGTERM: commit, leave the group)
+    the ones beyond; the others keep running. ./run.sh scale N also writes N to .env, so `up` keeps it."""
+    from streamml.runtime.stack import LocalStack
+
+    settings = load_settings()
+    settings = settings.model_copy(update={"scorer": settings.scorer.model_copy(update={"replicas": replicas})})
+    stack = LocalStack(settings)
+    if not stack.supervisor.running():
+        raise UsageError("the local stack is not running; start it with ./run.sh up")
+    stack.up(say=lambda m: console.print(f"[cyan]stack[/cyan] {m}"))
+    scorers = [p.name for p in stack.programs if p.service == "scorer"]
+    console.print(f"[green]stack[/green] {len(scorers)} scorer(s): {', '.join(scorers)}")
+
+
 @stack_app.command("accounts")
 @errors_to_exit
 def stack_accounts(

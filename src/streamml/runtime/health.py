@@ -15,7 +15,7 @@ from streamml.errors import StreamMLError
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("kafka", "redis", "minio", "mlflow", "airflow")
+SERVICES = ("kafka", "redis", "minio", "mlflow", "airflow", "spark")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,15 @@ def check_airflow(settings: Settings, timeout: float) -> str:
     return f"{', '.join(sorted(components))} healthy; token OK"
 
 
+def check_spark(settings: Settings, timeout: float) -> str:
+    """The standalone master answers and at least one worker has registered with it (so it holds the secret)."""
+    sp = settings.spark
+    state = httpx.get(f"http://{sp.host}:{sp.master_ui_port}/json/", timeout=timeout).raise_for_status().json()
+    if state.get("status") != "ALIVE" or not state.get("aliveworkers"):
+        raise StreamMLError(f"master {state.get('status', '?')}, {state.get('aliveworkers', 0)} worker(s) alive")
+    return f"master ALIVE, {state['aliveworkers']} worker(s), {state.get('cores', 0)} core(s)"
+
+
 def check_api(settings: Settings, timeout: float) -> str:
     resp = httpx.get(f"{settings.api.base_url}/health", timeout=timeout)
     resp.raise_for_status()
@@ -118,6 +127,7 @@ CHECKS: dict[str, Callable[[Settings, float], str]] = {
     "minio": check_minio,
     "mlflow": check_mlflow,
     "airflow": check_airflow,
+    "spark": check_spark,
     "api": check_api,
     "dashboard": check_dashboard,
 }

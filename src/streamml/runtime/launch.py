@@ -96,6 +96,13 @@ def render_kafka_config(settings: Settings, paths: StackPaths) -> None:
                 "transaction.state.log.replication.factor=1",
                 "transaction.state.log.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
+                # KIP-848 groups (the platform's consumers): the broker sets their heartbeat and session timeout.
+                # A 1 s heartbeat hands a partition over within about a second when a scorer joins or leaves; a
+                # member killed without leaving is fenced after 10 s (Kafka's defaults: 5 s and 45 s).
+                "group.consumer.min.heartbeat.interval.ms=500",
+                "group.consumer.heartbeat.interval.ms=1000",
+                "group.consumer.min.session.timeout.ms=6000",
+                "group.consumer.session.timeout.ms=10000",
                 f"log.retention.ms={k.retention_ms}",
                 "",
             ]

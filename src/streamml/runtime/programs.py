@@ -7,6 +7,7 @@ dashboard) are added to :func:`platform_programs` as they are built, one entry e
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from streamml import names
 from streamml.config import Settings
+from streamml.errors import ConfigError
 from streamml.paths import DAGS_DIR, StackPaths
 from streamml.runtime.launch import mlflow_auth_config_path, redis_config_path
 
@@ -172,7 +174,109 @@ def infrastructure_programs(settings: Settings, paths: StackPaths) -> list[Progr
         Program("airflow-scheduler", [airflow, "scheduler"], service="airflow", stage=1, env=aenv),
         Program("airflow-dag-processor", [airflow, "dag-processor"], service="airflow", stage=1, env=aenv),
         Program("airflow-triggerer", [airflow, "triggerer"], service="airflow", stage=1, env=aenv),
+        *spark_cluster_programs(settings, paths),
     ]
+
+
+def pyspark_home() -> Path:
+    """pyspark's own directory: a Spark home (bin/spark-class, jars/) without importing pyspark."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise ConfigError("pyspark is not installed in this environment; run ./run.sh setup")
+    return Path(spec.origin).parent
+
+
+def spark_cluster_programs(settings: Settings, paths: StackPaths) -> list[Program]:
+    """A Spark standalone master and one worker from pyspark's own ``spark-class``, on loopback. Jobs run on it when
+    ``STREAMML_SPARK__MASTER`` is ``spark.cluster_url``. Only holders of the shared secret register (workers) or
+    submit (drivers): ``spark.authenticate``, with the secret in the daemons' environment, not on a command line;
+    the web UIs show but cannot kill."""
+    sp = settings.spark
+    spark_home = pyspark_home()
+    spark_class = str(spark_home / "bin" / "spark-class")
+    secured = "-Dspark.authenticate=true -Dspark.ui.killEnabled=false"
+    daemon = {
+        "SPARK_HOME": str(spark_home),  # else spark-class looks for pyspark with whichever python is first on PATH
+        "SPARK_LOCAL_IP": sp.host,
+        "SPARK_DAEMON_MEMORY": "256m",
+        "_SPARK_AUTH_SECRET": sp.auth_secret.get_secret_value(),
+    }
+    return [
+        Program(
+            "spark-master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                sp.host,
+                "--port",
+                str(sp.master_port),
+                "--webui-port",
+                str(sp.master_ui_port),
+            ],  # fmt: skip
+            service="spark",
+            stage=0,
+            # the web UI first: the port `stack status` shows and Compose publishes
+            ports=(
+                (sp.master_ui_port, "STREAMML_SPARK__MASTER_UI_PORT"),
+                (sp.master_port, "STREAMML_SPARK__MASTER_PORT"),
+            ),
+            env={**daemon, "SPARK_MASTER_OPTS": secured},
+        ),
+        Program(
+            "spark-worker",
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                sp.host,
+                "--webui-port",
+                str(sp.worker_ui_port),
+                "--cores",
+                str(sp.worker_cores),
+                "--memory",
+                sp.worker_memory,
+                "--work-dir",
+                str(paths.state / "spark" / "work"),
+                sp.cluster_url,
+            ],  # fmt: skip
+            service="spark",
+            stage=0,
+            ports=((sp.worker_ui_port, "STREAMML_SPARK__WORKER_UI_PORT"),),
+            # executors run the venv's python; an application's files are removed once it ends
+            env={
+                **daemon,
+                "SPARK_WORKER_OPTS": f"{secured} -Dspark.worker.cleanup.enabled=true",
+                "PYSPARK_PYTHON": sys.executable,
+            },
+        ),
+    ]
+
+
+def scorer_programs(settings: Settings, streamml: str, env: dict[str, str]) -> list[Program]:
+    """``settings.scorer.replicas`` scorers in one consumer group: ``scorer``, then ``scorer-1``, ``scorer-2``, ...,
+    each with a metrics port of its own. One program per replica rather than supervisord's ``numprocs``: supervisord
+    restarts a whole group when its ``numprocs`` changes, while separate programs let ``stack up`` start or stop only
+    the replicas added or removed (the others keep their partitions)."""
+    s = settings.scorer
+    programs = []
+    for i in range(s.replicas):
+        port, variable = (
+            (s.metrics_port, "STREAMML_SCORER__METRICS_PORT")
+            if i == 0
+            else (s.replica_metrics_port + i - 1, "STREAMML_SCORER__REPLICA_METRICS_PORT")
+        )
+        programs.append(
+            Program(
+                "scorer" if i == 0 else f"scorer-{i}",
+                [streamml, "score"],
+                service="scorer",
+                stage=2,
+                ports=((port, variable),),
+                env={**env, "STREAMML_SCORER__METRICS_PORT": str(port)},
+            )
+        )
+    return programs
 
 
 def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  # noqa: ARG001
@@ -181,14 +285,7 @@ def platform_programs(settings: Settings, paths: StackPaths) -> list[Program]:  
     streamml = venv_bin("streamml")
     spark_env = {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     return [
-        Program(
-            "scorer",
-            [streamml, "score"],
-            service="scorer",
-            stage=2,
-            ports=((settings.scorer.metrics_port, "STREAMML_SCORER__METRICS_PORT"),),
-            env={**spark_env, **accounts_env(settings, "scorer", "scorer")},
-        ),
+        *scorer_programs(settings, streamml, {**spark_env, **accounts_env(settings, "scorer", "scorer")}),
         Program(
             "feature-updater",
             [streamml, "update-features"],

@@ -287,7 +287,8 @@ class LocalStack:
         running = {n for n, p in self.supervisor.processes().items() if p["statename"] in ("RUNNING", "STARTING")}
         self.check_ports([p for p in self.programs if p.name not in running and p.long_running])
         if self.supervisor.running():
-            self.supervisor.reload_config()
+            self.supervisor.reload_config()  # stops the programs whose config changed: they are started below
+            running = {n for n, p in self.supervisor.processes().items() if p["statename"] in ("RUNNING", "STARTING")}
         else:
             say("starting supervisord")
             self.supervisor.start_daemon()

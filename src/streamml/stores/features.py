@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis
@@ -18,6 +19,22 @@ logger = logging.getLogger(__name__)
 
 OLD_VERSION_TTL_SECONDS = 24 * 3600
 APPLIED_LATENCY_WINDOW = 5000
+
+
+@dataclass(frozen=True)
+class FeatureUpdate:
+    """What one batch of feedback writes: the touched states' blobs, the rating ids it applied, and how long each
+    took from feedback to applied (ms)."""
+
+    users: Mapping[int, bytes]
+    movies: Mapping[int, bytes]
+    globals_blob: bytes
+    rating_ids: Sequence[str]
+    applied_latency_ms: Sequence[float] = ()
+
+
+# (applied flags of the rating ids, the users' then movies' blobs then the globals blob) -> the write, or None
+UpdatePlan = Callable[[list[bool], list[bytes | None]], FeatureUpdate | None]
 
 
 class RedisFeatureStore:
@@ -133,30 +150,49 @@ class RedisFeatureStore:
         applied, blobs = self._call("read for a feature update", pipe.execute)
         return [bool(a) for a in applied], cast(list[bytes | None], blobs)
 
-    def apply_updates(
+    def update_atomically(
         self,
         version: int,
-        users: Mapping[int, bytes],
-        movies: Mapping[int, bytes],
-        globals_blob: bytes,
         rating_ids: Sequence[str],
-        applied_latency_ms: Sequence[float] = (),
-    ) -> None:
-        """Write updated blobs and add ``rating_ids`` to the applied set in one MULTI/EXEC (so a rating is applied
-        once: a redelivered or replayed rating finds its id), and record feedback-to-applied latencies."""
-        tx = self.client.pipeline(transaction=True)
-        tx.mset(
-            {
-                **{names.user_features_key(version, u): blob for u, blob in users.items()},
-                **{names.movie_features_key(version, m): blob for m, blob in movies.items()},
-                names.globals_features_key(version): globals_blob,
-            }
-        )
-        tx.sadd(names.applied_ratings_key(version), *rating_ids)
-        if applied_latency_ms:
-            tx.rpush(names.METRICS_APPLIED_LATENCY, *[f"{ms:.1f}" for ms in applied_latency_ms])
-            tx.ltrim(names.METRICS_APPLIED_LATENCY, -APPLIED_LATENCY_WINDOW, -1)
-        self._call("write of a feature update", tx.execute)
+        user_ids: Sequence[int],
+        movie_ids: Sequence[int],
+        plan: UpdatePlan,
+        attempts: int = 100,
+    ) -> int:
+        """Read what :meth:`read_for_update` reads under WATCH, let ``plan`` turn it into a :class:`FeatureUpdate`
+        and write that in one MULTI/EXEC (blobs, the rating ids into the applied set, feedback-to-applied
+        latencies). If another writer changed any of those keys in between (a second updater on the shared movie
+        and globals states, or a materialization), nothing is written and the read, the plan and the write run
+        again on the new state, so no update is ever lost or applied twice. Return how many times it ran again."""
+        keys = _state_keys(version, user_ids, movie_ids)
+        applied_key = names.applied_ratings_key(version)
+        for attempt in range(attempts):
+            with self.client.pipeline(transaction=True) as tx:
+                try:
+                    tx.watch(applied_key, *keys)
+                    applied = [bool(a) for a in tx.smismember(applied_key, list(rating_ids))]
+                    update = plan(applied, cast(list[bytes | None], tx.mget(keys)))
+                    if update is None:
+                        return attempt
+                    tx.multi()
+                    tx.mset(
+                        {
+                            **{names.user_features_key(version, u): blob for u, blob in update.users.items()},
+                            **{names.movie_features_key(version, m): blob for m, blob in update.movies.items()},
+                            names.globals_features_key(version): update.globals_blob,
+                        }
+                    )
+                    tx.sadd(applied_key, *update.rating_ids)
+                    if update.applied_latency_ms:
+                        tx.rpush(names.METRICS_APPLIED_LATENCY, *[f"{ms:.1f}" for ms in update.applied_latency_ms])
+                        tx.ltrim(names.METRICS_APPLIED_LATENCY, -APPLIED_LATENCY_WINDOW, -1)
+                    tx.execute()
+                    return attempt
+                except redis.WatchError:
+                    logger.debug("feature update conflicted with another writer (attempt %d); reading again", attempt)
+                except redis.RedisError as exc:
+                    raise TransientError(f"Redis write of a feature update failed: {exc}") from exc
+        raise TransientError(f"a feature update of {len(rating_ids)} rating(s) conflicted {attempts} times in a row")
 
     def applied_count(self, version: int) -> int:
         """How many ratings were applied to ``version`` since it was materialized."""

@@ -46,15 +46,18 @@ def producer_config(kafka: KafkaSettings, client_id: str = "streamml") -> dict[s
 
 
 def consumer_config(kafka: KafkaSettings, group_id: str, client_id: str = "streamml") -> dict[str, Any]:
-    """A consumer whose offsets are stored and committed by our code only after outputs are flushed."""
+    """A consumer whose offsets are stored and committed by our code only after outputs are flushed.
+
+    Groups use Kafka 4's consumer group protocol (KIP-848): the broker assigns partitions and a member that joins
+    or leaves moves only the partitions it takes or gives up, while every other member keeps consuming."""
     return {
         **connection_config(kafka),
         "group.id": group_id,
+        "group.protocol": "consumer",
         "client.id": client_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
     }
 
 

@@ -141,14 +141,21 @@ def _model_ready(model: Callable[[], object]) -> Callable[[], object]:
     return load
 
 
-def run_updater(settings: Settings, batch_size: int = 500) -> None:
-    """Apply ratings.feedback.v1 to the online features until SIGTERM."""
+def run_updater(
+    settings: Settings,
+    batch_size: int = 500,
+    topic: str = names.TOPIC_FEEDBACK,
+    dlq: str = names.TOPIC_REQUESTS_DLQ,
+    group: str = names.GROUP_FEATURE_UPDATER,
+) -> None:
+    """Apply ratings.feedback.v1 (or ``topic``) to the online features until SIGTERM; any number of updaters may
+    share the group."""
     from streamml.stores.features import RedisFeatureStore
     from streamml.stores.redis_client import redis_client
     from streamml.streaming.updater import FeatureUpdaterHandler
 
-    handler = FeatureUpdaterHandler(RedisFeatureStore(redis_client(settings.redis)))
-    _worker(settings, names.GROUP_FEATURE_UPDATER, names.TOPIC_FEEDBACK, handler, batch_size).run()
+    handler = FeatureUpdaterHandler(RedisFeatureStore(redis_client(settings.redis)), dlq_topic=dlq)
+    _worker(settings, group, topic, handler, batch_size).run()
 
 
 def run_archive(settings: Settings) -> None:

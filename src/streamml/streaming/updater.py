@@ -6,7 +6,8 @@ that carried it: a redelivery, a second replay of the same period or a redeploy 
 applied ratings are kept in a per-version Redis set, read in the same round trip as the blobs and written in the same
 MULTI/EXEC as the updates; materializing a version empties it with the blobs. Feedback whose user's, movie's or the
 globals' state cannot be read goes to the DLQ (``bad_feature_blob``) and the rest of the batch is applied.
-One updater process per feature version (movies are shared across partitions, so parallel updaters would race).
+Several updaters may run in one consumer group: the movie and globals states are shared across partitions, so each
+batch reads and writes its states in one optimistic transaction (WATCH, then MULTI/EXEC, again on a conflict).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streamml import names
 from streamml.errors import DataValidationError, PoisonMessageError, TransientError
 from streamml.features import packing, spec
-from streamml.stores.features import RedisFeatureStore
+from streamml.stores.features import FeatureUpdate, RedisFeatureStore
 from streamml.streaming.messages import Feedback
 from streamml.streaming.worker import BatchResult, parse_batch
 
@@ -54,45 +56,78 @@ class FeatureUpdaterHandler:
     def update(
         self, version: int, parsed: Sequence[tuple[Any, Feedback]], result: BatchResult
     ) -> Callable[[], None] | None:
-        """Read the states the batch touches, apply the not-yet-applied ratings in event-time order and return the
-        write (MULTI/EXEC) to run as the sink; feedback on unreadable states is refused into ``result``."""
+        """Refuse into ``result`` the feedback whose states cannot be read, and return the write to run as the sink:
+        it applies the batch's not-yet-applied ratings in event-time order to the states as they are then, in one
+        atomic read-and-write (:meth:`RedisFeatureStore.update_atomically`), so that parallel updaters on the shared
+        movie and globals states never lose an update."""
         feedback = [f for _, f in parsed]
+        rating_ids = [f.rating_id for f in feedback]
         users = sorted({f.user_id for f in feedback})
         movies = sorted({f.movie_id for f in feedback})
-        applied, blobs = self.store.read_for_update(version, [f.rating_id for f in feedback], users, movies)
-        user_state, bad_users = _states(users, blobs[: len(users)], packing.unpack_user, spec.UserState)
-        movie_state, bad_movies = _states(movies, blobs[len(users) : -1], packing.unpack_movie, spec.MovieState)
-        try:
-            globals_state = packing.unpack_globals(blobs[-1]) if blobs[-1] is not None else spec.GlobalState()
-        except DataValidationError as exc:
-            for msg, _ in parsed:
-                result.refuse(
-                    msg, PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob"), self.dlq_topic
-                )
-            return None
-        fresh: dict[str, Feedback] = {}  # by rating id: a rating sent twice in one batch counts once
-        for (msg, f), done in zip(parsed, applied, strict=True):
-            problem = bad_users.get(f.user_id) or bad_movies.get(f.movie_id)
+        applied, blobs = self.store.read_for_update(version, rating_ids, users, movies)
+        problems = _States.read(version, users, movies, blobs).problems(feedback)
+        for (msg, _), problem in zip(parsed, problems, strict=True):
             if problem is not None:
                 result.refuse(msg, PoisonMessageError(problem, "bad_feature_blob"), self.dlq_topic)
-            elif not done:
-                fresh.setdefault(f.rating_id, f)
-        if not fresh:
+        if all(done or problem is not None for done, problem in zip(applied, problems, strict=True)):
             return None
-        for f in sorted(fresh.values(), key=lambda f: (f.event_ts, f.user_id, f.movie_id)):
-            spec.apply_rating(user_state[f.user_id], movie_state[f.movie_id], globals_state, f.rating, f.event_ts)
-        touched_users = {u: packing.pack_user(user_state[u]) for u in {f.user_id for f in fresh.values()}}
-        touched_movies = {m: packing.pack_movie(movie_state[m]) for m in {f.movie_id for f in fresh.values()}}
-        globals_blob = packing.pack_globals(globals_state)
-        rating_ids = list(fresh)
-        sent = [f.sent_at for f in fresh.values() if f.sent_at is not None]
+        refused = [problem is not None for problem in problems]
+
+        def plan(applied: list[bool], blobs: list[bytes | None]) -> FeatureUpdate | None:
+            states = _States.read(version, users, movies, blobs)
+            if [problem is not None for problem in states.problems(feedback)] != refused:
+                raise TransientError(f"feature states of version {version} changed to unreadable during an update")
+            fresh: dict[str, Feedback] = {}  # by rating id: a rating sent twice in one batch counts once
+            for f, done, bad in zip(feedback, applied, refused, strict=True):
+                if not done and not bad:
+                    fresh.setdefault(f.rating_id, f)
+            if not fresh:
+                return None
+            glob = states.globals_state
+            for f in sorted(fresh.values(), key=lambda f: (f.event_ts, f.user_id, f.movie_id)):
+                spec.apply_rating(states.users[f.user_id], states.movies[f.movie_id], glob, f.rating, f.event_ts)
+            now = self.clock()
+            return FeatureUpdate(
+                users={u: packing.pack_user(states.users[u]) for u in {f.user_id for f in fresh.values()}},
+                movies={m: packing.pack_movie(states.movies[m]) for m in {f.movie_id for f in fresh.values()}},
+                globals_blob=packing.pack_globals(glob),
+                rating_ids=list(fresh),
+                applied_latency_ms=[
+                    max(now - f.sent_at, 0.0) * 1000.0 for f in fresh.values() if f.sent_at is not None
+                ],
+            )
 
         def write() -> None:
-            now = self.clock()
-            latency = [max(now - s, 0.0) * 1000.0 for s in sent]
-            self.store.apply_updates(version, touched_users, touched_movies, globals_blob, rating_ids, latency)
+            self.store.update_atomically(version, rating_ids, users, movies, plan)
 
         return write
+
+
+@dataclass
+class _States:
+    """The states a batch touches, read from their blobs (empty where there is none), and why any cannot be read."""
+
+    users: dict[int, Any]
+    movies: dict[int, Any]
+    globals_state: spec.GlobalState
+    bad_users: dict[int, str]
+    bad_movies: dict[int, str]
+    bad_globals: str | None
+
+    @classmethod
+    def read(cls, version: int, users: Sequence[int], movies: Sequence[int], blobs: Sequence[bytes | None]) -> _States:
+        user_state, bad_users = _states(users, blobs[: len(users)], packing.unpack_user, spec.UserState)
+        movie_state, bad_movies = _states(movies, blobs[len(users) : -1], packing.unpack_movie, spec.MovieState)
+        globals_state, bad_globals = spec.GlobalState(), None
+        try:
+            globals_state = packing.unpack_globals(blobs[-1]) if blobs[-1] is not None else globals_state
+        except DataValidationError as exc:
+            bad_globals = f"feature version {version}: {exc}"
+        return cls(user_state, movie_state, globals_state, bad_users, bad_movies, bad_globals)
+
+    def problems(self, feedback: Sequence[Feedback]) -> list[str | None]:
+        """Per feedback, why its states cannot be read (None: they can)."""
+        return [self.bad_globals or self.bad_users.get(f.user_id) or self.bad_movies.get(f.movie_id) for f in feedback]
 
 
 def _states(

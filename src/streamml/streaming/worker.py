@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -114,7 +115,8 @@ def retry(
         except TransientError as exc:
             if attempt == attempts:
                 raise
-            logger.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s", what, attempt, attempts, delay, exc)
+            of = f"/{attempts}" if attempts < sys.maxsize else ""  # sys.maxsize: retried until it works
+            logger.warning("%s failed (attempt %d%s), retrying in %.1fs: %s", what, attempt, of, delay, exc)
             if on_retry is not None:
                 on_retry(what)
             time.sleep(delay)

@@ -24,6 +24,7 @@ from streamml import names
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_ID, MAX_TIMESTAMP
 from streamml.errors import DataValidationError, PoisonMessageError
 from streamml.features import packing, spec
+from streamml.stores.features import UpdatePlan
 from streamml.stores.metrics import RedisMetricsStore
 from streamml.streaming.messages import (
     POISON_REASONS,
@@ -109,20 +110,22 @@ class MemoryFeatureStore:
         applied = self.applied.get(version, set())
         return [r in applied for r in rating_ids], self.get_many(version, user_ids, movie_ids)
 
-    def apply_updates(
+    def update_atomically(
         self,
         version: int,
-        users: dict[int, bytes],
-        movies: dict[int, bytes],
-        globals_blob: bytes,
         rating_ids: Sequence[str],
-        applied_latency_ms: Sequence[float] = (),
-    ) -> None:
-        self.blobs.update({names.user_features_key(version, u): b for u, b in users.items()})
-        self.blobs.update({names.movie_features_key(version, m): b for m, b in movies.items()})
-        self.blobs[names.globals_features_key(version)] = globals_blob
-        self.applied.setdefault(version, set()).update(rating_ids)
-        self.latencies.extend(applied_latency_ms)
+        user_ids: Sequence[int],
+        movie_ids: Sequence[int],
+        plan: UpdatePlan,
+    ) -> int:
+        update = plan(*self.read_for_update(version, rating_ids, user_ids, movie_ids))
+        if update is not None:
+            self.blobs.update({names.user_features_key(version, u): b for u, b in update.users.items()})
+            self.blobs.update({names.movie_features_key(version, m): b for m, b in update.movies.items()})
+            self.blobs[names.globals_features_key(version)] = update.globals_blob
+            self.applied.setdefault(version, set()).update(update.rating_ids)
+            self.latencies.extend(update.applied_latency_ms)
+        return 0
 
 
 def state_keys(version: int, user_ids: Sequence[int], movie_ids: Sequence[int]) -> list[str]:
@@ -689,6 +692,24 @@ def test_updater_applies_each_rating_once_and_accounts_for_every_feedback(
     assert replay.outputs == [] and replay.refused == []
     run(replay)
     assert (store.blobs, store.applied.get(VERSION, set())) == before
+
+
+def test_a_batch_applied_between_another_batchs_read_and_its_write_is_not_lost() -> None:
+    """Two updaters: B's batch is read after A's and written before it. A's write applies to the states as B left
+    them, so both batches count, in the order their writes ran."""
+    store = MemoryFeatureStore({names.globals_features_key(VERSION): GOOD_GLOBALS_BLOB})
+    a, b = (FeatureUpdaterHandler(store, clock=lambda: 1_000.0) for _ in range(2))  # type: ignore[arg-type]
+    first = [Feedback(request_id=f"a{i}", user_id=1, movie_id=10, rating=4.0, event_ts=100 + i) for i in range(3)]
+    second = [Feedback(request_id=f"b{i}", user_id=2, movie_id=10, rating=2.5, event_ts=200 + i) for i in range(2)]
+    result_a = a(batch([f.encode() for f in first], [names.TOPIC_FEEDBACK] * 3))
+    run(b(batch([f.encode() for f in second], [names.TOPIC_FEEDBACK] * 2)))
+    run(result_a)
+    expected = spec.FeatureState(globals=packing.unpack_globals(GOOD_GLOBALS_BLOB))
+    for f in [*second, *first]:
+        expected.apply(f.user_id, f.movie_id, f.rating, f.event_ts)
+    assert store.applied[VERSION] == {f.rating_id for f in [*first, *second]}
+    assert packing.unpack_movie(store.blobs[names.movie_features_key(VERSION, 10)]) == expected.movies[10]
+    assert packing.unpack_globals(store.blobs[names.globals_features_key(VERSION)]) == expected.globals
 
 
 # The metrics aggregator.
