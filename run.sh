@@ -154,14 +154,14 @@ print_service_urls() { # the URLs both modes publish on the host
   Redis                 redis://127.0.0.1:${STREAMML_REDIS__PORT:-6379}/0
   Live metrics          http://127.0.0.1:${STREAMML_AGGREGATOR__METRICS_PORT:-9465}/metrics  (Prometheus: rolling AUC, freshness)
   Spark master UI       http://127.0.0.1:${STREAMML_SPARK__MASTER_UI_PORT:-8082}  (jobs use it with STREAMML_SPARK__MASTER=spark://...)
-  Spark worker UI       http://127.0.0.1:${STREAMML_SPARK__WORKER_UI_PORT:-8083}
 EOF
 }
 
 print_urls() {
   print_service_urls
   cat <<EOF
-  Scorer metrics        http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics  (Prometheus)
+  Scorer metrics        http://127.0.0.1:${STREAMML_SCORER__METRICS_PORT:-9464}/metrics  (Prometheus; scorer-1 on ${STREAMML_SCORER__REPLICA_METRICS_PORT:-9470}, ... after ./run.sh scale N)
+  Spark worker UI       http://127.0.0.1:${STREAMML_SPARK__WORKER_UI_PORT:-8083}
   Logs                  $ROOT/${STREAMML_STATE_DIR:-.local}/logs/   (./run.sh logs SERVICE)
 EOF
 }

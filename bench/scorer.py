@@ -97,9 +97,19 @@ def _serving_model(settings: Settings, model_uri: str) -> Any:
 class BenchWorker(Worker):
     """The platform's worker, instrumented: stops after ``limit`` messages, a deadline or ``stop``."""
 
-    def __init__(self, *args: Any, limit: int, deadline: float, stop: Any = None, ready: Any = None, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        limit: int,
+        deadline: float,
+        stop: Any = None,
+        ready: Any = None,
+        counter: Any = None,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.limit, self.deadline, self.stop_event, self.ready = limit, deadline, stop, ready
+        self.counter = counter  # a shared count of several workers (bench.scale_out), added to after each batch
         self.count = 0
         self.first: float | None = None
         self.last = 0.0
@@ -124,6 +134,9 @@ class BenchWorker(Worker):
                 self.profiler.enable()
         super().process(messages)
         self.count += len(messages)
+        if self.counter is not None:
+            with self.counter.get_lock():
+                self.counter.value += len(messages)
         self.last = time.perf_counter()
         if self._should_stop():
             self.running = False
@@ -163,6 +176,7 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
         deadline=time.monotonic() + cfg["max_seconds"],
         stop=stop,
         ready=ready,
+        counter=cfg.get("counter"),
     )
     if cfg.get("profile"):
         worker.profiler = cProfile.Profile()
@@ -180,7 +194,8 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
     seconds = worker.last - worker.first if worker.first is not None else 0.0
     wall = time.perf_counter() - worker.first if worker.first is not None else 0.0  # to the end, idle time too
     cpu = _cpu_seconds() - worker.cpu_first
-    results.put({"count": worker.count, "seconds": seconds, "wall": wall, "cpu": cpu, "profile": profile})
+    results.put({"count": worker.count, "seconds": seconds, "wall": wall, "cpu": cpu, "profile": profile,
+                 "first": worker.first, "last": worker.last})  # fmt: skip
 
 
 def run_baseline(cfg: dict[str, Any], results: Any) -> None:

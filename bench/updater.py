@@ -51,17 +51,15 @@ class _Msg:
         return self._offset
 
 
-def measure(batch: int, warmup: int) -> dict[str, Any]:
-    """One run of the updater of whatever ``streamml`` is importable; prints nothing, returns the figures. The first
-    ``warmup`` messages are processed untimed (a long-running updater has its code paths and connection warm)."""
+def load_snapshot() -> tuple[Any, Any, dict[int, bytes], dict[int, bytes]]:
+    """Flush Redis database ``STREAMML_REDIS__DB`` and load ml-latest-small's history snapshot into it as feature
+    version 1 (active); return the store, the stream period's ratings and the user and movie blobs."""
     from streamml import names
     from streamml.config import Settings
     from streamml.data import movielens
     from streamml.features import packing, spec
     from streamml.stores.features import RedisFeatureStore
     from streamml.stores.redis_client import redis_client
-    from streamml.streaming.messages import Feedback
-    from streamml.streaming.updater import FeatureUpdaterHandler
 
     settings = Settings()
     if settings.redis.db == 0:
@@ -79,6 +77,16 @@ def measure(batch: int, warmup: int) -> dict[str, Any]:
     items.append((names.globals_features_key(1), packing.pack_globals(globals_state)))
     store.write(items)
     store.activate(1)
+    return store, stream, users, movie_blobs
+
+
+def measure(batch: int, warmup: int) -> dict[str, Any]:
+    """One run of the updater of whatever ``streamml`` is importable; prints nothing, returns the figures. The first
+    ``warmup`` messages are processed untimed (a long-running updater has its code paths and connection warm)."""
+    from streamml.streaming.messages import Feedback
+    from streamml.streaming.updater import FeatureUpdaterHandler
+
+    store, stream, users, movie_blobs = load_snapshot()
     messages = [
         _Msg(
             Feedback(
@@ -109,7 +117,7 @@ def measure(batch: int, warmup: int) -> dict[str, Any]:
         "user": sum(len(b) for b in users.values()) / max(len(users), 1),
         "movie": sum(len(b) for b in movie_blobs.values()) / max(len(movie_blobs), 1),
     }
-    client.flushdb()
+    store.client.flushdb()
     timed = len(messages) - warmup
     return {"events": timed, "total": len(messages), "applied": applied, "seconds": seconds, "blob_bytes": blob_bytes}
 

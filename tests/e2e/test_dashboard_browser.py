@@ -152,7 +152,7 @@ def test_promote_rollback_and_trigger_need_a_signed_in_user(
     require("api")
     with b.Browser(chromium) as browser:
         assert browser.open(f"{dashboard_url}/models"), "the Models page never finished"
-        assert browser.wait_for(_button("Promote") + " !== null", timeout=30), "no Promote button"
+        assert browser.wait_for(_button("Promote") + " !== null", timeout=60), "no Promote button"
         assert browser.evaluate(_button("Promote")) is True and browser.evaluate(_button("Roll back")) is True
         assert browser.evaluate("document.body.innerText.includes('Sign in (sidebar) to promote')")
 

@@ -82,9 +82,10 @@ def start_scorer(
     return subprocess.Popen([sys.executable, str(script), *topics, group, *(champion or ())], env=env)  # noqa: S603
 
 
-def start_updater(feedback: str, dlq: str, group: str, db: int) -> subprocess.Popen[bytes]:
-    """Run the platform's feature updater on the test's feedback and dlq topics, consumer group and Redis db."""
-    env = {**os.environ, "STREAMML_REDIS__DB": str(db)}
+def start_updater(settings: Settings, feedback: str, dlq: str, group: str, db: int) -> subprocess.Popen[bytes]:
+    """Run the platform's feature updater on the test's feedback and dlq topics, consumer group and Redis db, signed
+    in to Redis as the platform's updater is (its ACL user: WATCH and MULTI/EXEC on the features only)."""
+    env = {**os.environ, **settings.redis.account_env("updater"), "STREAMML_REDIS__DB": str(db)}
     script = Path(__file__).with_name("updater_proc.py")
     return subprocess.Popen([sys.executable, str(script), feedback, dlq, group], env=env)  # noqa: S603
 

@@ -258,7 +258,7 @@ def test_two_updaters_under_load_lose_no_update(
     topic, dlq, group = f"test.{uid}.feedback", f"test.{uid}.dlq", f"test-updaters-{uid}"
     ensure_topics(settings.kafka, [topic, dlq], partitions=4)
     db = redis_db.connection_pool.connection_kwargs["db"]
-    updaters = [start_updater(topic, dlq, group, db) for _ in range(2)]
+    updaters = [start_updater(settings, topic, dlq, group, db) for _ in range(2)]
     store = RedisFeatureStore(redis_db)
     try:
         wait_for_members(settings, group, 2)  # both have partitions before the load starts

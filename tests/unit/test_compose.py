@@ -64,6 +64,7 @@ COMPOSE_ONLY = {
 # Programs whose port is not published on the host, and why (the test checks they publish nothing at all).
 UNPUBLISHED = {
     "scorer": "scaled with --scale scorer=N, so a fixed host port would collide; scraped inside the network",
+    "spark-worker": "scaled with --scale spark-worker=N; the master's web UI lists the workers",
 }
 
 # Services that must bind every address of their container (the published port forwards to the container's

@@ -172,7 +172,7 @@ class Browser:
             raise
         return self
 
-    def _page_target(self, port: int, timeout: float = 20.0) -> dict[str, Any]:
+    def _page_target(self, port: int, timeout: float = 60.0) -> dict[str, Any]:  # a loaded CI machine is slow
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:

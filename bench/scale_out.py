@@ -1,0 +1,210 @@
+"""Scale-out: 1, 2 and 3 scorers in one consumer group, and 1, 2 and 3 feature updaters on one Redis.
+
+Scorers: the platform variant of :mod:`bench.scorer` (the real Worker + ScorerHandler, the same model), N processes
+in one consumer group over the same pre-produced requests (a topic of 6 partitions, so 1, 2 and 3 members get even
+shares), each pinned to a core in turn (cpu 1, 0, 1, ...). Group rate = requests / (last batch of any member - first
+message of any member); CPU per event = the members' CPU seconds over the requests. The runs of different N
+alternate (1, 2, 3, 1, 2, 3, ...), each with a fresh group.
+
+Updaters: N processes each run the platform's FeatureUpdaterHandler (the WATCH + MULTI/EXEC update) over the stream
+period's feedback of its own users (user id mod N, as Kafka's partitioning by user key gives each member its users),
+all at once against one Redis database holding the history snapshot; movie and globals states are shared, so
+concurrent batches conflict and run again. Reported: events/s, conflicts per batch, and that every rating was applied.
+
+    python -m bench.scale_out --scorers 1,2,3 --updaters 1,2,3 --requests 100000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from bench.harness import console
+from bench.scorer import copy_features, produce_requests, request_rows, run_platform
+from streamml.config import get_settings
+
+_ctx = mp.get_context("spawn")
+
+
+def scorer_group(base: dict[str, Any], replicas: int, requests: int, timeout: float) -> dict[str, float]:
+    """One run of ``replicas`` scorers in a fresh group until the group has consumed ``requests``."""
+    counter, stop, results = _ctx.Value("q", 0), _ctx.Event(), _ctx.Queue()
+    group = f"{base['run']}-scorers{replicas}-{uuid.uuid4().hex[:6]}"
+    procs = []
+    for i in range(replicas):
+        cfg = {**base, "group": group, "limit": requests, "cpu": (1 + i) % (os.cpu_count() or 1), "counter": counter}
+        procs.append(_ctx.Process(target=run_platform, args=(cfg, results, None, stop)))
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    while counter.value < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    members = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    busy = [m for m in members if m["first"] is not None]
+    seconds = max(m["last"] for m in busy) - min(m["first"] for m in busy)
+    count = sum(m["count"] for m in members)
+    cpu = sum(m["cpu"] for m in members)
+    return {"count": count, "seconds": seconds, "rate": count / seconds, "cpu_us_per_event": 1e6 * cpu / count}
+
+
+def run_updater_share(share: int, of: int, batch: int, ready: Any, go: Any, results: Any) -> None:
+    """Apply the stream period's feedback of users with ``user_id % of == share``, in batches, as one updater."""
+    from bench.updater import _Msg
+    from streamml.config import Settings
+    from streamml.data import movielens
+    from streamml.stores.features import RedisFeatureStore
+    from streamml.stores.redis_client import redis_client
+    from streamml.streaming.messages import Feedback
+    from streamml.streaming.updater import FeatureUpdaterHandler
+
+    class Counting(RedisFeatureStore):
+        conflicts = 0
+
+        def update_atomically(self, *args: Any, **kw: Any) -> int:
+            n = super().update_atomically(*args, **kw)
+            Counting.conflicts += n
+            return n
+
+    ratings, _ = movielens.load(Path(os.environ["STREAMML_MOVIELENS_DIR"]))
+    _, stream, _ = movielens.time_split(ratings)
+    mine = stream[stream.userId % of == share]
+    messages = [
+        _Msg(Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
+                      event_ts=int(r.timestamp)).encode(), i)
+        for i, r in enumerate(mine.itertuples())
+    ]  # fmt: skip
+    store = Counting(redis_client(Settings().redis))
+    handler = FeatureUpdaterHandler(store)
+    ready.release()
+    go.wait()
+    started, batches = time.perf_counter(), 0
+    for start in range(0, len(messages), batch):
+        result = handler(messages[start : start + batch])
+        if result.sink is not None:
+            result.sink()
+            batches += 1
+    results.put({"count": len(messages), "first": started, "last": time.perf_counter(),
+                 "conflicts": Counting.conflicts, "batches": batches})  # fmt: skip
+
+
+def updater_group(replicas: int, batch: int) -> dict[str, float]:
+    """One run of ``replicas`` updaters on a fresh history snapshot; checks that every rating was applied."""
+    from bench.updater import load_snapshot
+
+    store, _, _, _ = load_snapshot()
+    ready, go, results = _ctx.Semaphore(0), _ctx.Event(), _ctx.Queue()
+    procs = [
+        _ctx.Process(target=run_updater_share, args=(i, replicas, batch, ready, go, results)) for i in range(replicas)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire(timeout=120)
+    go.set()
+    members = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(30)
+    count = sum(m["count"] for m in members)
+    if store.applied_count(1) != count:
+        raise SystemExit(f"{replicas} updaters applied {store.applied_count(1)} of {count} ratings")
+    seconds = max(m["last"] for m in members) - min(m["first"] for m in members)
+    conflicts, batches = sum(m["conflicts"] for m in members), sum(m["batches"] for m in members)
+    return {"count": count, "seconds": seconds, "rate": count / seconds, "conflicts_per_batch": conflicts / batches}
+
+
+def table(title: str, runs: dict[int, list[dict[str, float]]], extra: str) -> dict[str, Any]:
+    t = Table(title=title)
+    for name in ("processes", "runs", "events/s (median)", "events/s (min-max)", "x one process", extra):
+        t.add_column(name, justify="right")
+    one = statistics.median(r["rate"] for r in runs[min(runs)])
+    out = {}
+    for n, rs in sorted(runs.items()):
+        rates = [r["rate"] for r in rs]
+        median = statistics.median(rates)
+        detail = statistics.median(r[extra] for r in rs)
+        t.add_row(str(n), str(len(rs)), f"{median:,.0f}", f"{min(rates):,.0f}-{max(rates):,.0f}", f"{median / one:.2f}",
+                  f"{detail:.2f}")  # fmt: skip
+        out[str(n)] = {"median": median, "min": min(rates), "max": max(rates), extra: detail}
+    console.print(t)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scorers", default="1,2,3", help="scorer group sizes; empty to skip")
+    ap.add_argument("--updaters", default="1,2,3", help="updater counts; empty to skip")
+    ap.add_argument("--requests", type=int, default=100_000, help="requests each scorer group consumes")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each size, alternating")
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--model-uri", default="models:/movielens-like/1")
+    ap.add_argument("--redis-db", type=int, default=14, help="scratch Redis database (flushed)")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if args.redis_db == 0:
+        ap.error("--redis-db must be a scratch database, not the platform's")
+    os.environ["STREAMML_REDIS__DB"] = str(args.redis_db)  # before any get_settings(), inherited by the children
+    settings = get_settings()
+    console.print(f"{os.cpu_count()} cpus, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    report: dict[str, Any] = {}
+    scorers = [int(x) for x in args.scorers.split(",") if x.strip()]
+    updaters = [int(x) for x in args.updaters.split(",") if x.strip()]
+    if scorers:
+        report["scorers"] = bench_scorers(settings, scorers, args)
+    if updaters:
+        runs: dict[int, list[dict[str, float]]] = {}
+        for _ in range(args.runs):
+            for n in updaters:
+                runs.setdefault(n, []).append(updater_group(n, args.batch))
+                console.print(f"  {n} updater(s): {runs[n][-1]['rate']:,.0f} events/s")
+        report["updaters"] = table("feature updaters on one Redis (WATCH + MULTI/EXEC)", runs, "conflicts_per_batch")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def bench_scorers(settings: Any, sizes: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient
+
+    from streamml.stores.redis_client import redis_client
+    from streamml.streaming.clients import admin_config, ensure_topics
+
+    run = f"bench.{uuid.uuid4().hex[:12]}"
+    topics = {k: f"{run}.{k}" for k in ("requests", "predictions", "dlq", "shadow")}
+    scratch = redis_client(settings.redis)
+    scratch.flushdb()
+    try:
+        version, _ = copy_features(settings, 0)
+        ensure_topics(settings.kafka, topics.values(), partitions=6)
+        rows = request_rows(settings, version, args.requests)
+        produce_requests(settings, topics["requests"], rows, f"{run}-scale")
+        base = {"run": run, "topic_prefix": run, "model_uri": args.model_uri, "batch": args.batch,
+                "poll_timeout": 0.005, "idle_timeout": 0.5, "feature_version": version, "max_seconds": 300.0,
+                **topics}  # fmt: skip
+        runs: dict[int, list[dict[str, float]]] = {}
+        for _ in range(args.runs):
+            for n in sizes:
+                runs.setdefault(n, []).append(scorer_group(base, n, args.requests, timeout=300))
+                console.print(f"  {n} scorer(s): {runs[n][-1]['rate']:,.0f} events/s")
+        return table(f"scorers in one group, {args.requests:,} requests, 6 partitions", runs, "cpu_us_per_event")
+    finally:
+        admin = AdminClient(admin_config(settings.kafka))
+        created = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run)]
+        for future in admin.delete_topics(created, operation_timeout=30).values() if created else []:
+            future.result(30)
+        scratch.flushdb()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
