@@ -411,6 +411,7 @@ def test_spark_fits_its_limits_and_the_cluster_can_reach_the_driver(
     )
     worker = services["spark-worker"]["environment"]
     executor = parse_mib(conf["spark.executor.memory"].strip())
+    assert parse_mib(env["STREAMML_SPARK__EXECUTOR_MEMORY"]) == executor  # what cluster_conf gives each session
     assert 450 <= executor <= parse_mib(worker["SPARK_WORKER_MEMORY"])
     assert int(conf["spark.executor.cores"]) <= int(worker["SPARK_WORKER_CORES"])
     daemon = parse_mib(worker["SPARK_DAEMON_MEMORY"])
