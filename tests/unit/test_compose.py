@@ -421,6 +421,7 @@ def test_spark_fits_its_limits_and_the_cluster_can_reach_the_driver(
     for daemon_service, opts in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
         daemon_env = services[daemon_service]["environment"]
         assert "-Dspark.authenticate=true" in daemon_env[opts].split() and daemon_env["_SPARK_AUTH_SECRET"] == secret
+    assert "-Dspark.master.rest.enabled=false" in services["spark-master"]["environment"]["SPARK_MASTER_OPTS"].split()
     assert env["STREAMML_SPARK__AUTH_SECRET"] == secret
     holders = {n for n, s in services.items() if secret in (s.get("environment") or {}).values()}
     assert all(n.startswith(("airflow-", "spark-")) for n in holders), f"only drivers and daemons: {holders}"

@@ -195,6 +195,25 @@ def test_a_standalone_cluster_needs_the_shared_secret_and_local_mode_none(
         cluster_conf(Settings(), "spark://master:7077")
 
 
+def test_the_local_cluster_authenticates_takes_no_rest_submissions_and_keeps_its_secret_off_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAMML_SPARK__AUTH_SECRET", "cluster-secret-for-the-test")
+    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    programs = {p.name: p for p in all_programs(settings, StackPaths.from_settings(settings, tmp_path))}
+    master, worker = programs["spark-master"], programs["spark-worker"]
+    opts = master.env["SPARK_MASTER_OPTS"].split()
+    assert {"-Dspark.authenticate=true", "-Dspark.ui.killEnabled=false", "-Dspark.master.rest.enabled=false"} <= set(
+        opts
+    )
+    assert "-Dspark.authenticate=true" in worker.env["SPARK_WORKER_OPTS"].split()
+    secret = settings.spark.auth_secret.get_secret_value()
+    for p in (master, worker):
+        assert p.env["_SPARK_AUTH_SECRET"] == secret and not any(secret in a for a in p.command)
+        assert p.service == "spark" and p.stage == 0
+    assert worker.command[-1] == settings.spark.cluster_url
+
+
 def test_spark_submit_never_carries_the_minio_secret(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamml import spark_session
     from streamml.spark_session import submit_argv

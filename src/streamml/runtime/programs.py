@@ -221,7 +221,8 @@ def spark_cluster_programs(settings: Settings, paths: StackPaths) -> list[Progra
                 (sp.master_ui_port, "STREAMML_SPARK__MASTER_UI_PORT"),
                 (sp.master_port, "STREAMML_SPARK__MASTER_PORT"),
             ),
-            env={**daemon, "SPARK_MASTER_OPTS": secured},
+            # no REST submission server (port 6066): it takes jobs without the shared secret
+            env={**daemon, "SPARK_MASTER_OPTS": f"{secured} -Dspark.master.rest.enabled=false"},
         ),
         Program(
             "spark-worker",
