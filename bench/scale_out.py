@@ -61,12 +61,11 @@ def scorer_group(base: dict[str, Any], replicas: int, requests: int, timeout: fl
 
 def run_updater_share(share: int, of: int, batch: int, ready: Any, go: Any, results: Any) -> None:
     """Apply the stream period's feedback of users with ``user_id % of == share``, in batches, as one updater."""
-    from bench.updater import _Msg
+    from bench.updater import feedback_messages
     from streamml.config import Settings
     from streamml.data import movielens
     from streamml.stores.features import RedisFeatureStore
     from streamml.stores.redis_client import redis_client
-    from streamml.streaming.messages import Feedback
     from streamml.streaming.updater import FeatureUpdaterHandler
 
     class Counting(RedisFeatureStore):
@@ -79,12 +78,7 @@ def run_updater_share(share: int, of: int, batch: int, ready: Any, go: Any, resu
 
     ratings, _ = movielens.load(Path(os.environ["STREAMML_MOVIELENS_DIR"]))
     _, stream, _ = movielens.time_split(ratings)
-    mine = stream[stream.userId % of == share]
-    messages = [
-        _Msg(Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
-                      event_ts=int(r.timestamp)).encode(), i)
-        for i, r in enumerate(mine.itertuples())
-    ]  # fmt: skip
+    messages = feedback_messages(stream[stream.userId % of == share])
     store = Counting(redis_client(Settings().redis))
     handler = FeatureUpdaterHandler(store)
     ready.release()

@@ -51,6 +51,17 @@ class _Msg:
         return self._offset
 
 
+def feedback_messages(ratings: Any) -> list[_Msg]:
+    """Each rating of ``ratings`` (a MovieLens frame) as a feedback message, at offsets 0, 1, ..."""
+    from streamml.streaming.messages import Feedback
+
+    return [
+        _Msg(Feedback(request_id=f"r{i}", user_id=int(r.userId), movie_id=int(r.movieId), rating=float(r.rating),
+                      event_ts=int(r.timestamp)).encode(), i)
+        for i, r in enumerate(ratings.itertuples())
+    ]  # fmt: skip
+
+
 def load_snapshot() -> tuple[Any, Any, dict[int, bytes], dict[int, bytes]]:
     """Flush Redis database ``STREAMML_REDIS__DB`` and load ml-latest-small's history snapshot into it as feature
     version 1 (active); return the store, the stream period's ratings and the user and movie blobs."""
@@ -83,23 +94,10 @@ def load_snapshot() -> tuple[Any, Any, dict[int, bytes], dict[int, bytes]]:
 def measure(batch: int, warmup: int) -> dict[str, Any]:
     """One run of the updater of whatever ``streamml`` is importable; prints nothing, returns the figures. The first
     ``warmup`` messages are processed untimed (a long-running updater has its code paths and connection warm)."""
-    from streamml.streaming.messages import Feedback
     from streamml.streaming.updater import FeatureUpdaterHandler
 
     store, stream, users, movie_blobs = load_snapshot()
-    messages = [
-        _Msg(
-            Feedback(
-                request_id=f"r{i}",
-                user_id=int(r.userId),
-                movie_id=int(r.movieId),
-                rating=float(r.rating),
-                event_ts=int(r.timestamp),
-            ).encode(),
-            i,
-        )
-        for i, r in enumerate(stream.itertuples())
-    ]
+    messages = feedback_messages(stream)
     handler = FeatureUpdaterHandler(store)
 
     def run(part: list[_Msg]) -> float:
