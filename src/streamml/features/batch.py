@@ -1,5 +1,6 @@
-"""The batch feature job: raw MovieLens snapshot in MinIO -> time split -> point-in-time features (Spark's windowed
-aggregates joined with the backfill's sequential families) and the online snapshot as parquet under
+"""The batch feature job: raw MovieLens snapshot in MinIO -> time split -> point-in-time features (every user's
+ratings replayed in Spark's Python workers against the movie and global states Spark's windows give each rating, see
+:mod:`streamml.features.backfill`) and the online snapshot as parquet under
 ``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
 
 Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label),
@@ -90,24 +91,20 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     from pyspark.sql import functions as F
 
     from streamml.features import spark as fs
-    from streamml.features.backfill import backfill  # pandas: only the Spark driver needs it
 
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
     store.delete_prefix(f"v{version}/")  # a rerun replaces its own version whole
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     ratings, movies = read_raw(spark, snapshot)
     ratings = ratings.cache()
     history, _, cutoff = fs.time_split(ratings, quantile)
-    sequential = backfill(ratings.toPandas(), movies.toPandas(), cutoff)
-    rows = fs.with_sequential(spark, fs.build_features(ratings, movies), sequential).cache()
-    users, movie_rows = fs.with_sequential_state(
-        spark, fs.user_snapshot(history, movies), fs.movie_snapshot(history, movies), sequential
-    )
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
+    rows = fs.features(ratings, movies, cutoff, partitions).cache()
+    columns = [*fs.KEY_COLUMNS, spec.LABEL, *spec.FEATURE_NAMES]
     base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
-    rows.where(F.col("timestamp") < cutoff).write.mode("overwrite").parquet(base + "history")
-    rows.where(F.col("timestamp") >= cutoff).write.mode("overwrite").parquet(base + "stream")
-    users.write.mode("overwrite").parquet(base + "users")
-    movie_rows.write.mode("overwrite").parquet(base + "movies")
+    rows.where(F.col("timestamp") < cutoff).select(columns).write.mode("overwrite").parquet(base + "history")
+    rows.where(F.col("timestamp") >= cutoff).select(columns).write.mode("overwrite").parquet(base + "stream")
+    fs.user_snapshot(rows).write.mode("overwrite").parquet(base + "users")
+    fs.movie_snapshot(rows, movies, cutoff).write.mode("overwrite").parquet(base + "movies")
     glob = fs.globals_snapshot(history).first()
     counts = {part: spark.read.parquet(base + part).count() for part in PARTS}
     manifest = {

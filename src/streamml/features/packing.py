@@ -224,7 +224,14 @@ def _unpack(blob: bytes, kind: str) -> list[Any]:
 
 # Snapshot rows (as produced by the Spark snapshot transforms) -> states.
 
-SEQUENTIAL_USER_SCHEMA: dict[str, str] = {
+USER_STATE_SCHEMA: dict[str, str] = {
+    "count": "long",
+    "total": "double",
+    "total_sq": "double",
+    "likes": "long",
+    "last_ts": "long",
+    "genre_count": "array<long>",
+    "genre_total": "array<double>",
     "residual_total": "double",
     "last_rating": "double",
     "recent": "array<double>",
@@ -242,22 +249,11 @@ SEQUENTIAL_USER_SCHEMA: dict[str, str] = {
     "line_xy": "double",
     "line_y": "double",
 }
-"""The user state of the sequential families, as snapshot columns and their Spark types (:mod:`.backfill` writes
-these; Spark the others); each is the :class:`~streamml.features.spec.UserState` field of that name."""
-SEQUENTIAL_MOVIE_SCHEMA: dict[str, str] = {"residual_total": "double", "first_ts": "long"}
-SEQUENTIAL_USER_COLUMNS: tuple[str, ...] = tuple(SEQUENTIAL_USER_SCHEMA)
-SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = tuple(SEQUENTIAL_MOVIE_SCHEMA)
-USER_SNAPSHOT_COLUMNS: tuple[str, ...] = (
-    "userId",
-    "count",
-    "total",
-    "total_sq",
-    "likes",
-    "last_ts",
-    "genre_count",
-    "genre_total",
-    *SEQUENTIAL_USER_COLUMNS,
-)
+"""A user's state as snapshot columns and their Spark types (the feature job's replay writes them); each is the
+:class:`~streamml.features.spec.UserState` field of that name."""
+SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = ("residual_total", "first_ts")
+"""The movie state the replay adds to Spark's sums."""
+USER_SNAPSHOT_COLUMNS: tuple[str, ...] = ("userId", *USER_STATE_SCHEMA)
 MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "movieId",
     "genres",

@@ -1,5 +1,5 @@
-"""The feature job's rows and snapshots (Spark's windowed aggregates joined with the backfill's sequential families)
-equal the incremental definition in spec.py, row by row."""
+"""The feature job's rows and snapshots (every user replayed in Spark's Python workers against the movie and global
+states of Spark's windows) equal the incremental definition in spec.py, row by row and bit for bit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
 from streamml.features import packing, spec
-from streamml.features.backfill import backfill
 from streamml.features.spec import FEATURE_NAMES, FeatureState
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -84,7 +83,7 @@ def _py(value: object) -> object:
 def test_spark_features_equal_incremental_features(
     spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
-    from streamml.features.spark import build_features, with_sequential
+    from streamml.features.spark import features
 
     ratings, movies = data
     ordered = sort_ratings(ratings)
@@ -92,9 +91,12 @@ def test_spark_features_equal_incremental_features(
     spark_ratings, spark_movies = _frames(spark, ratings, movies)
 
     _, _, cutoff = time_split(ratings, 0.8)
-    rows = with_sequential(
-        spark, build_features(spark_ratings, spark_movies), backfill(ratings, movies, cutoff)
-    ).collect()
+    # Arrow batches of 7 rows: users and seconds span batches.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+    try:
+        rows = features(spark_ratings, spark_movies, cutoff, partitions=3).collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     assert len(rows) == len(ratings)
     assert rows[0].asDict().keys() >= {"userId", "movieId", "rating", "timestamp", spec.LABEL, *FEATURE_NAMES}
     by_key = {(r["userId"], r["movieId"], r["timestamp"]): r for r in rows}
@@ -102,7 +104,7 @@ def test_spark_features_equal_incremental_features(
     actual = np.array([[by_key[key][name] for name in FEATURE_NAMES] for key in keys], dtype=np.float64)
     labels = [by_key[key][spec.LABEL] for key in keys]
 
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(actual, expected)
     assert labels == [spec.label(r) for r in ordered["rating"]]
     # The data exercises what matters: ties, cold starts, unknown years, the no-genres marker.
     named = pd.DataFrame(actual, columns=list(FEATURE_NAMES))
@@ -116,10 +118,10 @@ def test_spark_snapshot_equals_incremental_snapshot(
 ) -> None:
     from streamml.features.spark import (
         cutoff_timestamp,
+        features,
         globals_snapshot,
         movie_snapshot,
         user_snapshot,
-        with_sequential_state,
     )
     from streamml.features.spark import time_split as spark_time_split
 
@@ -134,17 +136,12 @@ def test_spark_snapshot_equals_incremental_snapshot(
     spark_history, spark_stream, spark_cutoff = spark_time_split(spark_ratings, 0.8)
     assert (spark_cutoff, spark_history.count(), spark_stream.count()) == (cutoff, len(history), len(stream))
 
-    spark_user_rows, spark_movie_rows = with_sequential_state(
-        spark,
-        user_snapshot(spark_history, spark_movies),
-        movie_snapshot(spark_history, spark_movies),
-        backfill(ratings, movies, cutoff),
-    )
-    user_rows = spark_user_rows.collect()
+    rows = features(spark_ratings, spark_movies, cutoff, partitions=3).cache()
+    user_rows = user_snapshot(rows).collect()
     spark_users = {r["userId"]: packing.pack_user(packing.user_state_from_row(r.asDict())) for r in user_rows}
     assert spark_users == users
 
-    movie_rows = spark_movie_rows.collect()
+    movie_rows = movie_snapshot(rows, spark_movies, cutoff).collect()
     spark_movie_blobs = {r["movieId"]: packing.pack_movie(packing.movie_state_from_row(r.asDict())) for r in movie_rows}
     assert spark_movie_blobs == movie_blobs
     assert any(packing.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies

@@ -19,15 +19,12 @@ GENRE_DRAMA = spec.GENRE_INDEX["Drama"]
 def _user_row(user_id: int, state: UserState) -> dict[str, object]:
     return {
         "userId": user_id,
-        "count": state.count,
-        "total": state.total,
-        "total_sq": state.total_sq,
-        "likes": state.likes,
-        "last_ts": state.last_ts,
-        "genre_count": list(state.genre_count),
-        "genre_total": list(state.genre_total),
-        **{name: getattr(state, name) for name in packing.SEQUENTIAL_USER_COLUMNS},
+        **{name: _copy(getattr(state, name)) for name in packing.USER_STATE_SCHEMA},
     }
+
+
+def _copy(value: object) -> object:
+    return list(value) if isinstance(value, list) else value
 
 
 def _movie_row(movie_id: int, state: MovieState) -> dict[str, object]:
