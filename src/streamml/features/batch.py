@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 VERSIONS_KEY = "versions.json"
 PARTS = ("history", "stream", "users", "movies")
+ROWS_PER_TASK = 250_000
+"""At most this many ratings per replay task (more partitions than ``spark.sql.shuffle.partitions`` when needed)."""
 
 
 def manifest_key(version: int) -> str:
@@ -88,6 +90,7 @@ def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:
 
 def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, quantile: float) -> dict[str, Any]:
     """Run the split and the features for ``snapshot`` into feature version ``version``; return the manifest."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from streamml.features import spark as fs
@@ -97,8 +100,9 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     ratings, movies = read_raw(spark, snapshot)
     ratings = ratings.cache()
     history, _, cutoff = fs.time_split(ratings, quantile)
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
-    rows = fs.features(ratings, movies, cutoff, partitions).cache()
+    partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions") or 8), -(-ratings.count() // ROWS_PER_TASK))
+    # 103 columns per rating: on local disk, not in the heap (5M ratings cached in memory ran a 2g driver out of it)
+    rows = fs.features(ratings, movies, cutoff, partitions).persist(StorageLevel.DISK_ONLY)
     columns = [*fs.KEY_COLUMNS, spec.LABEL, *spec.FEATURE_NAMES]
     base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
     rows.where(F.col("timestamp") < cutoff).select(columns).write.mode("overwrite").parquet(base + "history")
