@@ -50,7 +50,11 @@ def test_predict_matches_an_offline_computation_with_the_same_model_and_features
     from streamml.features.batch import read_part
 
     version = int(RedisFeatureStore(redis_client(settings.redis)).current_version() or 0)
-    part = read_part(settings, version, "stream", columns=["userId", "movieId", "timestamp"]).slice(0, 50).to_pydict()
+    part = read_part(settings, version, "stream", columns=["userId", "movieId", "timestamp"])
+    # 50 rows spread over the stream period in time order (the part's own order is by user: the first rows may all
+    # be one user new after the cutoff)
+    part = part.sort_by([("timestamp", "ascending"), ("userId", "ascending"), ("movieId", "ascending")])
+    part = part.take(np.linspace(0, part.num_rows - 1, 50).astype(int)).to_pydict()
     items = [
         {"user_id": u, "movie_id": m, "event_ts": t}
         for u, m, t in zip(part["userId"], part["movieId"], part["timestamp"], strict=True)

@@ -23,8 +23,6 @@ import pandas as pd
 
 from streamml.features import packing, spec
 
-RATING_KEY: tuple[str, ...] = ("userId", "movieId", "timestamp")
-"""What identifies a rating row (the rating id of the streaming side)."""
 KEY_COLUMNS: tuple[str, ...] = ("userId", "movieId", "rating", "timestamp")
 """Columns of a ratings frame, passed through to the features frame ahead of ``label`` and the features."""
 SNAPSHOT_PREFIX = "snapshot_"

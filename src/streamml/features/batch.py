@@ -3,7 +3,8 @@ ratings replayed in Spark's Python workers against the movie and global states S
 :mod:`streamml.features.backfill`) and the online snapshot as parquet under
 ``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
 
-Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label),
+Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label; files in
+the replay's order, by user, so readers needing time order sort by (timestamp, userId, movieId)),
 ``users/`` and ``movies/`` (the online snapshot as of the cutoff), ``_manifest.json`` (written last: snapshot,
 cutoff, row counts, feature names, global sums).
 """
