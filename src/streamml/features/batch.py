@@ -106,8 +106,11 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     rows = fs.features(ratings, movies, cutoff, partitions).persist(StorageLevel.DISK_ONLY)
     columns = [*fs.KEY_COLUMNS, spec.LABEL, *spec.FEATURE_NAMES]
     base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
-    rows.where(F.col("timestamp") < cutoff).select(columns).write.mode("overwrite").parquet(base + "history")
-    rows.where(F.col("timestamp") >= cutoff).select(columns).write.mode("overwrite").parquet(base + "stream")
+    for part, rows_in_part in (("history", F.col("timestamp") < cutoff), ("stream", F.col("timestamp") >= cutoff)):
+        # No dictionary pages: 69 columns of mostly distinct doubles made the writer try and drop a dictionary for
+        # each (3x slower, files 4% smaller).
+        writer = rows.where(rows_in_part).select(columns).write.mode("overwrite")
+        writer.option("parquet.enable.dictionary", "false").parquet(base + part)
     fs.user_snapshot(rows).write.mode("overwrite").parquet(base + "users")
     fs.movie_snapshot(rows, movies, cutoff).write.mode("overwrite").parquet(base + "movies")
     glob = fs.globals_snapshot(history).first()

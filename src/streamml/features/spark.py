@@ -68,11 +68,7 @@ def _global_mean(count: Column, total: Column) -> Column:
 def replay_inputs(ratings: DataFrame, movies: DataFrame) -> DataFrame:
     """Every rating with the columns :func:`streamml.features.backfill.replay` reads
     (:data:`~streamml.features.backfill.INPUT_COLUMNS`), one row per rating, unordered."""
-    meta = movie_metadata(movies)
-    rows = _typed(ratings).join(F.broadcast(meta), "movieId", "left")
-    rows = rows.select(
-        *KEY_COLUMNS, "_like", F.coalesce(F.col("genres"), F.array().cast("array<int>")).alias("genres"), "year"
-    )
+    rows = _typed(ratings).select(*KEY_COLUMNS, "_like")
     rating, like = F.col("rating"), F.col("_like")
 
     user_before = Window.partitionBy("userId").orderBy("timestamp", "movieId").rowsBetween(_UNBOUNDED, -1)
@@ -102,10 +98,8 @@ def replay_inputs(ratings: DataFrame, movies: DataFrame) -> DataFrame:
     )
     movie_earlier = Window.partitionBy("movieId").orderBy("timestamp").rangeBetween(_UNBOUNDED, -1)
     first_of_second = Window.partitionBy("movieId", "timestamp").orderBy("userId")
-    return rows.select(
+    rows = rows.select(
         *KEY_COLUMNS,
-        "genres",
-        F.coalesce(F.col("year"), F.lit(backfill.NONE)).alias("year"),
         F.count(F.lit(1)).over(movie_earlier).alias("m_count"),
         _sum0(rating, movie_earlier, 0.0).alias("m_total"),
         _sum0(rating * rating, movie_earlier, 0.0).alias("m_total_sq"),
@@ -118,6 +112,20 @@ def replay_inputs(ratings: DataFrame, movies: DataFrame) -> DataFrame:
         "ma_likes",
         *backfill.GLOBAL_BEFORE,
         (F.col("_m_residual_before") + F.col("_user_residual")).alias(backfill.RESIDUAL_AFTER),
+    )
+    # The catalog joins last: the windows' shuffles carry no genres.
+    meta = movie_metadata(movies).select(
+        "movieId",
+        # distinct genres: the sum of their bits is their union
+        F.aggregate("genres", F.lit(0).cast("long"), lambda mask, g: mask + F.pow(2, g).cast("long")).alias(
+            backfill.GENRE_MASK
+        ),
+        "year",
+    )
+    return rows.join(F.broadcast(meta), "movieId", "left").select(
+        *rows.columns,
+        F.coalesce(F.col(backfill.GENRE_MASK), F.lit(0).cast("long")).alias(backfill.GENRE_MASK),
+        F.coalesce(F.col("year"), F.lit(backfill.NONE)).alias("year"),
     )
 
 
