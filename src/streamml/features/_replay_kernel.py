@@ -84,7 +84,9 @@ INT_INPUTS: tuple[str, ...] = (
     "userId", "timestamp", "genre_mask", "year", "m_count", "m_likes", "m_first", "g_count", "g_likes",
     "ma_count", "ma_likes", "ga_count", "ga_likes",
 )  # fmt: skip
-"""The integer inputs of :func:`replay`, columns of its ``counts`` array in this order."""
+"""The integer inputs of :func:`replay`, columns of its ``counts`` array in this order. ``m_*`` is the movie's state
+and ``g_*`` the global sums strictly before the rating's second; ``ma_*`` and ``ga_*`` the same just before the
+rating is applied (ratings earlier in replay order)."""
 FLOAT_INPUTS: tuple[str, ...] = ("rating", "m_total", "m_total_sq", "m_residual", "g_total", "ma_total", "ga_total")
 """The float inputs of :func:`replay`, columns of its ``sums`` array in this order."""
 USER, TS, MASK, YEAR, M_COUNT, M_LIKES, M_FIRST, G_COUNT, G_LIKES, MA_COUNT, MA_LIKES, GA_COUNT, GA_LIKES = range(13)
@@ -296,10 +298,14 @@ def replay(
         user_id = counts[start, USER]
         ts = counts[start, TS]
         if current[0] == 0 or current[1] != user_id:
+            if current[0] != 0 and user_id < current[1]:
+                raise ValueError("replay rows are not sorted by userId")
             current[0] = 1
             current[1] = user_id
             ints[:] = 0
             floats[:] = 0.0
+        elif ints[COUNT] > 0 and ts < ints[LAST_TS]:
+            raise ValueError("replay rows are not sorted by timestamp within a user")
         end = start + 1
         while end < size and counts[end, USER] == user_id and counts[end, TS] == ts:
             end += 1
@@ -312,6 +318,8 @@ def replay(
         else:
             has_next, next_user, next_ts = following[0] != 0, following[1], following[2]
         if ts < cutoff and (not has_next or next_user != user_id or next_ts >= cutoff):
+            if snapshots == snapshot_rows.shape[0]:
+                raise ValueError("more snapshots than users in the chunk")
             snapshot_rows[snapshots] = end - 1
             snapshot_ints[snapshots] = ints
             snapshot_floats[snapshots] = floats

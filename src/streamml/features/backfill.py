@@ -36,15 +36,13 @@ NONE = -1
 """``year`` and ``m_first`` of a movie without one (both are never negative otherwise)."""
 GENRE_MASK = "genre_mask"
 """The movie's genres as bits (bit ``g`` for genre index ``g``)."""
-MOVIE_AT = ("m_count", "m_total", "m_total_sq", "m_likes", "m_residual", "m_first")
-"""The movie's state strictly before the rating's second."""
 GLOBAL_AT = ("g_count", "g_total", "g_likes")
 """The global sums strictly before the rating's second."""
-MOVIE_BEFORE = ("ma_count", "ma_total", "ma_likes")
-"""The movie's sums just before the rating is applied (ratings earlier in replay order)."""
 GLOBAL_BEFORE = ("ga_count", "ga_total", "ga_likes")
 """The global sums just before the rating is applied."""
-INPUT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *kernel.INT_INPUTS[2:], *kernel.FLOAT_INPUTS[1:], RESIDUAL_AFTER)
+INPUT_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys((*KEY_COLUMNS, *kernel.INT_INPUTS, *kernel.FLOAT_INPUTS, RESIDUAL_AFTER))
+)
 """What :func:`replay` reads from each row (:func:`streamml.features.spark.replay_inputs` writes it)."""
 
 
