@@ -180,6 +180,8 @@ def run_platform(cfg: dict[str, Any], results: Any, ready: Any = None, stop: Any
     )
     if cfg.get("profile"):
         worker.profiler = cProfile.Profile()
+    # CPU counts from the first message; a member that gets none counts from here (its idle loop), not its start-up
+    worker.cpu_first = _cpu_seconds()
     worker.run()
     profile = ""
     if worker.profiler is not None:
