@@ -1,10 +1,11 @@
 """Scale-out: 1, 2 and 3 scorers in one consumer group, and 1, 2 and 3 feature updaters on one Redis.
 
 Scorers: the platform variant of :mod:`bench.scorer` (the real Worker + ScorerHandler, the same model), N processes
-in one consumer group over the same pre-produced requests (a topic of 6 partitions, so 1, 2 and 3 members get even
-shares), each pinned to a core in turn (cpu 1, 0, 1, ...). Group rate = requests / (last batch of any member - first
-message of any member); CPU per event = the members' CPU seconds over the requests. The runs of different N
-alternate (1, 2, 3, 1, 2, 3, ...), each with a fresh group.
+in one consumer group over the same requests, produced once every member holds partitions (a fresh topic of 6
+partitions per run, so 1, 2 and 3 members get even shares), each pinned to a core in turn (cpu 1, 0, 1, ...).
+Group rate = requests / (last batch of any member - first message of any member); CPU per event = the members' CPU
+seconds over the requests (each from its first message, or from the start of its loop if it got none). The runs of
+different N alternate (1, 2, 3, 1, 2, 3, ...), each with a fresh group.
 
 Updaters: N processes each run the platform's FeatureUpdaterHandler (the WATCH + MULTI/EXEC update) over the stream
 period's feedback of its own users (user id mod N, as Kafka's partitioning by user key gives each member its users),
@@ -33,20 +34,38 @@ from bench.scorer import copy_features, produce_requests, request_rows, run_plat
 from streamml.config import get_settings
 
 _ctx = mp.get_context("spawn")
+PARTITIONS = 6
+SETTLE_SECONDS = 3.0
+"""After every member holds partitions, before the requests are produced."""
 
 
-def scorer_group(base: dict[str, Any], replicas: int, requests: int, timeout: float) -> dict[str, float]:
-    """One run of ``replicas`` scorers in a fresh group until the group has consumed ``requests``."""
+def scorer_group(
+    settings: Any, base: dict[str, Any], replicas: int, rows: list[tuple[int, int, int]], timeout: float
+) -> dict[str, float]:
+    """One run of ``replicas`` scorers in a fresh group on a fresh topic: the requests are produced only once every
+    member holds partitions (KIP-848 assigns member by member, and the first member would drain a pre-produced topic
+    alone while the others still load the model), then the run lasts until the group has consumed them all."""
+    from streamml.streaming.clients import ensure_topics
+
+    tag = f"scorers{replicas}-{uuid.uuid4().hex[:6]}"
+    topic, group = f"{base['run']}.requests.{tag}", f"{base['run']}-{tag}"
+    ensure_topics(settings.kafka, [topic], partitions=PARTITIONS)
     counter, stop, results = _ctx.Value("q", 0), _ctx.Event(), _ctx.Queue()
-    group = f"{base['run']}-scorers{replicas}-{uuid.uuid4().hex[:6]}"
+    readies = [_ctx.Event() for _ in range(replicas)]
     procs = []
-    for i in range(replicas):
-        cfg = {**base, "group": group, "limit": requests, "cpu": (1 + i) % (os.cpu_count() or 1), "counter": counter}
-        procs.append(_ctx.Process(target=run_platform, args=(cfg, results, None, stop)))
+    for i, ready in enumerate(readies):
+        cfg = {**base, "requests": topic, "group": group, "limit": len(rows), "counter": counter,
+               "cpu": (1 + i) % (os.cpu_count() or 1)}  # fmt: skip
+        procs.append(_ctx.Process(target=run_platform, args=(cfg, results, ready, stop)))
     for p in procs:
         p.start()
     deadline = time.monotonic() + timeout
-    while counter.value < requests and time.monotonic() < deadline:
+    if not all(ready.wait(max(deadline - time.monotonic(), 0)) for ready in readies):
+        stop.set()
+        raise SystemExit(f"{replicas} scorers: not every member was assigned partitions in {timeout:.0f} s")
+    time.sleep(SETTLE_SECONDS)  # let the group finish moving partitions to the last member
+    produce_seconds = produce_requests(settings, topic, rows, f"{base['run']}-{tag}")
+    while counter.value < len(rows) and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     members = [results.get(timeout=60) for _ in procs]
@@ -57,7 +76,8 @@ def scorer_group(base: dict[str, Any], replicas: int, requests: int, timeout: fl
     count = sum(m["count"] for m in members)
     cpu = sum(m["cpu"] for m in members)
     rate, cpu_us = count / seconds, 1e6 * cpu / count
-    return {"count": count, "seconds": seconds, "rate": rate, "cpu_us_per_event": cpu_us, "busy_members": len(busy)}
+    return {"count": count, "seconds": seconds, "rate": rate, "cpu_us_per_event": cpu_us, "busy_members": len(busy),
+            "produce_seconds": produce_seconds}  # fmt: skip
 
 
 def run_updater_share(share: int, of: int, batch: int, ready: Any, go: Any, results: Any) -> None:
@@ -181,19 +201,20 @@ def bench_scorers(settings: Any, sizes: list[int], args: argparse.Namespace) -> 
     scratch.flushdb()
     try:
         version, _ = copy_features(settings, 0)
-        ensure_topics(settings.kafka, topics.values(), partitions=6)
+        ensure_topics(settings.kafka, [topics[k] for k in ("predictions", "dlq", "shadow")], partitions=PARTITIONS)
         rows = request_rows(settings, version, args.requests)
-        produce_requests(settings, topics["requests"], rows, f"{run}-scale")
         base = {"run": run, "topic_prefix": run, "model_uri": args.model_uri, "batch": args.batch,
                 "poll_timeout": 0.005, "idle_timeout": 0.5, "feature_version": version, "max_seconds": 300.0,
                 **topics}  # fmt: skip
         runs: dict[int, list[dict[str, float]]] = {}
         for _ in range(args.runs):
             for n in sizes:
-                runs.setdefault(n, []).append(scorer_group(base, n, args.requests, timeout=300))
+                runs.setdefault(n, []).append(scorer_group(settings, base, n, rows, timeout=300))
                 last = runs[n][-1]
-                # KIP-848 hands partitions out member by member: one member can drain a short run alone
-                console.print(f"  {n} scorer(s): {last['rate']:,.0f} events/s, {last['busy_members']} got messages")
+                console.print(
+                    f"  {n} scorer(s): {last['rate']:,.0f} events/s, {last['busy_members']} got messages "
+                    f"(requests produced in {last['produce_seconds']:.1f} s)"
+                )
         return table(f"scorers in one group, {args.requests:,} requests, 6 partitions", runs, "cpu_us_per_event")
     finally:
         admin = AdminClient(admin_config(settings.kafka))
