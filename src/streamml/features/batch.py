@@ -3,8 +3,9 @@ ratings replayed in Spark's Python workers against the movie and global states S
 :mod:`streamml.features.backfill`) and the online snapshot as parquet under
 ``s3a://features/v{n}/``. Runs inside a Spark driver (see ``spark-jobs/build_features.py``).
 
-Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label; files in
-the replay's order, by user, so readers needing time order sort by (timestamp, userId, movieId)),
+Layout of a feature version ``n``: ``history/`` and ``stream/`` (one row per rating, features + label, written by
+the replay tasks themselves with pyarrow, one file per task and part; files in the replay's order, by user, so readers
+needing time order sort by (timestamp, userId, movieId)),
 ``users/`` and ``movies/`` (the online snapshot as of the cutoff), ``_manifest.json`` (written last: snapshot,
 cutoff, row counts, feature names, global sums).
 """
@@ -12,13 +13,14 @@ cutoff, row counts, feature names, global sums).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from streamml import names
 from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
-from streamml.features import packing, spec
+from streamml.features import backfill, packing, spec
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
@@ -92,7 +94,6 @@ def read_raw(spark: SparkSession, snapshot: str) -> tuple[DataFrame, DataFrame]:
 def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, quantile: float) -> dict[str, Any]:
     """Run the split and the features for ``snapshot`` into feature version ``version``; return the manifest."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     from streamml.features import spark as fs
 
@@ -102,19 +103,17 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     ratings = ratings.cache()
     history, _, cutoff = fs.time_split(ratings, quantile)
     partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions") or 8), -(-ratings.count() // ROWS_PER_TASK))
-    # 103 columns per rating: on local disk, not in the heap (5M ratings cached in memory ran a 2g driver out of it)
-    rows = fs.features(ratings, movies, cutoff, partitions).persist(StorageLevel.DISK_ONLY)
-    columns = [*fs.KEY_COLUMNS, spec.LABEL, *spec.FEATURE_NAMES]
-    base = f"s3a://{names.BUCKET_FEATURES}/v{version}/"
-    for part, rows_in_part in (("history", F.col("timestamp") < cutoff), ("stream", F.col("timestamp") >= cutoff)):
-        # No dictionary pages: 69 columns of mostly distinct doubles made the writer try and drop a dictionary for
-        # each (3x slower, files 4% smaller).
-        writer = rows.where(rows_in_part).select(columns).write.mode("overwrite")
-        writer.option("parquet.enable.dictionary", "false").parquet(base + part)
-    fs.user_snapshot(rows).write.mode("overwrite").parquet(base + "users")
-    fs.movie_snapshot(rows, movies, cutoff).write.mode("overwrite").parquet(base + "movies")
+    # The replay writes history/ and stream/ itself (backfill.replay_to_parquet) and hands Spark the columns the
+    # snapshots read, kept on local disk: the heap holds none of them.
+    base = f"{names.BUCKET_FEATURES}/v{version}"
+    body = partial(backfill.replay_to_parquet, cutoff=cutoff, filesystem=s3_filesystem(settings.minio), base=base)
+    rows = fs.replayed(ratings, movies, partitions, body, backfill.output_schema(backfill.STATE_COLUMNS))
+    rows = rows.persist(StorageLevel.DISK_ONLY)
+    replayed = rows.count()  # runs every replay task to its end, so each has uploaded its files
+    fs.user_snapshot(rows).write.mode("overwrite").parquet(f"s3a://{base}/users")
+    fs.movie_snapshot(rows, movies, cutoff).write.mode("overwrite").parquet(f"s3a://{base}/movies")
     glob = fs.globals_snapshot(history).first()
-    counts = {part: spark.read.parquet(base + part).count() for part in PARTS}
+    counts = {part: spark.read.parquet(f"s3a://{base}/{part}").count() for part in PARTS}
     manifest = {
         "version": version,
         "snapshot": snapshot,
@@ -125,8 +124,11 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
         "feature_names": list(spec.FEATURE_NAMES),
         "globals": glob.asDict() if glob else {},
     }
-    if counts["history"] + counts["stream"] != manifest["ratings"]:
-        raise StreamMLError(f"split lost rows: {counts['history']} + {counts['stream']} != {manifest['ratings']}")
+    if not counts["history"] + counts["stream"] == replayed == manifest["ratings"]:
+        raise StreamMLError(
+            f"the feature job lost rows: {manifest['ratings']} ratings, {replayed} replayed, "
+            f"{counts['history']} + {counts['stream']} written"
+        )
     store.put_json(manifest_key(version), manifest)
     logger.info("features version=%d snapshot=%s cutoff=%d rows=%s", version, snapshot, cutoff, counts)
     return manifest

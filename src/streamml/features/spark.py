@@ -14,7 +14,8 @@ The session is the caller's: nothing here creates one.
 from __future__ import annotations
 
 import logging
-from functools import partial
+from collections.abc import Callable
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
@@ -129,13 +130,15 @@ def replay_inputs(ratings: DataFrame, movies: DataFrame) -> DataFrame:
     )
 
 
-def features(ratings: DataFrame, movies: DataFrame, cutoff: int, partitions: int) -> DataFrame:
-    """Point-in-time features of every rating row, and the user snapshot as of ``cutoff``: the
-    :func:`streamml.features.backfill.output_schema` columns, one row per input rating, unordered."""
+def replayed(
+    ratings: DataFrame, movies: DataFrame, partitions: int, body: Callable[..., Any], schema: str
+) -> DataFrame:
+    """``body`` (:func:`~streamml.features.backfill.replay_to_parquet`, or :func:`~streamml.features.backfill.replay`
+    with ``cutoff`` bound and :func:`~streamml.features.backfill.output_schema` for every column) over
+    ``partitions`` partitions of users, each sorted by (userId, timestamp, movieId); ``schema`` is what it
+    returns, one row per rating, unordered."""
     inputs = replay_inputs(ratings, movies).repartition(partitions, "userId")
-    return inputs.sortWithinPartitions("userId", "timestamp", "movieId").mapInPandas(
-        partial(backfill.replay, cutoff=cutoff), backfill.output_schema()
-    )
+    return inputs.sortWithinPartitions("userId", "timestamp", "movieId").mapInPandas(body, schema)
 
 
 def _with_global_sums(rows: DataFrame, prefix: str, within_day: WindowSpec) -> DataFrame:

@@ -6,14 +6,21 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from pyarrow.fs import LocalFileSystem
 from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
-from streamml.features import packing, spec
+from streamml.features import backfill, packing, spec
+from streamml.features.spark import replayed
 from streamml.features.spec import FEATURE_NAMES, FeatureState
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -80,25 +87,52 @@ def _py(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def test_spark_features_equal_incremental_features(
-    spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame]
-) -> None:
-    from streamml.features.spark import features
-
+@pytest.fixture(scope="module")
+def job(
+    spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DataFrame, Path, int]:
+    """The feature job's replay as ``batch.build`` runs it, writing its parts to local files: its state rows
+    (cached), the directory of ``history/`` and ``stream/``, and the cutoff."""
     ratings, movies = data
-    ordered = sort_ratings(ratings)
-    expected = spec.point_in_time_features(FeatureState.from_movies(movies), ordered)
-    spark_ratings, spark_movies = _frames(spark, ratings, movies)
-
     _, _, cutoff = time_split(ratings, 0.8)
+    base = tmp_path_factory.mktemp("features")
+    for part in backfill.FEATURE_PARTS:
+        (base / part).mkdir()
+    # row groups of 50 rows or more: each file holds several
+    body = partial(
+        backfill.replay_to_parquet, cutoff=cutoff, filesystem=LocalFileSystem(), base=str(base), row_group_rows=50
+    )
+    spark_ratings, spark_movies = _frames(spark, ratings, movies)
     # Arrow batches of 7 rows: users and seconds span batches.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     try:
-        rows = features(spark_ratings, spark_movies, cutoff, partitions=3).collect()
+        schema = backfill.output_schema(backfill.STATE_COLUMNS)
+        rows = replayed(spark_ratings, spark_movies, 3, body, schema).cache()
+        assert rows.count() == len(ratings)
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    return rows, base, cutoff
+
+
+def test_spark_features_equal_incremental_features(
+    data: tuple[pd.DataFrame, pd.DataFrame], job: tuple[DataFrame, Path, int]
+) -> None:
+    ratings, movies = data
+    ordered = sort_ratings(ratings)
+    expected = spec.point_in_time_features(FeatureState.from_movies(movies), ordered)
+    _, base, cutoff = job
+
+    parts = {}
+    for part in backfill.FEATURE_PARTS:
+        assert sorted(f.name for f in (base / part).iterdir()) == [f"part-{i:05d}.parquet" for i in range(3)]
+        parts[part] = pq.read_table(base / part)
+        assert parts[part].column_names == list(backfill.FEATURE_COLUMNS)
+        assert parts[part].schema.field(spec.LABEL).type == pa.int32()
+        assert pq.ParquetFile(next((base / part).iterdir())).metadata.num_row_groups > 1
+    assert pc.all(pc.less(parts["history"]["timestamp"], cutoff)).as_py()
+    assert pc.all(pc.greater_equal(parts["stream"]["timestamp"], cutoff)).as_py()
+    rows = pa.concat_tables(parts.values()).to_pylist()
     assert len(rows) == len(ratings)
-    assert rows[0].asDict().keys() >= {"userId", "movieId", "rating", "timestamp", spec.LABEL, *FEATURE_NAMES}
     by_key = {(r["userId"], r["movieId"], r["timestamp"]): r for r in rows}
     keys = list(zip(ordered["userId"], ordered["movieId"], ordered["timestamp"], strict=True))
     actual = np.array([[by_key[key][name] for name in FEATURE_NAMES] for key in keys], dtype=np.float64)
@@ -114,11 +148,10 @@ def test_spark_features_equal_incremental_features(
 
 
 def test_spark_snapshot_equals_incremental_snapshot(
-    spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame]
+    spark: SparkSession, data: tuple[pd.DataFrame, pd.DataFrame], job: tuple[DataFrame, Path, int]
 ) -> None:
     from streamml.features.spark import (
         cutoff_timestamp,
-        features,
         globals_snapshot,
         movie_snapshot,
         user_snapshot,
@@ -136,7 +169,8 @@ def test_spark_snapshot_equals_incremental_snapshot(
     spark_history, spark_stream, spark_cutoff = spark_time_split(spark_ratings, 0.8)
     assert (spark_cutoff, spark_history.count(), spark_stream.count()) == (cutoff, len(history), len(stream))
 
-    rows = features(spark_ratings, spark_movies, cutoff, partitions=3).cache()
+    rows, _, job_cutoff = job
+    assert job_cutoff == cutoff
     user_rows = user_snapshot(rows).collect()
     spark_users = {r["userId"]: packing.pack_user(packing.user_state_from_row(r.asDict())) for r in user_rows}
     assert spark_users == users
