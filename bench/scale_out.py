@@ -4,8 +4,9 @@ Scorers: the platform variant of :mod:`bench.scorer` (the real Worker + ScorerHa
 in one consumer group over the same requests, produced once every member holds partitions (a fresh topic of 6
 partitions per run, so 1, 2 and 3 members get even shares), each pinned to a core in turn (cpu 1, 0, 1, ...).
 Group rate = requests / (last batch of any member - first message of any member); CPU per event = the members' CPU
-seconds over the requests (each from its first message, or from the start of its loop if it got none). The runs of
-different N alternate (1, 2, 3, 1, 2, 3, ...), each with a fresh group.
+seconds over the requests (each from its first message, or from the start of its loop if it got none); machine busy =
+the share of both cores busy (/proc/stat, every process) from the first request produced to the last consumed. The
+runs of different N alternate (1, 2, 3, 1, 2, 3, ...), each with a fresh group.
 
 Updaters: N processes each run the platform's FeatureUpdaterHandler (the WATCH + MULTI/EXEC update) over the stream
 period's feedback of its own users (user id mod N, as Kafka's partitioning by user key gives each member its users),
@@ -64,9 +65,11 @@ def scorer_group(
         stop.set()
         raise SystemExit(f"{replicas} scorers: not every member was assigned partitions in {timeout:.0f} s")
     time.sleep(SETTLE_SECONDS)  # let the group finish moving partitions to the last member
+    machine = machine_cpu()
     produce_seconds = produce_requests(settings, topic, rows, f"{base['run']}-{tag}")
     while counter.value < len(rows) and time.monotonic() < deadline:
         time.sleep(0.05)
+    busy_share = machine_busy_since(machine)
     stop.set()
     members = [results.get(timeout=60) for _ in procs]
     for p in procs:
@@ -77,7 +80,21 @@ def scorer_group(
     cpu = sum(m["cpu"] for m in members)
     rate, cpu_us = count / seconds, 1e6 * cpu / count
     return {"count": count, "seconds": seconds, "rate": rate, "cpu_us_per_event": cpu_us, "busy_members": len(busy),
-            "produce_seconds": produce_seconds}  # fmt: skip
+            "produce_seconds": produce_seconds, "machine_busy": busy_share}  # fmt: skip
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of every core since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy_since(start: tuple[int, int]) -> float:
+    """The share of the whole machine's CPU (every process: scorers, broker, Redis, the producer) busy since
+    ``start``: near 1.0 means more members cannot go faster here."""
+    busy, total = machine_cpu()
+    return (busy - start[0]) / max(total - start[1], 1)
 
 
 def run_updater_share(share: int, of: int, batch: int, ready: Any, go: Any, results: Any) -> None:
@@ -139,19 +156,19 @@ def updater_group(replicas: int, batch: int) -> dict[str, float]:
     return {"count": count, "seconds": seconds, "rate": count / seconds, "conflicts_per_batch": conflicts / batches}
 
 
-def table(title: str, runs: dict[int, list[dict[str, float]]], extra: str) -> dict[str, Any]:
+def table(title: str, runs: dict[int, list[dict[str, float]]], *extras: str) -> dict[str, Any]:
     t = Table(title=title)
-    for name in ("processes", "runs", "events/s (median)", "events/s (min-max)", "x one process", extra):
+    for name in ("processes", "runs", "events/s (median)", "events/s (min-max)", "x one process", *extras):
         t.add_column(name, justify="right")
     one = statistics.median(r["rate"] for r in runs[min(runs)])
     out = {}
     for n, rs in sorted(runs.items()):
         rates = [r["rate"] for r in rs]
         median = statistics.median(rates)
-        detail = statistics.median(r[extra] for r in rs)
+        details = {extra: statistics.median(r[extra] for r in rs) for extra in extras}
         t.add_row(str(n), str(len(rs)), f"{median:,.0f}", f"{min(rates):,.0f}-{max(rates):,.0f}", f"{median / one:.2f}",
-                  f"{detail:.2f}")  # fmt: skip
-        out[str(n)] = {"median": median, "min": min(rates), "max": max(rates), extra: detail}
+                  *(f"{v:.2f}" for v in details.values()))  # fmt: skip
+        out[str(n)] = {"median": median, "min": min(rates), "max": max(rates), **details}
     console.print(t)
     return out
 
@@ -213,9 +230,10 @@ def bench_scorers(settings: Any, sizes: list[int], args: argparse.Namespace) -> 
                 last = runs[n][-1]
                 console.print(
                     f"  {n} scorer(s): {last['rate']:,.0f} events/s, {last['busy_members']} got messages "
-                    f"(requests produced in {last['produce_seconds']:.1f} s)"
+                    f"(requests produced in {last['produce_seconds']:.1f} s), machine {last['machine_busy']:.0%} busy"
                 )
-        return table(f"scorers in one group, {args.requests:,} requests, 6 partitions", runs, "cpu_us_per_event")
+        title = f"scorers in one group, {args.requests:,} requests, 6 partitions"
+        return table(title, runs, "cpu_us_per_event", "machine_busy")
     finally:
         admin = AdminClient(admin_config(settings.kafka))
         created = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run)]
