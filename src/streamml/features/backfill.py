@@ -94,7 +94,7 @@ def replay(batches: Iterator[pd.DataFrame], cutoff: int) -> Iterator[pd.DataFram
 
 FEATURE_PARTS = ("history", "stream")
 """The parts of a feature version holding :data:`FEATURE_COLUMNS`: the rows before the cutoff, and the rest."""
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 32_768
 
 
 def replay_to_parquet(

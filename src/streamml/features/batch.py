@@ -20,7 +20,7 @@ from streamml import names
 from streamml.config import Settings
 from streamml.data.ingest import RAW_PREFIX
 from streamml.errors import StreamMLError
-from streamml.features import backfill, packing, spec
+from streamml.features import packing, spec
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ def build(spark: SparkSession, settings: Settings, snapshot: str, version: int, 
     """Run the split and the features for ``snapshot`` into feature version ``version``; return the manifest."""
     from pyspark import StorageLevel
 
+    from streamml.features import backfill  # numba and pandas: only the job's driver needs them
     from streamml.features import spark as fs
 
     store = ObjectStore(settings.minio, names.BUCKET_FEATURES)
