@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -55,3 +56,9 @@ def test_prediction_writes_are_pre_encoded_sets_with_a_ttl_and_an_error_poisons_
     finally:
         admin.delete(*keys)
         admin.close()
+    with socket.socket() as probe:  # a port nothing listens on: Redis is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = RedisFeatureStore(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=2))
+    with pytest.raises(TransientError, match="write of 1 prediction"):
+        down.write_predictions([(keys[0], b"x")], 60)

@@ -142,7 +142,10 @@ class RedisFeatureStore:
         :class:`TransientError` on an error reply (after reading them all) or a connection fault. A connection that
         may still hold unread replies is closed, never handed out again."""
         pool = self.client.connection_pool
-        connection = pool.get_connection()
+        try:
+            connection = pool.get_connection()  # connects: a Redis that is down or restarting fails here
+        except redis.RedisError as exc:
+            raise TransientError(f"Redis {what} failed: {exc}") from exc
         errors: list[redis.ResponseError] = []
         try:
             connection.send_packed_command([payload], check_health=False)
