@@ -105,8 +105,8 @@ def replay_to_parquet(
     ``bucket/prefix``; on a local one both directories must exist) and handing Spark only the
     :data:`STATE_COLUMNS` the snapshots need.
 
-    Spark's parquet writer converts every Arrow batch back to rows and spent about a third of a 25M-rating job
-    writing them; pyarrow writes the frames the replay already holds. A task writes its rows to local files and
+    Spark's parquet writer converted every Arrow batch back to rows; pyarrow writes the frames the replay already
+    holds (25M ratings: 7:14-7:45 instead of 14:42-15:23, docs/benchmarks.md). A task writes its rows to local files and
     uploads each once, whole, as ``part-{partition}.parquet``: a file in MinIO is always complete, and a retried
     task replaces its own.
     """
