@@ -141,13 +141,17 @@ class Supervisor:
                     f"{name} failed to start ({fault.faultString}); see {self.paths.logs / (name + '.log')}"
                 ) from fault
 
-    def restart(self, name: str) -> None:
-        """Stop program ``name`` (waiting for it) and start it again."""
+    def stop(self, name: str) -> None:
+        """Stop program ``name`` and wait for it (a program that is not running is fine)."""
         try:
             self._proxy().supervisor.stopProcess(name, True)
         except xmlrpc.client.Fault as fault:
             if "NOT_RUNNING" not in fault.faultString:
                 raise StreamMLError(f"{name} failed to stop ({fault.faultString})") from fault
+
+    def restart(self, name: str) -> None:
+        """Stop program ``name`` (waiting for it) and start it again."""
+        self.stop(name)
         self.start(name)
 
     def shutdown(self, timeout: float = 90.0) -> None:
