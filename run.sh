@@ -224,6 +224,8 @@ deploy_docker() {
     say "first deploy: running the movielens_training DAG once through Airflow's REST API v2 (the Airflow UI shows it too)"
     compose_streamml pipelines trigger movielens_training --wait \
       || die "movielens_training failed; the stack is up, see the task logs in the Airflow UI"
+  else
+    compose_streamml features upgrade || die "the online features could not be upgraded to this code's state format"
   fi
   say "starting a replay of the stream period at ${STREAMML_REPLAY__RATE:-50} requests/s (follow: docker compose logs -f replayer)"
   compose_all up -d --no-deps replayer
@@ -285,6 +287,8 @@ cmd_deploy() {
       say "first deploy: running the movielens_training DAG once (Airflow UI shows its progress too)"
       streamml pipelines trigger movielens_training --wait \
         || die "movielens_training failed; the stack is up, see the task logs in the Airflow UI"
+    else
+      streamml features upgrade || die "the online features could not be upgraded to this code's state format"
     fi
     start_replay
   fi
@@ -313,7 +317,14 @@ start_replay() {
 }
 
 ## up: start the local stack (running services are left alone)
-cmd_up() { setup_all; streamml stack up; print_urls; }
+cmd_up() {
+  setup_all
+  streamml stack up
+  if streamml features current >/dev/null 2>&1; then
+    streamml features upgrade || die "the online features could not be upgraded to this code's state format"
+  fi
+  print_urls
+}
 
 ## scale: run N scorers in one consumer group (kept in .env as STREAMML_SCORER__REPLICAS) [--docker]
 cmd_scale() {

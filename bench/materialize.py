@@ -1,9 +1,13 @@
-"""Redis materialization throughput of a synthetic online snapshot, through the platform's own code path.
+"""Redis materialization throughput of a synthetic online snapshot, end to end through the platform's own
+:func:`streamml.features.materialize.materialize`.
 
-States are drawn once (not timed), then packed with :mod:`streamml.features.spec` and written with
-:class:`streamml.stores.features.RedisFeatureStore` exactly as :func:`streamml.features.materialize.materialize`
-does (pipelined MSET batches, then ``activate``). The baseline is the naive shape, one SET round trip per key, on a
-sample. Redis database ``STREAMML_REDIS__DB`` is flushed before and after; database 0 (the platform's) is refused.
+States are drawn once (not timed) and written as the feature job writes a version's snapshot parts: parquet under
+``s3://features/v{N}/users/`` and ``movies/`` plus its manifest, in a scratch version of MinIO's features bucket
+(deleted at the end). Timed, repeated: ``materialize()`` (read the parts, pack them column by column into the fixed
+layouts, one MULTI/EXEC of MSET batches, activate), beside the same parts through an object per row (the shape of the
+materializer before session 17: row dicts, a state object, one pack per state, the same load), the steps of the
+platform path alone, and the naive baseline, one SET round trip per key, on a sample. Redis database
+``STREAMML_REDIS__DB`` is flushed before and after; database 0 (the platform's) is refused.
 
     STREAMML_REDIS__DB=15 python -m bench.materialize --users 1000000 --movies 50000
 """
@@ -12,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import redis
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.harness import Row, console, print_table, stopwatch
 from streamml import names
@@ -30,8 +32,6 @@ from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
 
 TARGET_KEYS_PER_SECOND = 200_000
-PROGRESS_EVERY = 50_000
-Blobs = list[tuple[str, bytes]]
 
 
 def synthesize_users(rng: np.random.Generator, n: int) -> list[spec.UserState]:
@@ -83,26 +83,71 @@ def synthesize_movies(rng: np.random.Generator, n: int) -> list[spec.MovieState]
     return movies
 
 
-def blobs(
-    version: int,
-    users: list[spec.UserState],
-    movies: list[spec.MovieState],
-    globals_state: spec.GlobalState,
-    on_progress: Callable[[int], None] | None = None,
-) -> Iterator[tuple[str, bytes]]:
-    """The key/blob stream of a feature version, in the order and shape of the platform's materializer."""
-    n = 0
-    for user_id, user in enumerate(users, start=1):
-        yield names.user_features_key(version, user_id), packing.pack_user(user)
-        n += 1
-        if on_progress and n % PROGRESS_EVERY == 0:
-            on_progress(n)
-    for movie_id, movie in enumerate(movies, start=1):
-        yield names.movie_features_key(version, movie_id), packing.pack_movie(movie)
-        n += 1
-        if on_progress and n % PROGRESS_EVERY == 0:
-            on_progress(n)
-    yield names.globals_features_key(version), packing.pack_globals(globals_state)
+SCRATCH_VERSION = 990_001
+"""The feature version the bench writes to MinIO (its prefix is deleted at the end) and to Redis."""
+_ARROW_TYPES = {"long": "int64", "double": "float64", "array<long>": "list<int64>", "array<double>": "list<float64>"}
+
+
+def snapshot_tables(users: list[spec.UserState], movies: list[spec.MovieState]) -> tuple[Any, Any]:
+    """The states as a feature version's snapshot parts (``packing.USER_SNAPSHOT_COLUMNS``, ``MOVIE_...``)."""
+    import pyarrow as pa
+
+    def arrow(kind: str) -> Any:
+        name = _ARROW_TYPES[kind]
+        return pa.list_(pa.type_for_alias(name[5:-1])) if name.startswith("list") else pa.type_for_alias(name)
+
+    user_columns = {"userId": pa.array(np.arange(1, len(users) + 1))}
+    for name, kind in packing.USER_STATE_SCHEMA.items():
+        user_columns[name] = pa.array([getattr(u, name) for u in users], arrow(kind))
+    movie_columns = {
+        "movieId": pa.array(np.arange(1, len(movies) + 1)),
+        "genres": pa.array([list(m.genres) for m in movies], pa.list_(pa.int32())),
+        "year": pa.array([m.year for m in movies], pa.int32()),
+    }
+    for name in packing.MOVIE_SNAPSHOT_COLUMNS[3:]:
+        kind = pa.int64() if name in ("count", "likes", "first_ts") else pa.float64()
+        movie_columns[name] = pa.array([getattr(m, name) for m in movies], kind)
+    return pa.table(user_columns), pa.table(movie_columns)
+
+
+def write_version(settings: Settings, version: int, users: Any, movies: Any, globals_state: spec.GlobalState) -> None:
+    """The parts and the manifest of a feature version, as the feature job leaves them in MinIO."""
+    import pyarrow.parquet as pq
+
+    from streamml.features.batch import manifest_key
+    from streamml.stores.objects import ObjectStore, s3_filesystem
+
+    fs = s3_filesystem(settings.minio)
+    for part, table in (("users", users), ("movies", movies)):
+        pq.write_table(table, f"{names.BUCKET_FEATURES}/v{version}/{part}/part-00000.parquet", filesystem=fs)
+    manifest = {
+        "version": version,
+        "globals": {"count": globals_state.count, "total": globals_state.total, "likes": globals_state.likes},
+        "rows": {"users": users.num_rows, "movies": movies.num_rows},
+    }
+    ObjectStore(settings.minio, names.BUCKET_FEATURES).put_json(manifest_key(version), manifest)
+
+
+def object_per_row(settings: Settings, version: int, store: RedisFeatureStore) -> int:
+    """The materializer before session 17: every part row as a dict, then a state object, then one pack per state;
+    the same load and activate."""
+    from streamml.features.batch import read_manifest, read_part
+
+    manifest = read_manifest(settings, version)
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for part, key, id_column, state_of, pack in (
+            ("users", names.user_features_key, "userId", packing.user_state_from_row, packing.pack_user),
+            ("movies", names.movie_features_key, "movieId", packing.movie_state_from_row, packing.pack_movie),
+        ):
+            for batch in read_part(settings, version, part).to_batches(max_chunksize=50_000):
+                for row in batch.to_pylist():
+                    yield key(version, int(row[id_column])), pack(state_of(row))
+        yield names.globals_features_key(version), packing.pack_globals(packing.globals_from_row(manifest["globals"]))
+
+    written = store.load(version, items())
+    store.activate(version)
+    return written
 
 
 def naive_write(client: redis.Redis, items: Iterator[tuple[str, bytes]]) -> int:
@@ -112,15 +157,6 @@ def naive_write(client: redis.Redis, items: Iterator[tuple[str, bytes]]) -> int:
         client.set(key, blob)
         n += 1
     return n
-
-
-@contextmanager
-def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar; yields the ``on_progress(done)`` callback to hand to :func:`blobs`."""
-    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
 
 
 def _flush(client: redis.Redis, attempts: int = 10) -> None:
@@ -135,11 +171,6 @@ def _flush(client: redis.Redis, attempts: int = 10) -> None:
             time.sleep(3)
 
 
-def _mset_server_seconds(client: redis.Redis) -> float:
-    """Seconds Redis has spent executing MSET since its start (instance-wide ``INFO commandstats``)."""
-    return int(client.info("commandstats").get("cmdstat_mset", {}).get("usec", 0)) / 1e6
-
-
 def _used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
@@ -149,13 +180,14 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000, help="users in the synthetic snapshot")
     parser.add_argument("--movies", type=int, default=50_000, help="movies in the synthetic snapshot")
     parser.add_argument("--baseline-keys", type=int, default=50_000, help="user keys written by the one-SET baseline")
-    parser.add_argument("--batch", type=int, default=10_000, help="MSET batch of the platform path")
-    parser.add_argument("--version", type=int, default=1, help="feature version number of the keys")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every phase; the table shows the median")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic states")
     args = parser.parse_args()
-    if min(args.users, args.movies, args.baseline_keys, args.batch, args.repeats) < 1:
+    if min(args.users, args.movies, args.baseline_keys, args.repeats) < 1:
         parser.error("every count must be positive")
+    from streamml.features.batch import read_part
+    from streamml.features.materialize import materialize, snapshot_blobs
+    from streamml.stores.objects import ObjectStore
 
     settings = Settings()
     if settings.redis.db == 0:
@@ -163,107 +195,94 @@ def main() -> int:
         return 2
     client = redis_client(settings.redis)
     store = RedisFeatureStore(client)
+    version = SCRATCH_VERSION
     n_keys = args.users + args.movies + 1
     n_base = min(args.baseline_keys, args.users)
     console.print(
         f"redis {client.info('server')['redis_version']} at {settings.redis.url}, redis-py {redis.__version__}, "
-        f"python {platform.python_version()}; {n_keys:,} keys (baseline {n_base:,}), MSET batch {args.batch:,}"
+        f"python {platform.python_version()}; {n_keys:,} keys (baseline {n_base:,}); scratch feature version {version}"
     )
 
     rng = np.random.default_rng(args.seed)
-    with console.status("synthesizing states (not timed)"):
+    with console.status("synthesizing states and writing them as a feature version to MinIO (not timed)"):
         users = synthesize_users(rng, args.users)
         movies = synthesize_movies(rng, args.movies)
         globals_state = spec.GlobalState(
             count=sum(u.count for u in users), total=sum(u.total for u in users), likes=sum(u.likes for u in users)
         )
+        user_table, movie_table = snapshot_tables(users, movies)
+        write_version(settings, version, user_table, movie_table, globals_state)
 
-    base_e2e = Row("baseline: pack + SET per key", n_base + 1)
-    base_write = Row("baseline: SET per key only (pre-packed)", n_base + 1)
-    platform_e2e = Row(f"platform: pack + MSET {args.batch:,}/batch", n_keys)
-    pack = Row("breakdown: pack keys + blobs", n_keys)
-    write = Row(f"breakdown: MSET {args.batch:,}/batch only (pre-packed)", n_keys)
-    activate = Row("platform: activate (GETSET + SCAN of all keys)", n_keys + 1)
-    base_users = users[:n_base]
-    server_seconds: list[float] = []
+    platform_e2e = Row("platform: materialize() (read parts, pack columns, load, activate)", n_keys)
+    rows_e2e = Row("before: the same, an object per row (dicts, states, one pack each)", n_keys)
+    read = Row("step: read the parts from MinIO", n_keys)
+    pack = Row("step: pack columns into the layouts", n_keys)
+    load = Row("step: load (MULTI/EXEC of MSET batches, pre-packed)", n_keys)
+    activate = Row("step: activate (GETSET + SCAN of all keys)", n_keys + 1)
+    base_write = Row("baseline: one SET per key (pre-packed)", n_base)
     client.flushdb()
     try:
         for run in range(1, args.repeats + 1):
             console.print(f"run {run}/{args.repeats}")
-            # Baseline: pack + one SET per key, then the same pre-packed keys again (write only).
-            with stopwatch() as lap:
-                written = naive_write(client, blobs(args.version, base_users, [], globals_state))
-            assert written == base_e2e.count
-            base_e2e.seconds.append(lap.seconds)
-            packed = list(blobs(args.version, base_users, [], globals_state))
-            client.flushdb()
-            with stopwatch() as lap:
-                naive_write(client, iter(packed))
-            base_write.seconds.append(lap.seconds)
-            client.flushdb()
+            for row, call in ((platform_e2e, lambda: materialize(settings, version)["keys"]),
+                              (rows_e2e, lambda: object_per_row(settings, version, store))):  # fmt: skip
+                with stopwatch() as lap:
+                    written = call()
+                row.seconds.append(lap.seconds)
+                assert written == n_keys and client.dbsize() == n_keys + 1, (written, client.dbsize())
+                probe = int(rng.integers(1, args.users + 1))
+                back = store.get_many(version, [probe], [1])
+                assert packing.unpack_user(back[0]) == users[probe - 1]
+                assert packing.unpack_movie(back[1]) == movies[0]
+                assert packing.unpack_globals(back[2]) == globals_state
+                assert store.current_version() == version
+                redis_bytes = _used_memory(client)
+                client.flushdb()
 
-            # Breakdown of the platform path: pack everything, then MSET the pre-packed blobs.
-            with _progress("pack", n_keys) as on_progress, stopwatch() as lap:
-                everything: Blobs = list(blobs(args.version, users, movies, globals_state, on_progress))
+            with stopwatch() as lap:
+                tables = {part: read_part(settings, version, part) for part in ("users", "movies")}
+            read.seconds.append(lap.seconds)
+            with stopwatch() as lap:
+                packed = [
+                    (key(version, entity), blob)
+                    for part, key in (("users", names.user_features_key), ("movies", names.movie_features_key))
+                    for entity, blob in snapshot_blobs(tables[part], part)
+                ]
             pack.seconds.append(lap.seconds)
-            blob_bytes = sum(len(blob) for _, blob in everything)
-            memory_before = _used_memory(client)
-            server_before = _mset_server_seconds(client)
+            packed.append((names.globals_features_key(version), packing.pack_globals(globals_state)))
             with stopwatch() as lap:
-                written = store.write(iter(everything), batch=args.batch)
-            assert written == n_keys
-            write.seconds.append(lap.seconds)
-            server_seconds.append(_mset_server_seconds(client) - server_before)
-            redis_bytes = _used_memory(client) - memory_before
-            del everything
+                store.load(version, iter(packed))
+            load.seconds.append(lap.seconds)
+            with stopwatch() as lap:
+                store.activate(version)
+            activate.seconds.append(lap.seconds)
+            blob_bytes = sum(len(blob) for _, blob in packed)
             client.flushdb()
 
-            # The platform path end to end: packing streamed into MSET batches, then activate.
-            with _progress("pack + write", n_keys) as on_progress, stopwatch() as lap:
-                written = store.write(blobs(args.version, users, movies, globals_state, on_progress), batch=args.batch)
-            assert written == n_keys
-            platform_e2e.seconds.append(lap.seconds)
             with stopwatch() as lap:
-                store.activate(args.version)
-            activate.seconds.append(lap.seconds)
-
-            # The written data must be what the platform would read back.
-            assert client.dbsize() == n_keys + 1, client.dbsize()  # + feat:current
-            probe = int(rng.integers(1, args.users + 1))
-            back = store.get_many(args.version, [probe], [1])
-            assert packing.unpack_user(back[0]) == users[probe - 1]
-            assert packing.unpack_movie(back[1]) == movies[0]
-            assert packing.unpack_globals(back[2]) == globals_state
-            assert store.current_version() == args.version
+                naive_write(client, iter(packed[:n_base]))
+            base_write.seconds.append(lap.seconds)
+            del packed, tables
             client.flushdb()
     finally:
         _flush(client)
+        ObjectStore(settings.minio, names.BUCKET_FEATURES).delete_prefix(f"v{version}/")
 
     print_table(
-        f"Redis materialization (median of {args.repeats})", [base_e2e, base_write, platform_e2e, pack, write, activate]
+        f"Redis materialization (median of {args.repeats})",
+        [platform_e2e, rows_e2e, read, pack, load, activate, base_write],
     )
     console.print(
-        f"ratio platform/baseline: pack + write {platform_e2e.rate / base_e2e.rate:.1f}x, "
-        f"write only {write.rate / base_write.rate:.1f}x"
-    )
-    split = pack.median + write.median
-    total = platform_e2e.median + activate.median
-    console.print(
-        f"pre-packed breakdown: pack {pack.median / split:.0%}, MSET {write.median / split:.0%} of {split:.2f}s; "
-        f"end to end incl. activate {n_keys / total:,.0f} keys/s in {total:.2f}s"
-    )
-    server = statistics.median(server_seconds)
-    console.print(
-        f"MSET only: Redis executing MSET {server:.2f}s ({server / write.median:.0%}), "
-        f"client side (redis-py encoding, socket, waiting) {write.median - server:.2f}s"
+        f"platform / object per row: {platform_e2e.rate / rows_e2e.rate:.2f}x; platform / one SET per key: "
+        f"{platform_e2e.rate / base_write.rate:.1f}x"
     )
     console.print(
-        f"blobs: {blob_bytes / n_keys:.0f} B/key on average; Redis used_memory grew {redis_bytes / 2**20:,.0f} MiB "
-        f"({redis_bytes / n_keys:.0f} B/key)"
+        f"blobs: {blob_bytes / n_keys:.0f} B/key on average; Redis used_memory after a materialize "
+        f"{redis_bytes / 2**20:,.0f} MiB ({redis_bytes / n_keys:.0f} B/key)"
     )
     ok = platform_e2e.rate >= TARGET_KEYS_PER_SECOND
     console.print(
-        f"target >= {TARGET_KEYS_PER_SECOND:,} keys/s (platform pack + MSET): "
+        f"target >= {TARGET_KEYS_PER_SECOND:,} keys/s end to end through materialize(): "
         + ("[green]met[/green]" if ok else "[red]NOT met[/red]")
     )
     return 0

@@ -3,10 +3,14 @@ same feature job on the stack's Spark standalone cluster writes what local mode 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import msgpack
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -69,6 +73,35 @@ def test_redis_snapshot_matches_an_independent_replay(
             ts,
         )[0]
         assert np.allclose(online, state.features(int(user_id), movie_id, ts), atol=1e-9)
+
+
+def test_features_upgrade_rematerializes_a_version_held_in_another_state_format(
+    settings: Settings,
+    training_run: dict,  # type: ignore[type-arg]
+    redis_db: redis.Redis,
+) -> None:
+    """After an upgrade that changed the layout, Redis still holds the old blobs: ``streamml features upgrade`` (run
+    by ``./run.sh deploy`` and ``up``) loads the version again from its snapshot; a second run leaves it alone."""
+    manifest = training_run["manifest"]
+    version = manifest["version"]
+    redis_db.set(names.FEATURE_VERSION_CURRENT, str(version))
+    old = msgpack.packb([2, 10, 35.0, 5])  # format 2 (msgpack)
+    redis_db.set(names.globals_features_key(version), old)
+    redis_db.set(names.user_features_key(version, 1), b"stale")
+    cli = [str(Path(sys.executable).with_name("streamml")), "features", "upgrade"]
+    env = {**os.environ, "STREAMML_REDIS__DB": "9"}
+    first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300, check=True)  # noqa: S603
+    assert f"globals state blob: {len(old)} bytes, not the 26 of state format 3" in first.stdout, first.stdout
+    assert "materializing it again" in first.stdout
+    assert packing.unpack_globals(redis_db.get(names.globals_features_key(version))) == packing.globals_from_row(
+        manifest["globals"]
+    )
+    users = read_part(settings, version, "users", columns=["userId"]).column("userId").to_pylist()
+    assert all(isinstance(packing.unpack_user(blob), spec.UserState) for blob in redis_db.mget(
+        [names.user_features_key(version, u) for u in users]
+    ))  # fmt: skip
+    second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120, check=True)  # noqa: S603
+    assert "is in Redis in state format 3, as this code reads" in second.stdout, second.stdout
 
 
 def test_training_run_leaves_a_champion_with_artifacts_in_minio(settings: Settings, training_run: dict) -> None:  # type: ignore[type-arg]

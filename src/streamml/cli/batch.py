@@ -104,6 +104,31 @@ def features_materialize(version: Annotated[int, typer.Option(help="Feature vers
         print_json(tasks.materialize(load_settings(), version))
 
 
+@features_app.command("upgrade")
+@errors_to_exit
+def features_upgrade() -> None:
+    """Materialize the active feature version again from its snapshot when Redis holds it in another state format
+    than this code reads (after an upgrade that changed the layout); otherwise do nothing. ``./run.sh deploy`` and
+    ``up`` run it."""
+    from streamml import tasks
+    from streamml.errors import DataValidationError
+    from streamml.features import packing
+
+    store = feature_store()
+    version = store.active_version()
+    blob = store.get_many(version, [], [])[0]
+    try:
+        if blob is None:
+            raise DataValidationError("no globals blob")
+        packing.unpack_globals(blob)
+    except DataValidationError as exc:
+        console.print(f"feature version {version} in Redis: {exc}; materializing it again from its snapshot")
+        with console.status(f"writing feature version {version} to Redis"):
+            print_json(tasks.materialize(load_settings(), version))
+        return
+    console.print(f"feature version {version} is in Redis in state format {packing.STATE_FORMAT}, as this code reads")
+
+
 @features_app.command("current")
 @errors_to_exit
 def features_current() -> None:

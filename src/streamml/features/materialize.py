@@ -6,8 +6,11 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from streamml import names
 from streamml.config import Settings
+from streamml.errors import DataValidationError
 from streamml.features import packing
 from streamml.features.batch import read_manifest, read_part
 from streamml.stores.features import RedisFeatureStore
@@ -16,10 +19,52 @@ from streamml.stores.redis_client import redis_client
 logger = logging.getLogger(__name__)
 
 
-def _rows(settings: Settings, version: int, part: str) -> Iterator[dict[str, Any]]:
-    table = read_part(settings, version, part)
-    for batch in table.to_batches(max_chunksize=50_000):
-        yield from batch.to_pylist()
+BATCH_ROWS = 50_000
+_ABSENT = {"last_ts": -1, "first_ts": -1, "year": -1, "last_rating": float("nan")}
+"""The layouts' encoding of a null snapshot value (every other null is a movie without ratings: 0)."""
+
+
+def _numpy(column: Any, name: str) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(column, _ABSENT.get(name, 0)).to_numpy(zero_copy_only=False)
+
+
+def _columns(batch: Any, layout: np.dtype) -> dict[str, np.ndarray]:
+    """A snapshot batch's columns in ``layout``'s encoding (list columns as (rows, width) arrays)."""
+    import pyarrow.compute as pc
+
+    columns: dict[str, np.ndarray] = {}
+    for name in packing.fields_of(layout):
+        column = batch.column(name)
+        if name == "genres":
+            parents = pc.list_parent_indices(column).to_numpy()
+            genres = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+            columns[name] = packing.genre_masks(len(batch), parents, genres)
+        elif layout[name].shape:
+            width = layout[name].shape[0]
+            lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
+            if np.any(lengths != width):
+                row = int(np.flatnonzero(lengths != width)[0])
+                raise DataValidationError(f"row {row}: {name} holds {max(lengths[row], 0)} values, not {width}")
+            columns[name] = _numpy(pc.list_flatten(column), name).reshape(len(batch), width)
+        else:
+            columns[name] = _numpy(column, name)
+    return columns
+
+
+def snapshot_blobs(table: Any, part: str, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[int, bytes]]:
+    """(id, blob) of every state of a snapshot part (``users`` or ``movies``, a pyarrow Table), packed column by
+    column, batch by batch; a row out of bounds is refused naming the part and the row."""
+    layout, id_column = (packing.USER_LAYOUT, "userId") if part == "users" else (packing.MOVIE_LAYOUT, "movieId")
+    start = 0
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        try:
+            blobs = packing.pack_columns(layout, _columns(batch, layout), part[:-1])
+        except DataValidationError as exc:
+            raise DataValidationError(f"part {part}, the batch from row {start}: {exc}") from None
+        yield from zip(batch.column(id_column).to_pylist(), blobs, strict=True)
+        start += len(batch)
 
 
 def materialize(settings: Settings, version: int, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -29,20 +74,14 @@ def materialize(settings: Settings, version: int, on_progress: Callable[[int], N
     store = RedisFeatureStore(redis_client(settings.redis))
 
     def blobs() -> Iterator[tuple[str, bytes]]:
-        n = 0
-        for row in _rows(settings, version, "users"):
-            yield (
-                names.user_features_key(version, int(row["userId"])),
-                packing.pack_user(packing.user_state_from_row(row)),
-            )
-            n += 1
-            if on_progress and n % 50_000 == 0:
-                on_progress(n)
-        for row in _rows(settings, version, "movies"):
-            yield (
-                names.movie_features_key(version, int(row["movieId"])),
-                packing.pack_movie(packing.movie_state_from_row(row)),
-            )
+        for part, key in (("users", names.user_features_key), ("movies", names.movie_features_key)):
+            try:
+                for n, (entity, blob) in enumerate(snapshot_blobs(read_part(settings, version, part), part), 1):
+                    yield key(version, entity), blob
+                    if on_progress and part == "users" and n % BATCH_ROWS == 0:
+                        on_progress(n)
+            except DataValidationError as exc:
+                raise DataValidationError(f"feature version {version}: {exc}") from None
         globals_state = packing.globals_from_row(manifest["globals"])
         yield names.globals_features_key(version), packing.pack_globals(globals_state)
 

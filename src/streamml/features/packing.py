@@ -1,225 +1,366 @@
-"""The online state's storage formats: the packed msgpack blobs of users, movies and the globals in Redis (checked
-against :mod:`streamml.bounds` when read, since Redis is an input like any other) and the snapshot rows the Spark job
-writes. The states themselves and the features computed from them are :mod:`.spec`."""
+"""The online state's storage formats: the fixed binary layouts of the user, movie and global states in Redis
+(checked against :mod:`streamml.bounds` when read, since Redis is an input like any other) and the snapshot rows the
+Spark job writes. The states themselves and the features computed from them are :mod:`.spec`.
+
+Layout (:data:`STATE_FORMAT` 3). Each state is one fixed-width little-endian record of a numpy structured dtype
+(:data:`USER_LAYOUT`, :data:`MOVIE_LAYOUT`, :data:`GLOBALS_LAYOUT`): the format number (``uint16``), then the
+fields of :class:`~streamml.features.spec.UserState` (``MovieState``, ``GlobalState``) in their order, integers as
+``int64`` and sums as ``float64``, the per-genre lists as ``N_GENRES`` values each. An absent time is -1, an absent
+last rating NaN; a movie's genres are a bit mask (bit ``g`` for genre index ``g``), its absent year -1. So a batch
+of blobs decodes with one ``numpy.frombuffer`` over their concatenation (:func:`decode_users`), is checked column by
+column, and :func:`~streamml.features.spec.feature_columns_matrix` computes the batch's features from the columns
+without a Python object per row. A user record is 1,034 bytes whatever its history (format 2's msgpack stored only
+the touched genres: 136 bytes on average for the synthetic million users, about 1 KB for ml-latest-small's); the
+fixed width is what the one-call decode costs in Redis memory (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import msgpack
+import numpy as np
 
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_TIMESTAMP
 from streamml.errors import DataValidationError
 from streamml.features.spec import N_GENRES, N_RECENT, FeatureState, GlobalState, MovieState, UserState
 
-STATE_FORMAT = 2
-"""Version of the packed user/movie/global blobs; bump it when their layout changes."""
+STATE_FORMAT = 3
+"""Version of the user/movie/global layouts; bump it when a layout changes (format 2 was msgpack)."""
+MAX_YEAR = 9999
+
+_GENRE_LISTS = ("genre_count", "genre_total", "genre_residual_recent", "genre_residual_total", "genre_like_recent")
+USER_LAYOUT = np.dtype(
+    [
+        ("format", "<u2"),
+        ("count", "<i8"),
+        ("total", "<f8"),
+        ("total_sq", "<f8"),
+        ("likes", "<i8"),
+        ("last_ts", "<i8"),
+        ("genre_count", "<i8", (N_GENRES,)),
+        ("genre_total", "<f8", (N_GENRES,)),
+        ("residual_total", "<f8"),
+        ("last_rating", "<f8"),
+        ("recent", "<f8", (N_RECENT,)),
+        ("genre_residual_recent", "<f8", (N_GENRES,)),
+        ("genre_residual_total", "<f8", (N_GENRES,)),
+        ("genre_like_recent", "<f8", (N_GENRES,)),
+        ("half_stars", "<i8"),
+        ("five_stars", "<i8"),
+        ("low_ratings", "<i8"),
+        ("residual_sq_total", "<f8"),
+        ("residual_sq_recent", "<f8"),
+        ("first_ts", "<i8"),
+        ("line_x", "<f8"),
+        ("line_xx", "<f8"),
+        ("line_xy", "<f8"),
+        ("line_y", "<f8"),
+    ]
+)
+"""One user's state: the fields of :class:`UserState` in order, after the format."""
+MOVIE_LAYOUT = np.dtype(
+    [
+        ("format", "<u2"),
+        ("genres", "<u4"),
+        ("year", "<i4"),
+        ("count", "<i8"),
+        ("total", "<f8"),
+        ("total_sq", "<f8"),
+        ("likes", "<i8"),
+        ("residual_total", "<f8"),
+        ("first_ts", "<i8"),
+    ]
+)
+"""One movie's state: the fields of :class:`MovieState` in order, genres as a bit mask."""
+GLOBALS_LAYOUT = np.dtype([("format", "<u2"), ("count", "<i8"), ("total", "<f8"), ("likes", "<i8")])
+"""The global sums."""
 
 
-# Packed blobs (Redis values). Genre sums are stored sparsely: [[genre, count, total], ...] for touched genres.
+def fields_of(layout: np.dtype) -> tuple[str, ...]:
+    """The state fields of a layout (every field but the format)."""
+    return tuple(layout.names or ())[1:]
+
+
+_COUNTS = {
+    USER_LAYOUT: ("count", "likes", "genre_count", "half_stars", "five_stars", "low_ratings"),
+    MOVIE_LAYOUT: ("count", "likes"),
+    GLOBALS_LAYOUT: ("count", "likes"),
+}
+_TIMES = {USER_LAYOUT: ("last_ts", "first_ts"), MOVIE_LAYOUT: ("first_ts",), GLOBALS_LAYOUT: ()}
+_NOT_NEGATIVE = ("residual_sq_total", "residual_sq_recent", "line_xx")
+_BITS = np.arange(N_GENRES, dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A batch of blobs decoded: one record per blob (the empty state's where there is none or it is refused) and,
+    by position, why each refused blob cannot be read."""
+
+    records: np.ndarray
+    errors: dict[int, str]
+
+
+# Encoding.
+
+
+def _time_or_absent(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _user_row(s: UserState) -> tuple[Any, ...]:
+    return (
+        STATE_FORMAT, s.count, s.total, s.total_sq, s.likes, _time_or_absent(s.last_ts), s.genre_count, s.genre_total,
+        s.residual_total, np.nan if s.last_rating is None else s.last_rating, s.recent, s.genre_residual_recent,
+        s.genre_residual_total, s.genre_like_recent, s.half_stars, s.five_stars, s.low_ratings, s.residual_sq_total,
+        s.residual_sq_recent, _time_or_absent(s.first_ts), s.line_x, s.line_xx, s.line_xy, s.line_y,
+    )  # fmt: skip
+
+
+def genre_mask(genres: Iterable[int]) -> int:
+    """The bit mask of a movie's genre indices (bit ``g`` set for genre ``g``)."""
+    mask = 0
+    for genre in genres:
+        mask |= 1 << genre
+    return mask
+
+
+def _movie_row(s: MovieState) -> tuple[Any, ...]:
+    year = -1 if s.year is None else s.year
+    return (
+        STATE_FORMAT, genre_mask(s.genres), year, s.count, s.total, s.total_sq, s.likes, s.residual_total,
+        _time_or_absent(s.first_ts),
+    )  # fmt: skip
+
+
+def _split(records: np.ndarray) -> list[bytes]:
+    """Each record of a structured array as its own bytes."""
+    data, size = records.tobytes(), records.dtype.itemsize
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def pack_users(states: Sequence[UserState]) -> list[bytes]:
+    """Each user state as a :data:`USER_LAYOUT` record."""
+    return _split(np.array([_user_row(s) for s in states], dtype=USER_LAYOUT))
+
+
+def pack_movies(states: Sequence[MovieState]) -> list[bytes]:
+    """Each movie state as a :data:`MOVIE_LAYOUT` record."""
+    return _split(np.array([_movie_row(s) for s in states], dtype=MOVIE_LAYOUT))
 
 
 def pack_user(state: UserState) -> bytes:
-    """Compact msgpack blob of a user's state."""
-    genres = [
-        [
-            g,
-            state.genre_count[g],
-            state.genre_total[g],
-            state.genre_residual_recent[g],
-            state.genre_residual_total[g],
-            state.genre_like_recent[g],
-        ]
-        for g in range(N_GENRES)
-        if state.genre_count[g]
+    return pack_users([state])[0]
+
+
+def pack_movie(state: MovieState) -> bytes:
+    return pack_movies([state])[0]
+
+
+def pack_globals(state: GlobalState) -> bytes:
+    """The global sums as a :data:`GLOBALS_LAYOUT` record."""
+    return np.array([(STATE_FORMAT, state.count, state.total, state.likes)], dtype=GLOBALS_LAYOUT).tobytes()
+
+
+def pack_columns(layout: np.dtype, columns: Mapping[str, np.ndarray], kind: str) -> list[bytes]:
+    """Records of ``layout`` filled column by column, one per row, every value checked as a read checks it:
+    a snapshot's states packed with no object per row. ``columns`` holds every field but the format, in the layout's
+    encoding (-1 for an absent time or year, NaN for an absent last rating, genres as a mask, per-genre lists as
+    (rows, N_GENRES) arrays). Raises :class:`DataValidationError` naming the first row out of bounds."""
+    rows = len(columns["count"])
+    records = np.zeros(rows, dtype=layout)
+    records["format"] = STATE_FORMAT
+    for name in fields_of(layout):
+        records[name] = columns[name]
+    bad = _invalid(records, layout)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataValidationError(f"row {row}: {kind} state {_reason(records[row], layout)}")
+    return _split(records)
+
+
+def genre_masks(rows: int, parents: np.ndarray, genres: np.ndarray) -> np.ndarray:
+    """The genre masks of ``rows`` movies from their genre indices ``genres``, ``parents[k]`` the row of
+    ``genres[k]`` (Arrow's ``list_parent_indices`` and ``list_flatten``)."""
+    out = (genres < 0) | (genres >= N_GENRES)
+    if out.any():
+        k = int(np.flatnonzero(out)[0])
+        raise DataValidationError(f"row {parents[k]}: genre index {genres[k]} is not in 0..{N_GENRES - 1}")
+    masks = np.zeros(rows, dtype=np.uint32)
+    np.bitwise_or.at(masks, parents, np.left_shift(np.uint32(1), genres.astype(np.uint32)))
+    return masks
+
+
+_EMPTY = {
+    USER_LAYOUT: np.frombuffer(pack_user(UserState()), dtype=USER_LAYOUT),
+    MOVIE_LAYOUT: np.frombuffer(pack_movie(MovieState()), dtype=MOVIE_LAYOUT),
+    GLOBALS_LAYOUT: np.frombuffer(pack_globals(GlobalState()), dtype=GLOBALS_LAYOUT),
+}
+
+
+# Decoding: a batch at a time, every value checked.
+
+
+def decode_users(blobs: Sequence[bytes | None]) -> Decoded:
+    """The :data:`USER_LAYOUT` records of ``blobs`` (None: no state yet, the empty one), each checked."""
+    return _decode(blobs, USER_LAYOUT, "user")
+
+
+def decode_movies(blobs: Sequence[bytes | None]) -> Decoded:
+    """The :data:`MOVIE_LAYOUT` records of ``blobs``, each checked."""
+    return _decode(blobs, MOVIE_LAYOUT, "movie")
+
+
+def _decode(blobs: Sequence[bytes | None], layout: np.dtype, kind: str) -> Decoded:
+    empty = _EMPTY[layout].tobytes()
+    size = layout.itemsize
+    errors: dict[int, str] = {}
+    parts: list[bytes] = []
+    for i, blob in enumerate(blobs):
+        if blob is None:
+            parts.append(empty)
+        elif len(blob) != size:
+            errors[i] = (
+                f"{kind} state blob: {len(blob)} bytes, not the {size} of state format {STATE_FORMAT} "
+                "(a blob of another format: materialize the feature version again)"
+            )
+            parts.append(empty)
+        else:
+            parts.append(blob)
+    records = np.frombuffer(b"".join(parts), dtype=layout)
+    bad = _invalid(records, layout)
+    if bad.any():
+        errors.update({int(i): f"{kind} state blob: {_reason(records[i], layout)}" for i in np.flatnonzero(bad)})
+        records = records.copy()
+        records[bad] = _EMPTY[layout]
+    return Decoded(records, errors)
+
+
+def _flat(records: np.ndarray, name: str) -> np.ndarray:
+    values = records[name]
+    return values if values.ndim == 2 else values[:, None]
+
+
+def _checks(records: np.ndarray, layout: np.dtype) -> Iterable[tuple[np.ndarray, Any]]:
+    """(rows that break a rule, the rule's words for a row) for each rule, in the order a reason names them."""
+    yield records["format"] != STATE_FORMAT, lambda r: f"format {r['format']}, this code reads {STATE_FORMAT}"
+    for name in _COUNTS[layout]:
+        values = _flat(records, name)
+        broken = np.asarray(((values < 0) | (values > MAX_COUNT)).any(axis=1))
+        yield broken, lambda r, n=name: f"{n} {r[n]} is not in 0..2**53"
+    for name in _TIMES[layout]:
+        values = records[name]
+        yield (values < -1) | (values > MAX_TIMESTAMP), lambda r, n=name: f"{n} {r[n]} is not a unix time or -1"
+    for name in fields_of(layout):
+        if layout[name].base.kind != "f":
+            continue
+        values = _flat(records, name)
+        out = ~(np.abs(values) <= MAX_FEATURE_MAGNITUDE)  # NaN too
+        if name == "last_rating":
+            out &= ~np.isnan(values)  # NaN: no rating yet
+        yield out.any(axis=1), lambda r, n=name: f"{n} {r[n]} is not finite within +-{MAX_FEATURE_MAGNITUDE:g}"
+    for name in _NOT_NEGATIVE if layout == USER_LAYOUT else ():
+        yield records[name] < 0.0, lambda r, n=name: f"the sum of squares {n} {r[n]} is negative"
+    if layout == USER_LAYOUT:
+        most = np.maximum.reduce([records[name] for name in ("likes", "half_stars", "five_stars", "low_ratings")])
+        yield most > records["count"], lambda _: "more likes or star counts than ratings"
+    if layout == MOVIE_LAYOUT:
+        yield records["genres"] >> N_GENRES != 0, lambda r: f"genre mask {r['genres']:#x} has bits past {N_GENRES}"
+        year = records["year"]
+        yield (year < -1) | (year > MAX_YEAR), lambda r: f"year {r['year']} is not in 0..{MAX_YEAR} or -1"
+        yield records["likes"] > records["count"], lambda _: "more likes than ratings"
+
+
+def _invalid(records: np.ndarray, layout: np.dtype) -> np.ndarray:
+    bad = np.zeros(len(records), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for broken, _ in _checks(records, layout):
+            bad |= broken
+    return bad
+
+
+def _reason(record: np.ndarray, layout: np.dtype) -> str:
+    with np.errstate(invalid="ignore"):
+        for broken, words in _checks(record.reshape(1), layout):
+            if broken[0]:
+                return str(words(record))
+    return "malformed"
+
+
+def _absent(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def users_from_records(records: np.ndarray) -> list[UserState]:
+    """The :class:`UserState` of each (checked) :data:`USER_LAYOUT` record."""
+    columns = [records[name].tolist() for name in fields_of(USER_LAYOUT)]
+    states = [UserState(*row) for row in zip(*columns, strict=True)]
+    for state in states:
+        state.last_ts, state.first_ts = _absent(state.last_ts), _absent(state.first_ts)  # type: ignore[arg-type]
+        if state.last_rating != state.last_rating:  # NaN: no rating yet
+            state.last_rating = None
+    return states
+
+
+def movies_from_records(records: np.ndarray) -> list[MovieState]:
+    """The :class:`MovieState` of each (checked) :data:`MOVIE_LAYOUT` record."""
+    return [
+        MovieState(
+            tuple(g for g in range(N_GENRES) if mask >> g & 1),
+            _absent(year),
+            count,
+            total,
+            total_sq,
+            likes,
+            residual_total,
+            _absent(first),
+        )  # fmt: skip
+        for _, mask, year, count, total, total_sq, likes, residual_total, first in records.tolist()
     ]
-    payload = [
-        STATE_FORMAT,
-        state.count,
-        state.total,
-        state.total_sq,
-        state.likes,
-        state.last_ts,
-        genres,
-        state.residual_total,
-        state.last_rating,
-        state.recent,
-        [state.half_stars, state.five_stars, state.low_ratings],
-        [state.residual_sq_total, state.residual_sq_recent, state.line_x, state.line_xx, state.line_xy, state.line_y],
-        state.first_ts,
-    ]
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+
+
+def unpack_users(blobs: Sequence[bytes | None]) -> list[UserState | DataValidationError]:
+    """Each blob's user state (the empty one for None), or why it cannot be read."""
+    decoded = decode_users(blobs)
+    states: list[UserState | DataValidationError] = list(users_from_records(decoded.records))
+    for i, error in decoded.errors.items():
+        states[i] = DataValidationError(error)
+    return states
+
+
+def unpack_movies(blobs: Sequence[bytes | None]) -> list[MovieState | DataValidationError]:
+    """Each blob's movie state (the empty one for None), or why it cannot be read."""
+    decoded = decode_movies(blobs)
+    states: list[MovieState | DataValidationError] = list(movies_from_records(decoded.records))
+    for i, error in decoded.errors.items():
+        states[i] = DataValidationError(error)
+    return states
+
+
+def _one(states: Sequence[Any]) -> Any:
+    if isinstance(states[0], DataValidationError):
+        raise states[0]
+    return states[0]
 
 
 def unpack_user(blob: bytes) -> UserState:
     """Inverse of :func:`pack_user`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
-    payload = _unpack(blob, "user")
-    try:
-        _, count, total, total_sq, likes, last_ts, genres, residual_total, last_rating, recent, stars, sums, first = (
-            payload
-        )
-        if len(recent) != N_RECENT or len(stars) != 3 or len(sums) != 6:
-            raise ValueError(f"{len(recent)} moving averages, {len(stars)} star counts, {len(sums)} sums")
-        half, five, low = (_count(value) for value in stars)
-        sq_total, sq_recent, line_x, line_xx, line_xy, line_y = _sums(sums)
-        if min(sq_total, sq_recent, line_xx) < 0.0:
-            raise ValueError(f"a sum of squares is negative: {sq_total}, {sq_recent}, {line_xx}")
-        state = UserState(
-            _count(count),
-            _sum(total),
-            _sum(total_sq),
-            _count(likes),
-            None if last_ts is None else _time(last_ts),
-            residual_total=_sum(residual_total),
-            last_rating=None if last_rating is None else _sum(last_rating),
-            recent=_sums(recent),
-            half_stars=half,
-            five_stars=five,
-            low_ratings=low,
-            residual_sq_total=sq_total,
-            residual_sq_recent=sq_recent,
-            first_ts=None if first is None else _time(first),
-            line_x=line_x,
-            line_xx=line_xx,
-            line_xy=line_xy,
-            line_y=line_y,
-        )
-        for genre, genre_count, *sums_of_genre in genres:
-            index = _genre(genre)
-            state.genre_count[index] = _count(genre_count)
-            (
-                state.genre_total[index],
-                state.genre_residual_recent[index],
-                state.genre_residual_total[index],
-                state.genre_like_recent[index],
-            ) = _sums(sums_of_genre)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise DataValidationError(f"user state blob: malformed ({exc})") from exc
-    if state.likes > state.count or max(state.half_stars, state.five_stars, state.low_ratings) > state.count:
-        raise DataValidationError("user state blob: more likes or star counts than ratings")
-    return state
-
-
-# Bounds of the values in a blob: a blob is read from Redis, so it is checked like any other input.
-def _int_in(value: Any, low: int, high: int, what: str) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"{what} {value!r} is not an int in {low}..{high}")
-    return value
-
-
-def _count(value: Any) -> int:
-    return _int_in(value, 0, MAX_COUNT, "count")
-
-
-def _time(value: Any) -> int:
-    return _int_in(value, 0, MAX_TIMESTAMP, "timestamp")
-
-
-def _genre(value: Any) -> int:
-    return _int_in(value, 0, N_GENRES - 1, "genre index")
-
-
-def _sum(value: Any) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > MAX_FEATURE_MAGNITUDE:
-        raise ValueError(f"sum {value!r} is not a finite number within +-{MAX_FEATURE_MAGNITUDE:g}")
-    return float(value)
-
-
-def _sums(values: Any) -> list[float]:
-    """:func:`_sum` over a list, in bulk (the hot path reads a blob per touched user and movie)."""
-    if type(values) is not list:
-        raise ValueError(f"{values!r:.80} is not a list of numbers")
-    floats = []
-    for value in values:
-        kind = type(value)
-        if kind is not float and kind is not int:
-            raise ValueError(f"{value!r:.40} is not a number")
-        if not -MAX_FEATURE_MAGNITUDE <= value <= MAX_FEATURE_MAGNITUDE:  # False for NaN too
-            raise ValueError(f"sum {value!r} is not a finite number within +-{MAX_FEATURE_MAGNITUDE:g}")
-        floats.append(float(value))
-    return floats
-
-
-def _genres(values: Any) -> tuple[int, ...]:
-    """A movie's genre list: distinct genre indices in increasing order (the order :func:`pack_movie` writes; a
-    repeated genre would count twice in the scalar definition and once in the vectorised one)."""
-    if type(values) is not list:
-        raise ValueError(f"genres {values!r:.80} are not a list")
-    previous = -1
-    for genre in values:
-        if type(genre) is not int or not 0 <= genre < N_GENRES:
-            raise ValueError(f"genre index {genre!r:.40} is not an int in 0..{N_GENRES - 1}")
-        if genre <= previous:
-            raise DataValidationError(f"movie state blob: genres {values!r:.80} are not distinct and sorted")
-        previous = genre
-    return tuple(values)
-
-
-def pack_movie(state: MovieState) -> bytes:
-    """Compact msgpack blob of a movie's state (metadata included)."""
-    payload = [
-        STATE_FORMAT,
-        list(state.genres),
-        state.year,
-        state.count,
-        state.total,
-        state.total_sq,
-        state.likes,
-        state.residual_total,
-        state.first_ts,
-    ]
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+    return _one(unpack_users([blob]))
 
 
 def unpack_movie(blob: bytes) -> MovieState:
     """Inverse of :func:`pack_movie`; raises :class:`DataValidationError` on a malformed or out-of-bounds blob."""
-    payload = _unpack(blob, "movie")
-    try:
-        _, genres, year, count, total, total_sq, likes, residual_total, first = payload
-        total, total_sq, residual_total = _sums([total, total_sq, residual_total])
-        state = MovieState(
-            _genres(genres),
-            None if year is None else _int_in(year, 0, 9999, "year"),
-            _count(count),
-            total,
-            total_sq,
-            _count(likes),
-            residual_total,
-            None if first is None else _time(first),
-        )
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"movie state blob: malformed ({exc})") from exc
-    return state
-
-
-def pack_globals(state: GlobalState) -> bytes:
-    """Compact msgpack blob of the global sums."""
-    return bytes(msgpack.packb([STATE_FORMAT, state.count, state.total, state.likes], use_bin_type=True))
+    return _one(unpack_movies([blob]))
 
 
 def unpack_globals(blob: bytes) -> GlobalState:
     """Inverse of :func:`pack_globals`."""
-    payload = _unpack(blob, "globals")
-    try:
-        _, count, total, likes = payload
-        state = GlobalState(_count(count), _sum(total), _count(likes))
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"globals state blob: malformed ({exc})") from exc
-    return state
-
-
-def _unpack(blob: bytes, kind: str) -> list[Any]:
-    try:
-        payload = msgpack.unpackb(blob, raw=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise DataValidationError(f"{kind} state blob: not msgpack ({exc})") from exc
-    if not isinstance(payload, list) or not payload:
-        raise DataValidationError(f"{kind} state blob: expected a non-empty list, got {type(payload).__name__}")
-    if payload[0] != STATE_FORMAT:
-        raise DataValidationError(f"{kind} state blob: format {payload[0]!r}, this code reads {STATE_FORMAT}")
-    return payload
+    decoded = _decode([blob], GLOBALS_LAYOUT, "globals")
+    if decoded.errors:
+        raise DataValidationError(decoded.errors[0])
+    _, count, total, likes = decoded.records.tolist()[0]
+    return GlobalState(count, total, likes)
 
 
 # Snapshot rows (as produced by the Spark snapshot transforms) -> states.

@@ -82,7 +82,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -265,6 +265,7 @@ _FIRST_SEQUENTIAL = FEATURE_NAMES.index(SEQUENTIAL_FEATURES[0])
 
 _EMPTY_USER = UserState()
 _EMPTY_MOVIE = MovieState()
+_GENRE_BITS = np.arange(N_GENRES, dtype=np.uint32)
 
 
 def _recent_defaults(global_mean: float, global_like_rate: float) -> list[float]:
@@ -392,41 +393,70 @@ def feature_matrix(
     """Vectorised :func:`features_from_states` for a micro-batch: a float64 array of shape (batch, N_FEATURES).
 
     Row ``i`` equals ``features_from_states(users[i], movies[i], globals_, ts[i])[0]``; use :func:`cold_start_mask`
-    for the flags.
+    for the flags. The states become columns, then :func:`feature_columns_matrix` computes.
     """
     size = len(users)
     if len(movies) != size or len(ts) != size:
         raise ValueError(f"users, movies and ts differ in length: {size}, {len(movies)}, {len(ts)}")
+    us = [u if u is not None else _EMPTY_USER for u in users]
+    ms = [m if m is not None else _EMPTY_MOVIE for m in movies]
+    user_columns: dict[str, np.ndarray] = {}
+    for name in _USER_FIELDS:
+        values = [getattr(u, name) for u in us]
+        if name in ("last_ts", "first_ts"):
+            values = [-1 if v is None else v for v in values]
+        elif name == "last_rating":
+            values = [np.nan if v is None else v for v in values]
+        user_columns[name] = np.array(values, dtype=np.int64 if name in _USER_INTS else np.float64)
+    movie_columns = {
+        "genres": np.fromiter((sum(1 << g for g in m.genres) for m in ms), np.uint32, size),
+        "year": np.fromiter((-1 if m.year is None else m.year for m in ms), np.int64, size),
+        "count": np.fromiter((m.count for m in ms), np.int64, size),
+        "total": np.fromiter((m.total for m in ms), np.float64, size),
+        "total_sq": np.fromiter((m.total_sq for m in ms), np.float64, size),
+        "likes": np.fromiter((m.likes for m in ms), np.int64, size),
+        "residual_total": np.fromiter((m.residual_total for m in ms), np.float64, size),
+        "first_ts": np.fromiter((-1 if m.first_ts is None else m.first_ts for m in ms), np.int64, size),
+    }
+    return feature_columns_matrix(user_columns, movie_columns, globals_, ts)
+
+
+_USER_FIELDS = tuple(f.name for f in fields(UserState))
+_USER_INTS = frozenset({"count", "likes", "last_ts", "genre_count", "half_stars", "five_stars", "low_ratings",
+                        "first_ts"})  # fmt: skip
+
+
+def feature_columns_matrix(u: Any, m: Any, globals_: GlobalState, ts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """:func:`feature_matrix` from the states as columns: ``u[name]`` / ``m[name]`` are arrays of one value per row
+    for every :class:`UserState` / :class:`MovieState` field (a numpy structured array of the online layouts,
+    :mod:`.packing`, or a mapping of arrays), with an absent time or year -1, an absent last rating NaN, a per-genre
+    list as a (rows, N_GENRES) array and a movie's genres as a bit mask."""
+    size = len(ts)
     out = np.zeros((size, N_FEATURES), dtype=np.float64)
     if size == 0:
         return out
-    us = [u if u is not None else _EMPTY_USER for u in users]
-    ms = [m if m is not None else _EMPTY_MOVIE for m in movies]
     stamps = np.asarray(ts, dtype=np.int64)
 
-    u_count = np.fromiter((u.count for u in us), dtype=np.int64, count=size)
-    u_total = np.fromiter((u.total for u in us), dtype=np.float64, count=size)
-    u_total_sq = np.fromiter((u.total_sq for u in us), dtype=np.float64, count=size)
-    u_likes = np.fromiter((u.likes for u in us), dtype=np.int64, count=size)
-    u_last = np.fromiter((-1 if u.last_ts is None else u.last_ts for u in us), dtype=np.int64, count=size)
-    u_has_last = np.fromiter((u.last_ts is not None for u in us), dtype=bool, count=size)
-    genre_count = np.array([u.genre_count for u in us], dtype=np.int64).reshape(size, N_GENRES)
-    genre_total = np.array([u.genre_total for u in us], dtype=np.float64).reshape(size, N_GENRES)
-    u_residual = np.fromiter((u.residual_total for u in us), dtype=np.float64, count=size)
-    u_last_rating = np.fromiter((np.nan if u.last_rating is None else u.last_rating for u in us), np.float64, size)
-    u_recent = np.array([u.recent for u in us], dtype=np.float64).reshape(size, N_RECENT)
+    u_count = u["count"]
+    u_total = u["total"]
+    u_total_sq = u["total_sq"]
+    u_likes = u["likes"]
+    u_last = u["last_ts"]
+    u_has_last = u_last >= 0
+    genre_count = u["genre_count"]
+    genre_total = u["genre_total"]
+    u_residual = u["residual_total"]
+    u_last_rating = u["last_rating"]
+    u_recent = u["recent"]
 
-    m_count = np.fromiter((m.count for m in ms), dtype=np.int64, count=size)
-    m_total = np.fromiter((m.total for m in ms), dtype=np.float64, count=size)
-    m_total_sq = np.fromiter((m.total_sq for m in ms), dtype=np.float64, count=size)
-    m_likes = np.fromiter((m.likes for m in ms), dtype=np.int64, count=size)
-    m_year = np.fromiter((-1 if m.year is None else m.year for m in ms), dtype=np.int64, count=size)
-    m_residual = np.fromiter((m.residual_total for m in ms), dtype=np.float64, count=size)
-    one_hot = np.zeros((size, N_GENRES), dtype=np.float64)
-    for row, m in enumerate(ms):
-        one_hot[row, list(m.genres)] = 1.0
+    m_count = m["count"]
+    m_total = m["total"]
+    m_total_sq = m["total_sq"]
+    m_likes = m["likes"]
+    m_year = m["year"]
+    m_residual = m["residual_total"]
+    one_hot = ((np.asarray(m["genres"], dtype=np.uint32)[:, None] >> _GENRE_BITS) & 1).astype(np.float64)
     n_movie_genres = one_hot.sum(axis=1)
-
     global_mean = globals_.mean
     global_like_rate = globals_.like_rate
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -469,9 +499,9 @@ def feature_matrix(
     column += N_RECENT
 
     # genre taste: accumulated genre by genre, in GENRES order, as the scalar path does
-    genre_recent = np.array([u.genre_residual_recent for u in us], dtype=np.float64).reshape(size, N_GENRES)
-    genre_residual = np.array([u.genre_residual_total for u in us], dtype=np.float64).reshape(size, N_GENRES)
-    genre_like = np.array([u.genre_like_recent for u in us], dtype=np.float64).reshape(size, N_GENRES)
+    genre_recent = u["genre_residual_recent"]
+    genre_residual = u["genre_residual_total"]
+    genre_like = u["genre_like_recent"]
     recent_sum, mean_sum, like_sum = np.zeros(size), np.zeros(size), np.zeros(size)
     top, bottom = np.full(size, -np.inf), np.full(size, np.inf)
     for genre in range(N_GENRES):
@@ -489,15 +519,15 @@ def feature_matrix(
     column += len(GENRE_TASTE_FEATURES)
 
     n = u_count + 1.0
-    out[:, column] = np.fromiter((u.half_stars for u in us), np.float64, size) / n
-    out[:, column + 1] = np.fromiter((u.five_stars for u in us), np.float64, size) / n
-    out[:, column + 2] = np.fromiter((u.low_ratings for u in us), np.float64, size) / n
-    out[:, column + 3] = np.fromiter((u.residual_sq_recent for u in us), np.float64, size)
-    out[:, column + 4] = np.sqrt(np.fromiter((u.residual_sq_total for u in us), np.float64, size) / n)
+    out[:, column] = u["half_stars"] / n
+    out[:, column + 1] = u["five_stars"] / n
+    out[:, column + 2] = u["low_ratings"] / n
+    out[:, column + 3] = u["residual_sq_recent"]
+    out[:, column + 4] = np.sqrt(u["residual_sq_total"] / n)
     column += len(RATING_SCALE_FEATURES)
 
-    m_first = np.fromiter((-1 if m.first_ts is None else m.first_ts for m in ms), np.int64, size)
-    u_first = np.fromiter((-1 if u.first_ts is None else u.first_ts for u in us), np.int64, size)
+    m_first = m["first_ts"]
+    u_first = u["first_ts"]
     movie_days = np.where(m_first >= 0, np.maximum(stamps - m_first, 0) / SECONDS_PER_DAY, NO_FIRST_RATING)
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, column] = np.where(m_year >= 0, 1970.0 + stamps / SECONDS_PER_YEAR - m_year, NO_YEAR_AGE)
@@ -508,10 +538,10 @@ def feature_matrix(
     column += len(AGE_FEATURES)
 
     movie_offset = (m_total + PRIOR_STRENGTH * global_mean) / (m_count + PRIOR_STRENGTH) - global_mean
-    line_x = np.fromiter((u.line_x for u in us), np.float64, size)
-    line_xx = np.fromiter((u.line_xx for u in us), np.float64, size)
-    line_xy = np.fromiter((u.line_xy for u in us), np.float64, size)
-    line_y = np.fromiter((u.line_y for u in us), np.float64, size)
+    line_x = u["line_x"]
+    line_xx = u["line_xx"]
+    line_xy = u["line_xy"]
+    line_y = u["line_y"]
     rated = u_count > 0
     x_mean = line_x / np.maximum(u_count, 1)
     y_mean = line_y / np.maximum(u_count, 1)

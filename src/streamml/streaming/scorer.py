@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -169,14 +169,21 @@ class ScorerHandler:
             globals_state = packing.unpack_globals(globals_blob) if globals_blob is not None else spec.GlobalState()
         except DataValidationError as exc:
             return [PoisonMessageError(f"feature version {version}: {exc}", "bad_feature_blob")] * n, _NO_ROWS, []
-        users = _unpack_each(blobs[:n], packing.unpack_user, "user", [r.user_id for r in requests], outcomes)
-        movies = _unpack_each(blobs[n : 2 * n], packing.unpack_movie, "movie", [r.movie_id for r in requests], outcomes)
+        # Each kind's blobs decode in one call (the fixed layouts of packing); a blob that cannot be read refuses
+        # its rows.
+        users, movies = packing.decode_users(blobs[:n]), packing.decode_movies(blobs[n : 2 * n])
+        for kind, decoded, attribute in (("user", users, "user_id"), ("movie", movies, "movie_id")):
+            for i, error in decoded.errors.items():
+                if outcomes[i] is None:
+                    entity = getattr(requests[i], attribute)
+                    outcomes[i] = PoisonMessageError(f"{kind} {entity}: {error}", "bad_feature_blob")
         rows = [i for i in range(n) if outcomes[i] is None]
         matrix = _NO_ROWS
         if rows:
-            matrix = spec.feature_matrix(
-                [users[i] for i in rows],
-                [movies[i] for i in rows],
+            every = len(rows) == n
+            matrix = spec.feature_columns_matrix(
+                users.records if every else users.records[rows],
+                movies.records if every else movies.records[rows],
                 globals_state,
                 np.fromiter((requests[i].event_ts for i in rows), np.int64, count=len(rows)),
             )
@@ -189,6 +196,7 @@ class ScorerHandler:
             cold = spec.cold_start_mask(matrix)
             scored_at = self.clock()
             served_globals = (globals_state.count, globals_state.total, globals_state.likes)
+            vectors = matrix.tolist()  # one call for the batch, not one per row
             for k, i in enumerate(rows):
                 r, s = requests[i], float(scores[k])
                 if not in_bounds[k]:  # NaN too
@@ -217,46 +225,13 @@ class ScorerHandler:
                     event_ts=r.event_ts,
                     sent_at=r.sent_at,
                     scored_at=scored_at,
-                    features=tuple(matrix[k].tolist()),
+                    features=tuple(vectors[k]),
                     globals_used=served_globals,
                 )
         return cast(list[Outcome], outcomes), matrix, rows
 
 
 _NO_ROWS = np.empty((0, spec.N_FEATURES))
-
-
-S = TypeVar("S")
-
-
-def _unpack_each(
-    blobs: Sequence[bytes | None],
-    unpack: Callable[[bytes], S],
-    kind: str,
-    ids: Sequence[int],
-    outcomes: list[Outcome | None],
-) -> list[S | None]:
-    """Unpack each blob once (a batch repeats users and movies); a blob that cannot be read refuses its rows."""
-    states: list[S | None] = []
-    cache: dict[bytes, S | DataValidationError] = {}
-    for i, blob in enumerate(blobs):
-        if blob is None:
-            states.append(None)
-            continue
-        state = cache.get(blob)
-        if state is None:
-            try:
-                state = unpack(blob)
-            except DataValidationError as exc:
-                state = exc
-            cache[blob] = state
-        if isinstance(state, DataValidationError):
-            if outcomes[i] is None:
-                outcomes[i] = PoisonMessageError(f"{kind} {ids[i]}: {state}", "bad_feature_blob")
-            states.append(None)
-        else:
-            states.append(state)
-    return states
 
 
 def _predict_rows(predict: Predict, matrix: np.ndarray) -> np.ndarray:

@@ -88,8 +88,8 @@ class FeatureUpdaterHandler:
                 spec.apply_rating(states.users[f.user_id], states.movies[f.movie_id], glob, f.rating, f.event_ts)
             now = self.clock()
             return FeatureUpdate(
-                users={u: packing.pack_user(states.users[u]) for u in {f.user_id for f in fresh.values()}},
-                movies={m: packing.pack_movie(states.movies[m]) for m in {f.movie_id for f in fresh.values()}},
+                users=_packed({f.user_id for f in fresh.values()}, states.users, packing.pack_users),
+                movies=_packed({f.movie_id for f in fresh.values()}, states.movies, packing.pack_movies),
                 globals_blob=packing.pack_globals(glob),
                 rating_ids=list(fresh),
                 applied_latency_ms=[
@@ -116,8 +116,8 @@ class _States:
 
     @classmethod
     def read(cls, version: int, users: Sequence[int], movies: Sequence[int], blobs: Sequence[bytes | None]) -> _States:
-        user_state, bad_users = _states(users, blobs[: len(users)], packing.unpack_user, spec.UserState)
-        movie_state, bad_movies = _states(movies, blobs[len(users) : -1], packing.unpack_movie, spec.MovieState)
+        user_state, bad_users = _states(users, packing.unpack_users(blobs[: len(users)]))
+        movie_state, bad_movies = _states(movies, packing.unpack_movies(blobs[len(users) : -1]))
         globals_state, bad_globals = spec.GlobalState(), None
         try:
             globals_state = packing.unpack_globals(blobs[-1]) if blobs[-1] is not None else globals_state
@@ -130,15 +130,20 @@ class _States:
         return [self.bad_globals or self.bad_users.get(f.user_id) or self.bad_movies.get(f.movie_id) for f in feedback]
 
 
-def _states(
-    ids: Sequence[int], blobs: Sequence[bytes | None], unpack: Callable[[bytes], Any], empty: Callable[[], Any]
-) -> tuple[dict[int, Any], dict[int, str]]:
-    """Each id's state (empty when it has none), and the reason for each id whose blob cannot be read."""
+def _states(ids: Sequence[int], unpacked: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:
+    """Each id's state (the empty one where there is no blob), and the reason for each id whose blob cannot be
+    read (``unpacked``: :func:`packing.unpack_users` or ``unpack_movies`` of the ids' blobs)."""
     states: dict[int, Any] = {}
     bad: dict[int, str] = {}
-    for key, blob in zip(ids, blobs, strict=True):
-        try:
-            states[key] = unpack(blob) if blob is not None else empty()
-        except DataValidationError as exc:
-            bad[key] = f"id {key}: {exc}"
+    for key, state in zip(ids, unpacked, strict=True):
+        if isinstance(state, DataValidationError):
+            bad[key] = f"id {key}: {state}"
+        else:
+            states[key] = state
     return states, bad
+
+
+def _packed(ids: set[int], states: dict[int, Any], pack: Callable[[list[Any]], list[bytes]]) -> dict[int, bytes]:
+    """The blobs of the states of ``ids``, packed in one call."""
+    order = sorted(ids)
+    return dict(zip(order, pack([states[i] for i in order]), strict=True))

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
 from streamml.features import backfill, packing, spec
+from streamml.features.materialize import snapshot_blobs
 from streamml.features.spark import replayed
 from streamml.features.spec import FEATURE_NAMES, FeatureState
 
@@ -178,6 +179,11 @@ def test_spark_snapshot_equals_incremental_snapshot(
     movie_rows = movie_snapshot(rows, spark_movies, cutoff).collect()
     spark_movie_blobs = {r["movieId"]: packing.pack_movie(packing.movie_state_from_row(r.asDict())) for r in movie_rows}
     assert spark_movie_blobs == movie_blobs
+    # materialize packs the same blobs column by column from the parts' Arrow tables (batches of 7: sliced lists)
+    assert dict(snapshot_blobs(user_snapshot(rows).toArrow(), "users", batch_rows=7)) == users
+    assert dict(snapshot_blobs(movie_snapshot(rows, spark_movies, cutoff).toArrow(), "movies", batch_rows=7)) == (
+        movie_blobs
+    )
     assert any(packing.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies
 
     (global_row,) = globals_snapshot(spark_history).collect()

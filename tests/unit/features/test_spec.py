@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import numpy as np
 import pytest
@@ -234,33 +236,84 @@ def test_pack_unpack_roundtrip() -> None:
         assert packing.unpack_movie(packing.pack_movie(movie)) == movie
     assert packing.unpack_globals(packing.pack_globals(state.globals)) == state.globals
     assert packing.unpack_user(packing.pack_user(UserState())) == UserState()
-    # sparse genres keep blobs small: 3 rated genres of 20 here, 9 bytes per float
-    assert len(packing.pack_user(state.users[1])) < 350
+    assert packing.unpack_movie(packing.pack_movie(MovieState())) == MovieState()
+    # fixed width: every user is one record of the layout, whatever its history
+    assert {len(packing.pack_user(u)) for u in [*state.users.values(), UserState()]} == {packing.USER_LAYOUT.itemsize}
 
 
-def test_snapshot_blobs_rebuild_the_same_features() -> None:
-    state, _ = _replay_tiny()
-    users, movies, globals_ = packing.snapshot(state)
-    assert set(users) == {1, 2}
-    assert set(movies) == {10, 20, 30}
-    for user_id in (1, 2, 3):
-        for movie_id in (10, 20, 30, 40):
-            from_blobs = features_from_states(
-                packing.unpack_user(users[user_id]) if user_id in users else None,
-                packing.unpack_movie(movies[movie_id]) if movie_id in movies else None,
-                globals_,
-                400,
-            )[0]
-            assert from_blobs == state.features(user_id, movie_id, 400)
+def test_the_layouts_hold_the_state_fields_in_order() -> None:
+    assert packing.USER_LAYOUT.names == ("format", *(f.name for f in dataclasses.fields(UserState)))
+    assert packing.MOVIE_LAYOUT.names == ("format", *(f.name for f in dataclasses.fields(MovieState)))
+    assert packing.GLOBALS_LAYOUT.names == ("format", *(f.name for f in dataclasses.fields(GlobalState)))
+    blob = packing.pack_movie(MovieState(genres=(0, 7, 19), year=1995, count=2, first_ts=5))
+    record = np.frombuffer(blob, dtype=packing.MOVIE_LAYOUT)[0]
+    assert record["format"] == packing.STATE_FORMAT and record["genres"] == 1 | 1 << 7 | 1 << 19
+    assert blob[:2] == packing.STATE_FORMAT.to_bytes(2, "little")
+
+
+def _with(blob: bytes, layout: np.dtype, **values: object) -> bytes:
+    record = np.frombuffer(blob, dtype=layout).copy()
+    for name, value in values.items():
+        record[name] = value
+    return record.tobytes()
+
+
+_USER = packing.pack_user(UserState(count=2, total=8.0, total_sq=32.0, likes=2, last_ts=900, first_ts=800))
 
 
 @pytest.mark.parametrize(
-    "blob",
-    [b"\xc1", msgpack.packb({"a": 1}), msgpack.packb([99, 1, 2.0, 4.0, 1, 5, []]), msgpack.packb([1, "x"])],
+    ("blob", "reason"),
+    [
+        (b"\xc1", "1 bytes, not the 1034"),
+        (msgpack.packb([2, 1, 2.0, 4.0, 1, 5, []]), "not the 1034 of state format 3"),  # format 2 (msgpack)
+        (_USER + b"\x00", "1035 bytes"),
+        (_with(_USER, packing.USER_LAYOUT, format=2), "format 2, this code reads 3"),
+        (_with(_USER, packing.USER_LAYOUT, count=-1), "count -1 is not in 0..2\\*\\*53"),
+        (_with(_USER, packing.USER_LAYOUT, count=2**60), "count"),
+        (_with(_USER, packing.USER_LAYOUT, last_ts=-2), "last_ts -2 is not a unix time"),
+        (_with(_USER, packing.USER_LAYOUT, first_ts=2**40), "first_ts"),
+        (_with(_USER, packing.USER_LAYOUT, total=float("nan")), "total nan is not finite"),
+        (_with(_USER, packing.USER_LAYOUT, line_y=float("-inf")), "line_y -inf"),
+        (_with(_USER, packing.USER_LAYOUT, last_rating=float("inf")), "last_rating inf"),
+        (_with(_USER, packing.USER_LAYOUT, recent=1e13), "recent"),
+        (_with(_USER, packing.USER_LAYOUT, genre_count=-3), "genre_count"),
+        (_with(_USER, packing.USER_LAYOUT, residual_sq_total=-1.0), "residual_sq_total -1.0 is negative"),
+        (_with(_USER, packing.USER_LAYOUT, likes=3), "more likes or star counts than ratings"),
+        (_with(_USER, packing.USER_LAYOUT, five_stars=3), "more likes or star counts than ratings"),
+    ],
 )
-def test_unpack_rejects_malformed_blobs(blob: bytes) -> None:
-    with pytest.raises(DataValidationError, match="state blob"):
+def test_unpack_refuses_blobs_outside_the_layout_or_its_bounds(blob: bytes, reason: str) -> None:
+    with pytest.raises(DataValidationError, match=f"user state blob: .*{reason}"):
         packing.unpack_user(blob)
+
+
+_MOVIE = packing.pack_movie(MovieState(genres=(1,), year=1999, count=1, total=4.0, total_sq=16.0, likes=1))
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"genres": 1 << 20}, "genre mask 0x100000 has bits past 20"),
+        ({"year": 10_000}, "year 10000"),
+        ({"year": -2}, "year -2"),
+        ({"likes": 2}, "more likes than ratings"),
+        ({"residual_total": float("nan")}, "residual_total nan"),
+    ],
+)
+def test_unpack_refuses_movie_blobs_outside_their_bounds(values: dict[str, object], reason: str) -> None:
+    with pytest.raises(DataValidationError, match=f"movie state blob: {reason}"):
+        packing.unpack_movie(_with(_MOVIE, packing.MOVIE_LAYOUT, **values))
+
+
+def test_a_batch_decodes_in_one_call_and_refuses_only_its_bad_blobs() -> None:
+    state, _ = _replay_tiny()
+    users = list(state.users.values())
+    blobs = [*packing.pack_users(users), None, b"junk", _with(_USER, packing.USER_LAYOUT, count=-1)]
+    decoded = packing.decode_users(blobs)
+    assert sorted(decoded.errors) == [len(users) + 1, len(users) + 2]
+    states = packing.users_from_records(decoded.records)
+    assert states[: len(users)] == users
+    assert states[len(users) :] == [UserState()] * 3  # none, and the refused ones, read as the empty state
 
 
 def test_feature_matrix_equals_per_row_features() -> None:

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 
 from streamml.bounds import MAX_COUNT, MAX_ID, MAX_TIMESTAMP
@@ -349,123 +350,116 @@ def test_poison_reasons_are_distinct_labels() -> None:
 # Online state blobs.
 
 
-def user_payload(**changes: Any) -> list[Any]:
-    fields = {"count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2, "last_ts": 1_000}
-    fields |= {"genres": [[3, 2, 8.0, 0.1, 0.2, -0.1]], "residual_total": 0.5, "last_rating": 4.0}
-    fields |= {
-        "recent": [3.5] * spec.N_RECENT,
-        "stars": [1, 1, 0],
-        "sums": [0.5, 0.1, 0.2, 0.3, 0.1, 0.4],
-        "first": 900,
-    }
-    fields |= changes
-    return [packing.STATE_FORMAT, *fields.values()]
+BASE_USER = spec.UserState(
+    count=4, total=14.0, total_sq=53.0, likes=2, last_ts=1_000, residual_total=0.5, last_rating=4.0,
+    recent=[3.5] * spec.N_RECENT, half_stars=1, five_stars=1, low_ratings=0, residual_sq_total=0.5,
+    residual_sq_recent=0.1, first_ts=900, line_x=0.2, line_xx=0.3, line_xy=0.1, line_y=0.4,
+)  # fmt: skip
+BASE_USER.genre_count[3], BASE_USER.genre_total[3] = 2, 8.0
+BASE_MOVIE = spec.MovieState(
+    genres=(3, 7), year=1999, count=4, total=14.0, total_sq=53.0, likes=2, residual_total=-0.5, first_ts=900
+)
 
 
-def movie_payload(**changes: Any) -> list[Any]:
-    fields = {"genres": [3, 7], "year": 1999, "count": 4, "total": 14.0, "total_sq": 53.0, "likes": 2}
-    fields |= {"residual_total": -0.5, "first": 900}
-    fields |= changes
-    return [packing.STATE_FORMAT, *fields.values()]
+def forged(blob: bytes, layout: np.dtype, **changes: Any) -> bytes:
+    """``blob`` with some fields of its record overwritten: any value the field's type can hold."""
+    record = np.frombuffer(blob, dtype=layout).copy()
+    for name, value in changes.items():
+        if isinstance(value, tuple):  # (index, value) in a per-genre or moving-average field
+            record[name][0][value[0]] = value[1]
+        else:
+            record[name] = value
+    return record.tobytes()
 
 
-def globals_payload(**changes: Any) -> list[Any]:
-    fields = {"count": 10, "total": 35.0, "likes": 5} | changes
-    return [packing.STATE_FORMAT, *fields.values()]
+def user_blob(**changes: Any) -> bytes:
+    return forged(packing.pack_user(BASE_USER), packing.USER_LAYOUT, **changes)
 
 
-def pack(payload: Any) -> bytes:
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+def movie_blob(**changes: Any) -> bytes:
+    return forged(packing.pack_movie(BASE_MOVIE), packing.MOVIE_LAYOUT, **changes)
+
+
+def globals_blob(**changes: Any) -> bytes:
+    return forged(packing.pack_globals(spec.GlobalState(10, 35.0, 5)), packing.GLOBALS_LAYOUT, **changes)
 
 
 def test_the_base_blobs_are_valid() -> None:
-    user = packing.unpack_user(pack(user_payload()))
-    assert (user.count, user.likes, user.last_ts, user.genre_count[3], user.genre_total[3]) == (4, 2, 1_000, 2, 8.0)
-    movie = packing.unpack_movie(pack(movie_payload()))
-    assert (movie.genres, movie.year, movie.count) == ((3, 7), 1999, 4)
-    assert packing.unpack_globals(pack(globals_payload())) == spec.GlobalState(10, 35.0, 5)
+    assert packing.unpack_user(user_blob()) == BASE_USER
+    assert packing.unpack_movie(movie_blob()) == BASE_MOVIE
+    assert packing.unpack_globals(globals_blob()) == spec.GlobalState(10, 35.0, 5)
 
 
-BAD_FLOATS = [math.nan, math.inf, -math.inf, 1e300, "1.0", None, [1.0]]
-BAD_COUNTS = [-1, MAX_COUNT + 1, 2**63 - 1, 2**64 - 1, -(2**63), 1.0, 2.5, math.nan, "3", None, True]
-BAD_GENRES = [-1, spec.N_GENRES, 20, 999, 2**63, 1.0, "Comedy", None]
+BAD_FLOATS = [math.nan, math.inf, -math.inf, 1e300, -1e13, 1.0000001e12]
+BAD_COUNTS = [-1, MAX_COUNT + 1, 2**63 - 1, -(2**63)]
+BAD_TIMES = [-2, 2**32, MAX_TIMESTAMP + 1, 2**63 - 1, -(2**63)]
+USER_FLOAT_FIELDS = [
+    *("total", "total_sq", "residual_total", "residual_sq_total", "residual_sq_recent"),
+    *("line_x", "line_xx", "line_xy", "line_y"),
+]
+USER_COUNT_FIELDS = ["count", "likes", "half_stars", "five_stars", "low_ratings"]
+GENRE_FLOAT_FIELDS = ["genre_total", "genre_residual_recent", "genre_residual_total", "genre_like_recent"]
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "blob",
     [
-        *(user_payload(total=v) for v in BAD_FLOATS),
-        *(user_payload(total_sq=v) for v in BAD_FLOATS),
-        *(user_payload(count=v) for v in BAD_COUNTS),
-        *(user_payload(likes=v) for v in BAD_COUNTS),
-        *(user_payload(genres=[[g, 1, 4.0, 0.0, 0.0, 0.0]]) for g in BAD_GENRES),
-        *(user_payload(genres=[[3, c, 4.0, 0.0, 0.0, 0.0]]) for c in BAD_COUNTS),
-        *(user_payload(genres=[[3, 1, v, 0.0, 0.0, 0.0]]) for v in BAD_FLOATS),
-        *(user_payload(genres=[[3, 1, 4.0, 0.0, v, 0.0]]) for v in BAD_FLOATS),
-        user_payload(genres=[[3, 1, 4.0, 0.0, 0.0]]),
-        *(user_payload(stars=[c, 0, 0]) for c in BAD_COUNTS),
-        user_payload(stars=[5, 0, 0]),  # more half stars than ratings
-        user_payload(stars=[1, 1]),
-        *(user_payload(sums=[0.0, 0.0, 0.0, v, 0.0, 0.0]) for v in BAD_FLOATS),
-        user_payload(sums=[0.0] * 5),
-        user_payload(sums=[-0.5, 0.1, 0.2, 0.3, 0.1, 0.4]),  # a negative sum of squares (sqrt of it in the features)
-        user_payload(sums=[0.5, 0.1, 0.2, -0.3, 0.1, 0.4]),
-        *(user_payload(first=v) for v in (-1, 2**32, 1.5, "1")),
-        *(user_payload(last_ts=v) for v in (-1, 2**32, MAX_TIMESTAMP + 1, 2**63, 2**64 - 1, 1.5, "1")),
-        *(user_payload(residual_total=v) for v in BAD_FLOATS),
-        *(user_payload(last_rating=v) for v in BAD_FLOATS if v is not None),
-        *(user_payload(recent=[*[3.5] * (spec.N_RECENT - 1), v]) for v in BAD_FLOATS),
-        user_payload(recent=[3.5] * (spec.N_RECENT - 1)),
-        user_payload(recent=[3.5] * (spec.N_RECENT + 1)),
-        user_payload(recent=3.5),
-        user_payload(likes=5),  # more likes than ratings
-        user_payload(genres=[[3, 1]]),
-        user_payload(genres=[3, 1, 4.0]),
-        user_payload(genres=5),
-        user_payload(genres="abc"),
-        user_payload()[:-1],
-        [*user_payload(), 0],
+        *(user_blob(**{name: v}) for name in USER_FLOAT_FIELDS for v in BAD_FLOATS),
+        *(user_blob(last_rating=v) for v in BAD_FLOATS if not math.isnan(v)),  # NaN: no rating yet
+        *(user_blob(**{name: v}) for name in USER_COUNT_FIELDS for v in BAD_COUNTS),
+        *(user_blob(genre_count=(g, c)) for g in (0, 3, spec.N_GENRES - 1) for c in BAD_COUNTS),
+        *(user_blob(**{name: (g, v)}) for name in GENRE_FLOAT_FIELDS for g in (0, 19) for v in BAD_FLOATS),
+        *(user_blob(recent=(i, v)) for i in (0, spec.N_RECENT - 1) for v in BAD_FLOATS),
+        *(user_blob(last_ts=v) for v in BAD_TIMES),
+        *(user_blob(first_ts=v) for v in BAD_TIMES),
+        user_blob(half_stars=5),  # more half stars than ratings
+        user_blob(likes=5),  # more likes than ratings
+        user_blob(residual_sq_total=-0.5),  # a negative sum of squares (sqrt of it in the features)
+        user_blob(line_xx=-0.3),
+        user_blob(format=2),
+        user_blob(format=packing.STATE_FORMAT + 1),
+        user_blob()[:-1],
+        user_blob() + b"\x00",
+        movie_blob(),  # another kind's record
     ],
 )
-def test_user_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
+def test_user_blobs_out_of_bounds_are_refused(blob: bytes) -> None:
     with pytest.raises(DataValidationError, match="user state blob"):
-        packing.unpack_user(pack(payload))
+        packing.unpack_user(blob)
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "blob",
     [
-        *(movie_payload(total=v) for v in BAD_FLOATS),
-        *(movie_payload(total_sq=v) for v in BAD_FLOATS),
-        *(movie_payload(count=v) for v in BAD_COUNTS),
-        *(movie_payload(likes=v) for v in BAD_COUNTS),
-        *(movie_payload(genres=[g]) for g in BAD_GENRES),
-        *(movie_payload(year=v) for v in (-1, 10_000, 2**64 - 1, 1999.0, "1999")),
-        *(movie_payload(residual_total=v) for v in BAD_FLOATS),
-        *(movie_payload(first=v) for v in (-1, 2**32, 1.5, "1")),
-        movie_payload(genres=3),
-        movie_payload(genres=[3, 3]),  # a genre twice: the scalar and vectorised definitions would disagree
-        movie_payload(genres=[7, 3]),
-        movie_payload()[:-1],
+        *(movie_blob(**{name: v}) for name in ("total", "total_sq", "residual_total") for v in BAD_FLOATS),
+        *(movie_blob(**{name: v}) for name in ("count", "likes") for v in BAD_COUNTS),
+        *(movie_blob(genres=v) for v in (1 << spec.N_GENRES, 2**32 - 1, 1 << 31)),
+        *(movie_blob(year=v) for v in (-2, 10_000, 2**31 - 1, -(2**31))),
+        *(movie_blob(first_ts=v) for v in BAD_TIMES),
+        movie_blob(likes=5),  # more likes than ratings
+        movie_blob(format=0),
+        movie_blob()[:-1],
+        globals_blob(),
     ],
 )
-def test_movie_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
+def test_movie_blobs_out_of_bounds_are_refused(blob: bytes) -> None:
     with pytest.raises(DataValidationError, match="movie state blob"):
-        packing.unpack_movie(pack(payload))
+        packing.unpack_movie(blob)
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "blob",
     [
-        *(globals_payload(total=v) for v in BAD_FLOATS),
-        *(globals_payload(count=v) for v in BAD_COUNTS),
-        *(globals_payload(likes=v) for v in BAD_COUNTS),
-        globals_payload()[:-1],
+        *(globals_blob(total=v) for v in BAD_FLOATS),
+        *(globals_blob(count=v) for v in BAD_COUNTS),
+        *(globals_blob(likes=v) for v in BAD_COUNTS),
+        globals_blob(format=1),
+        globals_blob()[:-1],
     ],
 )
-def test_globals_blobs_out_of_bounds_are_refused(payload: list[Any]) -> None:
+def test_globals_blobs_out_of_bounds_are_refused(blob: bytes) -> None:
     with pytest.raises(DataValidationError, match="globals state blob"):
-        packing.unpack_globals(pack(payload))
+        packing.unpack_globals(blob)
 
 
 UNPACKS = [packing.unpack_user, packing.unpack_movie, packing.unpack_globals]
@@ -476,27 +470,25 @@ UNPACKS = [packing.unpack_user, packing.unpack_movie, packing.unpack_globals]
     "blob",
     [
         b"",
-        b"\xc1",  # a byte msgpack never uses
+        b"\xc1",
         b"\xff\x00garbage\x13",
-        b"\x91" * 100_000,  # nested arrays deeper than msgpack's stack
-        b"\xdd\xff\xff\xff\xff",  # an array claiming 2**32 - 1 items
-        b"\x93\x01\x02",  # truncated
-        pack([packing.STATE_FORMAT, 0, 0, 0]) + b"\x00",  # trailing bytes
-        pack({"count": 1}),
-        pack(1),
-        pack("x"),
-        pack(None),
-        pack(b"bin"),
-        pack([]),
-        pack([1, 0, 0.0, 0]),  # another format (the one before the sequential families)
-        pack([None]),
+        b"\x91" * 100_000,
+        bytes(packing.USER_LAYOUT.itemsize * 2),  # two records' worth
+        msgpack.packb([2, 0, 0.0, 0], use_bin_type=True),  # format 2 (msgpack)
         msgpack.packb(msgpack.ExtType(5, b"xyz")),
-        b"\x81\x91\x01\x01",  # a map with a list as key
     ],
 )
-def test_blobs_that_are_not_state_lists_are_refused(unpack: Any, blob: bytes) -> None:
+def test_blobs_that_are_not_state_records_are_refused(unpack: Any, blob: bytes) -> None:
     with pytest.raises(DataValidationError):
         unpack(blob)
+
+
+def test_a_record_of_the_right_width_but_zero_format_is_refused_whatever_its_kind() -> None:
+    for layout, unpack in zip(
+        (packing.USER_LAYOUT, packing.MOVIE_LAYOUT, packing.GLOBALS_LAYOUT), UNPACKS, strict=True
+    ):
+        with pytest.raises(DataValidationError, match="format 0, this code reads"):
+            unpack(bytes(layout.itemsize))
 
 
 def test_packed_states_round_trip() -> None:

@@ -354,32 +354,33 @@ def test_parse_accepts_exactly_the_requests_within_bounds(payload: bytes) -> Non
 # The scorer.
 
 
+KINDS: dict[str, tuple[Callable[[bytes], Any], np.dtype, bytes]] = {  # unpack, layout, the empty state's blob
+    "user": (packing.unpack_user, packing.USER_LAYOUT, packing.pack_user(spec.UserState())),
+    "movie": (packing.unpack_movie, packing.MOVIE_LAYOUT, packing.pack_movie(spec.MovieState())),
+    "globals": (packing.unpack_globals, packing.GLOBALS_LAYOUT, packing.pack_globals(spec.GlobalState())),
+}
+
+
 @st.composite
-def corrupt_blobs(draw: st.DrawFn, unpack: Callable[[bytes], Any], arity: int) -> bytes:
-    """Bytes ``unpack`` refuses: random bytes, msgpack of arbitrary values, state lists with a hostile value."""
-    hostile = st.one_of(
-        st.integers(-(2**63), 2**64 - 1),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.none(),
-        st.booleans(),
-        st.text(max_size=3),
-        st.binary(max_size=3),
-        st.lists(st.integers(-3, 30), max_size=3),
-        st.sampled_from([-1, 20, 999, 2**32, MAX_COUNT + 1, math.nan, math.inf, 1e300]),
-    )
+def corrupt_blobs(draw: st.DrawFn, of: str) -> bytes:
+    """Bytes that the unpack of kind ``of`` refuses: random bytes of any length, msgpack of arbitrary values (format
+    2's encoding), and records of the layout with one field's bytes replaced by arbitrary ones (any int, NaN
+    payloads, infinities)."""
+    unpack, layout, base = KINDS[of]
     kind = draw(st.integers(0, 2))
     if kind == 0:
-        blob = draw(st.binary(max_size=40))
+        blob = draw(st.binary(max_size=40) | st.binary(min_size=layout.itemsize - 2, max_size=layout.itemsize + 2))
     elif kind == 1:
         try:
             blob = msgpack.packb(draw(JSON_VALUES))
         except OverflowError:  # an int msgpack cannot hold
             blob = b"\xc1"
     else:
-        items = [packing.STATE_FORMAT, *draw(st.lists(hostile, min_size=arity - 1, max_size=arity - 1))]
-        blob = msgpack.packb(items, use_bin_type=True)
+        name = draw(st.sampled_from(layout.names))
+        offset, size = layout.fields[name][1], layout.fields[name][0].itemsize
+        blob = base[:offset] + draw(st.binary(min_size=size, max_size=size)) + base[offset + size :]
     if unpacks(unpack, blob):
-        blob = b"\xc1"  # the rare draw that happens to be valid: use a byte msgpack never writes instead
+        blob = b"\xc1"  # the draw that happens to be valid (a count of 7, say): use one that never is instead
     return blob
 
 
@@ -401,20 +402,20 @@ def scorer_worlds(draw: st.DrawFn, corrupt: bool = True) -> ScorerWorld:
         if kind == 1:
             blobs[names.user_features_key(VERSION, user)] = draw(st.sampled_from(GOOD_USER_BLOBS))
         elif kind == 2:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 13))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs("user"))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 2 if corrupt else 1))
         if kind == 1:
             blobs[names.movie_features_key(VERSION, movie)] = draw(st.sampled_from(GOOD_MOVIE_BLOBS))
         elif kind == 2:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 9))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs("movie"))
             bad_movies.add(movie)
     for movie, blob in MODEL_MOVIE_BLOBS.items():
         blobs[names.movie_features_key(VERSION, movie)] = blob
     bad_globals = corrupt and draw(st.integers(0, 7)) == 0
     if bad_globals:
-        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(packing.unpack_globals, 4))
+        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs("globals"))
     elif draw(st.booleans()):
         blobs[names.globals_features_key(VERSION)] = GOOD_GLOBALS_BLOB
     return ScorerWorld(MemoryFeatureStore(blobs), bad_users, bad_movies, bad_globals)
@@ -476,40 +477,37 @@ IN_BOUNDS_SUMS = st.floats(-1e12, 1e12) | st.sampled_from([0.0, 1e12, -1e12, 1e1
 def extreme_user_blobs(draw: st.DrawFn) -> bytes:
     """A user blob within every bound unpack_user checks, with extreme (forged) values."""
     count = draw(IN_BOUNDS_COUNTS)
-    likes = draw(st.integers(0, count))
-    genre = st.tuples(st.integers(0, spec.N_GENRES - 1), IN_BOUNDS_COUNTS, *[IN_BOUNDS_SUMS] * 4)
-    genres = draw(st.lists(genre, max_size=3))
-    last_ts = draw(st.none() | TIMESTAMPS)
-    payload = [packing.STATE_FORMAT, count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), likes, last_ts, genres]
-    recent = draw(st.lists(IN_BOUNDS_SUMS, min_size=spec.N_RECENT, max_size=spec.N_RECENT))
-    payload += [draw(IN_BOUNDS_SUMS), draw(st.none() | IN_BOUNDS_SUMS), recent]
-    squares = st.floats(0.0, 1e12)
-    sums = [
-        draw(squares),
-        draw(squares),
-        draw(IN_BOUNDS_SUMS),
-        draw(squares),
-        draw(IN_BOUNDS_SUMS),
-        draw(IN_BOUNDS_SUMS),
-    ]
-    payload += [[draw(st.integers(0, count)) for _ in range(3)], sums]
-    payload.append(draw(st.none() | TIMESTAMPS))
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+    sums, squares = (lambda: draw(IN_BOUNDS_SUMS)), (lambda: draw(st.floats(0.0, 1e12)))
+    state = spec.UserState(
+        count=count, total=sums(), total_sq=sums(), likes=draw(st.integers(0, count)),
+        last_ts=draw(st.none() | TIMESTAMPS), residual_total=sums(), last_rating=draw(st.none() | IN_BOUNDS_SUMS),
+        recent=[sums() for _ in range(spec.N_RECENT)], half_stars=draw(st.integers(0, count)),
+        five_stars=draw(st.integers(0, count)), low_ratings=draw(st.integers(0, count)), residual_sq_total=squares(),
+        residual_sq_recent=squares(), first_ts=draw(st.none() | TIMESTAMPS), line_x=sums(), line_xx=squares(),
+        line_xy=sums(), line_y=sums(),
+    )  # fmt: skip
+    for genre in draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=3, unique=True)):
+        state.genre_count[genre] = draw(IN_BOUNDS_COUNTS)  # may exceed the user's count: forged
+        for values in (state.genre_total, state.genre_residual_recent, state.genre_residual_total):
+            values[genre] = sums()
+        state.genre_like_recent[genre] = sums()
+    return packing.pack_user(state)
 
 
 @st.composite
 def extreme_movie_blobs(draw: st.DrawFn) -> bytes:
-    genres = sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True)))
-    payload = [packing.STATE_FORMAT, genres, draw(st.none() | st.integers(0, 9999)), draw(IN_BOUNDS_COUNTS)]
-    payload += [draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS)]
-    payload.append(draw(st.none() | TIMESTAMPS))
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+    genres = tuple(sorted(draw(st.lists(st.integers(0, spec.N_GENRES - 1), max_size=4, unique=True))))
+    count = draw(IN_BOUNDS_COUNTS)
+    state = spec.MovieState(
+        genres, draw(st.none() | st.integers(0, 9999)), count, draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_SUMS),
+        draw(st.integers(0, count)), draw(IN_BOUNDS_SUMS), draw(st.none() | TIMESTAMPS),
+    )  # fmt: skip
+    return packing.pack_movie(state)
 
 
 @st.composite
 def extreme_globals_blobs(draw: st.DrawFn) -> bytes:
-    payload = [packing.STATE_FORMAT, draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)]
-    return bytes(msgpack.packb(payload, use_bin_type=True))
+    return packing.pack_globals(spec.GlobalState(draw(IN_BOUNDS_COUNTS), draw(IN_BOUNDS_SUMS), draw(IN_BOUNDS_COUNTS)))
 
 
 def features_in_bounds(user: bytes | None, movie: bytes | None, globals_blob: bytes | None, ts: int) -> bool:
@@ -564,12 +562,7 @@ def test_scorer_accounts_for_requests_on_forged_states_within_the_blob_bounds(
 def test_scorer_refuses_a_forged_user_whose_mean_leaves_the_feature_bounds() -> None:
     """The smallest case of the property above: a user blob that unpacks (its count 2**41 is within unpack_user's
     bound) gives user_count 2.2e12 > MAX_FEATURE_MAGNITUDE, so no Prediction can carry it."""
-    forged = bytes(
-        msgpack.packb(
-            [packing.STATE_FORMAT, 2**41, 1e12, 0.0, 0, None, [], 0.0, None, [0.0] * spec.N_RECENT, [0, 0, 0]]
-            + [[0.0] * 6, None]
-        )
-    )
+    forged = packing.pack_user(spec.UserState(count=2**41, total=1e12))
     assert isinstance(packing.unpack_user(forged), spec.UserState)
     store = MemoryFeatureStore({names.user_features_key(VERSION, 1): forged})
     handler = ScorerHandler(store, refusing_model)  # type: ignore[arg-type]
@@ -615,7 +608,7 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.user_features_key(VERSION, user)] = blob
             initial.users[user] = packing.unpack_user(blob)
         elif kind == 3:
-            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs(packing.unpack_user, 13))
+            blobs[names.user_features_key(VERSION, user)] = draw(corrupt_blobs("user"))
             bad_users.add(user)
     for movie in MOVIES:
         kind = draw(st.integers(0, 3))
@@ -624,11 +617,11 @@ def updater_worlds(draw: st.DrawFn) -> UpdaterWorld:
             blobs[names.movie_features_key(VERSION, movie)] = blob
             initial.movies[movie] = packing.unpack_movie(blob)
         elif kind == 3:
-            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs(packing.unpack_movie, 9))
+            blobs[names.movie_features_key(VERSION, movie)] = draw(corrupt_blobs("movie"))
             bad_movies.add(movie)
     bad_globals = draw(st.integers(0, 9)) == 0
     if bad_globals:
-        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs(packing.unpack_globals, 4))
+        blobs[names.globals_features_key(VERSION)] = draw(corrupt_blobs("globals"))
     elif draw(st.booleans()):
         blobs[names.globals_features_key(VERSION)] = GOOD_GLOBALS_BLOB
         initial.globals = packing.unpack_globals(GOOD_GLOBALS_BLOB)
