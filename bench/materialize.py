@@ -186,14 +186,14 @@ def main() -> int:
     if min(args.users, args.movies, args.baseline_keys, args.repeats) < 1:
         parser.error("every count must be positive")
     from streamml.features.batch import read_part
-    from streamml.features.materialize import materialize, snapshot_blobs
+    from streamml.features.materialize import LOAD_TIMEOUT_SECONDS, materialize, snapshot_blobs
     from streamml.stores.objects import ObjectStore
 
     settings = Settings()
     if settings.redis.db == 0:
         console.print("[red]refusing to run on Redis db 0 (the platform's); set STREAMML_REDIS__DB=15[/red]")
         return 2
-    client = redis_client(settings.redis)
+    client = redis_client(settings.redis, timeout=LOAD_TIMEOUT_SECONDS)
     store = RedisFeatureStore(client)
     version = SCRATCH_VERSION
     n_keys = args.users + args.movies + 1

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 BATCH_ROWS = 50_000
+LOAD_TIMEOUT_SECONDS = 300.0
+"""How long the one MULTI/EXEC of a version may take: a million users are about 1 GB of records, whose load took
+13 s in bench.materialize (Redis reading them off the socket), past the 10 s a command of the serving path waits."""
 _ABSENT = {"last_ts": -1, "first_ts": -1, "year": -1, "last_rating": float("nan")}
 """The layouts' encoding of a null snapshot value (every other null is a movie without ratings: 0)."""
 
@@ -71,7 +74,7 @@ def materialize(settings: Settings, version: int, on_progress: Callable[[int], N
     """Replace ``version`` in Redis with its snapshot (every user and movie blob and the globals, atomically, its
     applied-ratings set emptied), then activate it; return counts."""
     manifest = read_manifest(settings, version)
-    store = RedisFeatureStore(redis_client(settings.redis))
+    store = RedisFeatureStore(redis_client(settings.redis, timeout=LOAD_TIMEOUT_SECONDS))
 
     def blobs() -> Iterator[tuple[str, bytes]]:
         for part, key in (("users", names.user_features_key), ("movies", names.movie_features_key)):

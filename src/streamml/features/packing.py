@@ -16,6 +16,8 @@ fixed width is what the one-call decode costs in Redis memory (docs/benchmarks.m
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,16 +107,31 @@ class Decoded:
 # Encoding.
 
 
+def _struct(layout: np.dtype) -> struct.Struct:
+    """The :mod:`struct` format of a layout (the same bytes as its numpy records: packed, little-endian)."""
+    codes = {"u2": "H", "u4": "I", "i4": "i", "i8": "q", "f8": "d"}
+    spec_ = "".join(f"{math.prod(layout[name].shape)}{codes[layout[name].base.str[1:]]}" for name in layout.names or ())
+    packer = struct.Struct("<" + spec_)
+    if packer.size != layout.itemsize:  # a layout with padding would not be the bytes numpy reads
+        raise TypeError(f"struct format of {layout} has {packer.size} bytes, its records {layout.itemsize}")
+    return packer
+
+
+_USER_STRUCT, _MOVIE_STRUCT = _struct(USER_LAYOUT), _struct(MOVIE_LAYOUT)
+
+
 def _time_or_absent(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def _user_row(s: UserState) -> tuple[Any, ...]:
-    return (
-        STATE_FORMAT, s.count, s.total, s.total_sq, s.likes, _time_or_absent(s.last_ts), s.genre_count, s.genre_total,
-        s.residual_total, np.nan if s.last_rating is None else s.last_rating, s.recent, s.genre_residual_recent,
-        s.genre_residual_total, s.genre_like_recent, s.half_stars, s.five_stars, s.low_ratings, s.residual_sq_total,
-        s.residual_sq_recent, _time_or_absent(s.first_ts), s.line_x, s.line_xx, s.line_xy, s.line_y,
+def pack_user(s: UserState) -> bytes:
+    """A user state as a :data:`USER_LAYOUT` record (one ``struct.pack``: the updater packs each state it changes)."""
+    return _USER_STRUCT.pack(
+        STATE_FORMAT, s.count, s.total, s.total_sq, s.likes, _time_or_absent(s.last_ts), *s.genre_count,
+        *s.genre_total, s.residual_total, math.nan if s.last_rating is None else s.last_rating, *s.recent,
+        *s.genre_residual_recent, *s.genre_residual_total, *s.genre_like_recent, s.half_stars, s.five_stars,
+        s.low_ratings, s.residual_sq_total, s.residual_sq_recent, _time_or_absent(s.first_ts), s.line_x, s.line_xx,
+        s.line_xy, s.line_y,
     )  # fmt: skip
 
 
@@ -126,41 +143,31 @@ def genre_mask(genres: Iterable[int]) -> int:
     return mask
 
 
-def _movie_row(s: MovieState) -> tuple[Any, ...]:
-    year = -1 if s.year is None else s.year
-    return (
-        STATE_FORMAT, genre_mask(s.genres), year, s.count, s.total, s.total_sq, s.likes, s.residual_total,
-        _time_or_absent(s.first_ts),
+def pack_movie(s: MovieState) -> bytes:
+    """A movie state as a :data:`MOVIE_LAYOUT` record."""
+    return _MOVIE_STRUCT.pack(
+        STATE_FORMAT, genre_mask(s.genres), -1 if s.year is None else s.year, s.count, s.total, s.total_sq, s.likes,
+        s.residual_total, _time_or_absent(s.first_ts),
     )  # fmt: skip
+
+
+def pack_users(states: Sequence[UserState]) -> list[bytes]:
+    return [pack_user(s) for s in states]
+
+
+def pack_movies(states: Sequence[MovieState]) -> list[bytes]:
+    return [pack_movie(s) for s in states]
+
+
+def pack_globals(state: GlobalState) -> bytes:
+    """The global sums as a :data:`GLOBALS_LAYOUT` record."""
+    return np.array([(STATE_FORMAT, state.count, state.total, state.likes)], dtype=GLOBALS_LAYOUT).tobytes()
 
 
 def _split(records: np.ndarray) -> list[bytes]:
     """Each record of a structured array as its own bytes."""
     data, size = records.tobytes(), records.dtype.itemsize
     return [data[start : start + size] for start in range(0, len(data), size)]
-
-
-def pack_users(states: Sequence[UserState]) -> list[bytes]:
-    """Each user state as a :data:`USER_LAYOUT` record."""
-    return _split(np.array([_user_row(s) for s in states], dtype=USER_LAYOUT))
-
-
-def pack_movies(states: Sequence[MovieState]) -> list[bytes]:
-    """Each movie state as a :data:`MOVIE_LAYOUT` record."""
-    return _split(np.array([_movie_row(s) for s in states], dtype=MOVIE_LAYOUT))
-
-
-def pack_user(state: UserState) -> bytes:
-    return pack_users([state])[0]
-
-
-def pack_movie(state: MovieState) -> bytes:
-    return pack_movies([state])[0]
-
-
-def pack_globals(state: GlobalState) -> bytes:
-    """The global sums as a :data:`GLOBALS_LAYOUT` record."""
-    return np.array([(STATE_FORMAT, state.count, state.total, state.likes)], dtype=GLOBALS_LAYOUT).tobytes()
 
 
 def pack_columns(layout: np.dtype, columns: Mapping[str, np.ndarray], kind: str) -> list[bytes]:
