@@ -20,7 +20,7 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -330,19 +330,24 @@ def movies_from_records(records: np.ndarray) -> list[MovieState]:
 def unpack_users(blobs: Sequence[bytes | None]) -> list[UserState | DataValidationError]:
     """Each blob's user state (the empty one for None), or why it cannot be read."""
     decoded = decode_users(blobs)
-    states: list[UserState | DataValidationError] = list(users_from_records(decoded.records))
-    for i, error in decoded.errors.items():
-        states[i] = DataValidationError(error)
-    return states
+    return _or_errors(users_from_records(decoded.records), decoded.errors)
 
 
 def unpack_movies(blobs: Sequence[bytes | None]) -> list[MovieState | DataValidationError]:
     """Each blob's movie state (the empty one for None), or why it cannot be read."""
     decoded = decode_movies(blobs)
-    states: list[MovieState | DataValidationError] = list(movies_from_records(decoded.records))
-    for i, error in decoded.errors.items():
-        states[i] = DataValidationError(error)
-    return states
+    return _or_errors(movies_from_records(decoded.records), decoded.errors)
+
+
+S = TypeVar("S")
+
+
+def _or_errors(states: list[S], errors: Mapping[int, str]) -> list[S | DataValidationError]:
+    """``states`` with the refused positions replaced by their errors."""
+    out: list[S | DataValidationError] = list(states)
+    for i, error in errors.items():
+        out[i] = DataValidationError(error)
+    return out
 
 
 def _one(states: Sequence[Any]) -> Any:
