@@ -33,8 +33,9 @@ def _numpy(column: Any, name: str) -> np.ndarray:
     return pc.fill_null(column, _ABSENT.get(name, 0)).to_numpy(zero_copy_only=False)
 
 
-def _columns(batch: Any, layout: np.dtype) -> dict[str, np.ndarray]:
-    """A snapshot batch's columns in ``layout``'s encoding (list columns as (rows, width) arrays)."""
+def _columns(batch: Any, layout: np.dtype, first_row: int) -> dict[str, np.ndarray]:
+    """A snapshot batch's columns in ``layout``'s encoding (list columns as (rows, width) arrays); its first row is
+    row ``first_row`` of the part."""
     import pyarrow.compute as pc
 
     columns: dict[str, np.ndarray] = {}
@@ -43,13 +44,14 @@ def _columns(batch: Any, layout: np.dtype) -> dict[str, np.ndarray]:
         if name == "genres":
             parents = pc.list_parent_indices(column).to_numpy()
             genres = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-            columns[name] = packing.genre_masks(len(batch), parents, genres)
+            columns[name] = packing.genre_masks(len(batch), parents, genres, first_row)
         elif layout[name].shape:
             width = layout[name].shape[0]
             lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
             if np.any(lengths != width):
                 row = int(np.flatnonzero(lengths != width)[0])
-                raise DataValidationError(f"row {row}: {name} holds {max(lengths[row], 0)} values, not {width}")
+                held = max(lengths[row], 0)
+                raise DataValidationError(f"row {first_row + row}: {name} holds {held} values, not {width}")
             columns[name] = _numpy(pc.list_flatten(column), name).reshape(len(batch), width)
         else:
             columns[name] = _numpy(column, name)
@@ -63,9 +65,9 @@ def snapshot_blobs(table: Any, part: str, batch_rows: int = BATCH_ROWS) -> Itera
     start = 0
     for batch in table.to_batches(max_chunksize=batch_rows):
         try:
-            blobs = packing.pack_columns(layout, _columns(batch, layout), part[:-1])
+            blobs = packing.pack_columns(layout, _columns(batch, layout, start), part[:-1], start)
         except DataValidationError as exc:
-            raise DataValidationError(f"part {part}, the batch from row {start}: {exc}") from None
+            raise DataValidationError(f"part {part}, {exc}") from None
         yield from zip(batch.column(id_column).to_pylist(), blobs, strict=True)
         start += len(batch)
 

@@ -170,11 +170,12 @@ def _split(records: np.ndarray) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
 
 
-def pack_columns(layout: np.dtype, columns: Mapping[str, np.ndarray], kind: str) -> list[bytes]:
+def pack_columns(layout: np.dtype, columns: Mapping[str, np.ndarray], kind: str, first_row: int = 0) -> list[bytes]:
     """Records of ``layout`` filled column by column, one per row, every value checked as a read checks it:
     a snapshot's states packed with no object per row. ``columns`` holds every field but the format, in the layout's
     encoding (-1 for an absent time or year, NaN for an absent last rating, genres as a mask, per-genre lists as
-    (rows, N_GENRES) arrays). Raises :class:`DataValidationError` naming the first row out of bounds."""
+    (rows, N_GENRES) arrays). Raises :class:`DataValidationError` naming the first row out of bounds (counted from
+    ``first_row``)."""
     rows = len(columns["count"])
     records = np.zeros(rows, dtype=layout)
     records["format"] = STATE_FORMAT
@@ -183,17 +184,17 @@ def pack_columns(layout: np.dtype, columns: Mapping[str, np.ndarray], kind: str)
     bad = _invalid(records, layout)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataValidationError(f"row {row}: {kind} state {_reason(records[row], layout)}")
+        raise DataValidationError(f"row {first_row + row}: {kind} state {_reason(records[row], layout)}")
     return _split(records)
 
 
-def genre_masks(rows: int, parents: np.ndarray, genres: np.ndarray) -> np.ndarray:
+def genre_masks(rows: int, parents: np.ndarray, genres: np.ndarray, first_row: int = 0) -> np.ndarray:
     """The genre masks of ``rows`` movies from their genre indices ``genres``, ``parents[k]`` the row of
     ``genres[k]`` (Arrow's ``list_parent_indices`` and ``list_flatten``)."""
     out = (genres < 0) | (genres >= N_GENRES)
     if out.any():
         k = int(np.flatnonzero(out)[0])
-        raise DataValidationError(f"row {parents[k]}: genre index {genres[k]} is not in 0..{N_GENRES - 1}")
+        raise DataValidationError(f"row {first_row + parents[k]}: genre index {genres[k]} is not in 0..{N_GENRES - 1}")
     masks = np.zeros(rows, dtype=np.uint32)
     np.bitwise_or.at(masks, parents, np.left_shift(np.uint32(1), genres.astype(np.uint32)))
     return masks

@@ -337,3 +337,30 @@ def test_feature_matrix_equals_per_row_features() -> None:
     np.testing.assert_array_equal(spec.cold_start_mask(matrix), [cold for _, cold in rows])
     assert any(cold for _, cold in rows) and not all(cold for _, cold in rows)
     assert feature_matrix([], [], state.globals, []).shape == (0, len(FEATURE_NAMES))
+
+
+def test_snapshot_parts_are_packed_by_column_and_a_bad_row_is_refused_naming_part_and_row() -> None:
+    import pyarrow as pa
+
+    from streamml.features.materialize import snapshot_blobs
+
+    user = UserState(count=1, total=4.0, total_sq=16.0, likes=1, last_ts=5, first_ts=5, last_rating=4.0)
+    user.genre_count[7], user.genre_total[7] = 1, 4.0
+    columns = {"userId": pa.array(range(1, 11), pa.int64())}
+    for name in packing.USER_STATE_SCHEMA:
+        columns[name] = pa.array([getattr(user, name)] * 10)
+    columns["last_rating"] = pa.array([4.0] * 9 + [None])  # a null is the layout's absent value
+    table = pa.table(columns)
+    blobs = dict(snapshot_blobs(table, "users", batch_rows=4))
+    assert blobs == {i: packing.pack_user(user) for i in range(1, 10)} | {10: packing.pack_user(
+        dataclasses.replace(user, last_rating=None)
+    )}  # fmt: skip
+
+    too_many = table.set_column(table.schema.get_field_index("likes"), "likes", pa.array([1] * 8 + [3, 1]))
+    with pytest.raises(DataValidationError, match="part users, row 8: user state more likes or star counts"):
+        list(snapshot_blobs(too_many, "users", batch_rows=4))
+    short = table.set_column(
+        table.schema.get_field_index("genre_count"), "genre_count", pa.array([[0] * 20] * 5 + [[0] * 19] * 5)
+    )
+    with pytest.raises(DataValidationError, match="part users, row 5: genre_count holds 19 values, not 20"):
+        list(snapshot_blobs(short, "users", batch_rows=4))
