@@ -2,7 +2,7 @@
 request goes through the platform's own scorer, feature updater, archive and metrics aggregator (under
 supervisord). The aggregator's drift monitor alarms and triggers ``movielens_retrain`` through Airflow's REST API;
 the retrain trains on the history plus the archived feedback and registers ``@challenger``; the scorer shadow-scores
-it while the replay goes on; the gate promotes it on that online evidence; the scorer serves it.
+it while the replay goes on; the gate decides on that online evidence; the scorer serves the champion it leaves.
 
 Nothing here is configured for the test: the thresholds, the gate's evidence and the retrain are the deploy's
 defaults. Runs last (``run.sh test`` orders ``tests/loop`` after ``tests/e2e``) because it replaces the champion the
@@ -108,7 +108,7 @@ def drifted_replay(
         replay.stop()
 
 
-def test_drift_alarms_retrains_shadows_promotes_and_serves_the_new_champion(
+def test_drift_alarms_retrains_shadows_and_serves_what_the_gate_decided(
     settings: Settings,
     require: Callable[[str], None],
     drifted_replay: DriftedReplay,
@@ -142,7 +142,7 @@ def test_drift_alarms_retrains_shadows_promotes_and_serves_the_new_champion(
     drift = snapshot(names.METRICS_DRIFT)["drift"]
     assert drift["alarm"] and trigger["reason"] and trigger["reason"] in "; ".join(drift["alarms"][-1]["reasons"])
 
-    # 2. The retrain runs to its end and its gate promotes the challenger on shadow evidence.
+    # 2. The retrain runs to its end, registers a challenger, and its gate decides on shadow evidence.
     client = AirflowClient(settings.airflow)
     try:
         run = client.status(names.DAG_RETRAIN, trigger["dag_run_id"])
@@ -154,19 +154,28 @@ def test_drift_alarms_retrains_shadows_promotes_and_serves_the_new_champion(
     assert run.state == "success", run.tasks
     assert run.conf["reason"] == trigger["reason"]
     retrained = time.monotonic() - start
-    new = registry.champion_version(settings)
-    assert new is not None and new > champion, f"the gate kept version {champion}"
-    version = registry.client(settings.mlflow).get_model_version(names.MODEL_NAME, str(new))
-    tags = registry.client(settings.mlflow).get_run(str(version.run_id)).data.tags
-    assert tags["gate.evidence"] == "online" and tags["gate.decision"] == "promote", tags
-    assert tags["gate.champion_version"] == str(champion)
+    mlflow_client = registry.client(settings.mlflow)
+    challenger = max(int(v.version) for v in mlflow_client.search_model_versions(f"name='{names.MODEL_NAME}'"))
+    assert challenger > champion, "the retrain registered no version"
+    gate = mlflow_client.get_run(str(mlflow_client.get_model_version(names.MODEL_NAME, str(challenger)).run_id)).data
+    assert gate.tags["gate.evidence"] == "online", gate.tags  # the shadowed requests decided, not the offline stream
+    assert gate.tags["gate.champion_version"] == str(champion)
+    assert gate.metrics["gate_online_pairs"] >= settings.retrain.min_shadow_pairs
+    # The decision is the rule applied to the recorded evidence. Which way it goes is the evidence's: the retrained
+    # model is ahead by about 0.01 AUC on average here and the AUC of 2,000 requests moves by as much (runs so far:
+    # -0.004 to +0.027; docs/models.md), so the test checks the loop acts on the decision either way.
+    ahead = gate.metrics["gate_online_challenger_auc"] - gate.metrics["gate_online_champion_auc"]
+    promoted = ahead > gate.metrics["gate_margin"]
+    assert gate.tags["gate.decision"] == ("promote" if promoted else "reject"), (ahead, gate.tags)
 
-    # 3. The scorer serves the new champion: the aggregator sees its predictions.
-    while snapshot(names.METRICS_LATEST).get("model_version") != str(new):
-        waiting(f"prediction of version {new}")
+    # 3. The scorer serves the champion the gate left: the new version when promoted, the old one otherwise.
+    serving = challenger if promoted else champion
+    assert registry.champion_version(settings) == serving
+    while snapshot(names.METRICS_LATEST).get("model_version") != str(serving):
+        waiting(f"prediction of version {serving}")
     with capsys.disabled():  # the shortened scenario's times, in the test log
         print(  # noqa: T201
             f"\nclosed loop: alarm {alarmed:.0f} s (about {alarmed * RATE:.0f} requests) after the onset "
             f"({trigger['reason']}); retrain done at {retrained:.0f} s "
-            f"({tags['gate.reason']}); version {new} serving at {time.monotonic() - start:.0f} s"
+            f"({gate.tags['gate.reason']}); version {serving} serving at {time.monotonic() - start:.0f} s"
         )
