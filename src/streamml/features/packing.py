@@ -5,13 +5,15 @@ Spark job writes. The states themselves and the features computed from them are 
 Layout (:data:`STATE_FORMAT` 3). Each state is one fixed-width little-endian record of a numpy structured dtype
 (:data:`USER_LAYOUT`, :data:`MOVIE_LAYOUT`, :data:`GLOBALS_LAYOUT`): the format number (``uint16``), then the
 fields of :class:`~streamml.features.spec.UserState` (``MovieState``, ``GlobalState``) in their order, integers as
-``int64`` and sums as ``float64``, the per-genre lists as ``N_GENRES`` values each. An absent time is -1, an absent
-last rating NaN; a movie's genres are a bit mask (bit ``g`` for genre index ``g``), its absent year -1. So a batch
-of blobs decodes with one ``numpy.frombuffer`` over their concatenation (:func:`decode_users`), is checked column by
-column, and :func:`~streamml.features.spec.feature_columns_matrix` computes the batch's features from the columns
-without a Python object per row. A user record is 1,034 bytes whatever its history (format 2's msgpack stored only
-the touched genres: 136 bytes on average for the synthetic million users, about 1 KB for ml-latest-small's); the
-fixed width is what the one-call decode costs in Redis memory (docs/benchmarks.md).
+``int64`` and sums as ``float64`` (the movie's genre mask and year excepted), the per-genre lists as ``N_GENRES``
+values each. An absent time is -1, an absent last rating NaN; a movie's genres are a bit mask (bit ``g`` for genre
+index ``g``), its absent year -1. So a batch of blobs decodes with one ``numpy.frombuffer`` over their
+concatenation (:func:`decode_users`), is checked column by column, and
+:func:`~streamml.features.spec.feature_columns_matrix` computes the batch's features from the columns without a
+Python object per row. Writers pack one state with ``struct`` (the same bytes) or whole columns with numpy. A user
+record is 1,034 bytes whatever its history (format 2's msgpack stored only the touched genres: 136 bytes on average
+for the synthetic million users, 860 for ml-latest-small's); the fixed width is what the one-call decode costs in
+Redis memory (docs/benchmarks.md).
 """
 
 from __future__ import annotations
