@@ -27,7 +27,7 @@ import redis
 from bench.harness import Row, console, print_table, stopwatch
 from streamml import names
 from streamml.config import Settings
-from streamml.features import packing, spec
+from streamml.features import packing, snapshot_rows, spec
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
 
@@ -89,7 +89,7 @@ _ARROW_TYPES = {"long": "int64", "double": "float64", "array<long>": "list<int64
 
 
 def snapshot_tables(users: list[spec.UserState], movies: list[spec.MovieState]) -> tuple[Any, Any]:
-    """The states as a feature version's snapshot parts (``packing.USER_SNAPSHOT_COLUMNS``, ``MOVIE_...``)."""
+    """The states as a feature version's snapshot parts (``snapshot_rows.USER_SNAPSHOT_COLUMNS``, ``MOVIE_...``)."""
     import pyarrow as pa
 
     def arrow(kind: str) -> Any:
@@ -97,14 +97,14 @@ def snapshot_tables(users: list[spec.UserState], movies: list[spec.MovieState]) 
         return pa.list_(pa.type_for_alias(name[5:-1])) if name.startswith("list") else pa.type_for_alias(name)
 
     user_columns = {"userId": pa.array(np.arange(1, len(users) + 1))}
-    for name, kind in packing.USER_STATE_SCHEMA.items():
+    for name, kind in snapshot_rows.USER_STATE_SCHEMA.items():
         user_columns[name] = pa.array([getattr(u, name) for u in users], arrow(kind))
     movie_columns = {
         "movieId": pa.array(np.arange(1, len(movies) + 1)),
         "genres": pa.array([list(m.genres) for m in movies], pa.list_(pa.int32())),
         "year": pa.array([m.year for m in movies], pa.int32()),
     }
-    for name in packing.MOVIE_SNAPSHOT_COLUMNS[3:]:
+    for name in snapshot_rows.MOVIE_SNAPSHOT_COLUMNS[3:]:
         kind = pa.int64() if name in ("count", "likes", "first_ts") else pa.float64()
         movie_columns[name] = pa.array([getattr(m, name) for m in movies], kind)
     return pa.table(user_columns), pa.table(movie_columns)
@@ -137,13 +137,16 @@ def object_per_row(settings: Settings, version: int, store: RedisFeatureStore) -
 
     def items() -> Iterator[tuple[str, bytes]]:
         for part, key, id_column, state_of, pack in (
-            ("users", names.user_features_key, "userId", packing.user_state_from_row, packing.pack_user),
-            ("movies", names.movie_features_key, "movieId", packing.movie_state_from_row, packing.pack_movie),
+            ("users", names.user_features_key, "userId", snapshot_rows.user_state_from_row, packing.pack_user),
+            ("movies", names.movie_features_key, "movieId", snapshot_rows.movie_state_from_row, packing.pack_movie),
         ):
             for batch in read_part(settings, version, part).to_batches(max_chunksize=50_000):
                 for row in batch.to_pylist():
                     yield key(version, int(row[id_column])), pack(state_of(row))
-        yield names.globals_features_key(version), packing.pack_globals(packing.globals_from_row(manifest["globals"]))
+        yield (
+            names.globals_features_key(version),
+            packing.pack_globals(snapshot_rows.globals_from_row(manifest["globals"])),
+        )
 
     written = store.load(version, items())
     store.activate(version)

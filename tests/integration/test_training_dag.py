@@ -22,7 +22,7 @@ from streamml import names, tasks
 from streamml.airflow_client import trigger_and_wait
 from streamml.config import Settings
 from streamml.data import movielens
-from streamml.features import packing, spec
+from streamml.features import packing, snapshot_rows, spec
 from streamml.features.batch import PARTS, read_manifest, read_part
 from streamml.stores.objects import ObjectStore, s3_filesystem
 
@@ -93,7 +93,7 @@ def test_features_upgrade_rematerializes_a_version_held_in_another_state_format(
     first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300, check=True)  # noqa: S603
     assert f"globals state blob: {len(old)} bytes, not the 26 of state format 3" in first.stdout, first.stdout
     assert "materializing it again" in first.stdout
-    assert packing.unpack_globals(redis_db.get(names.globals_features_key(version))) == packing.globals_from_row(
+    assert packing.unpack_globals(redis_db.get(names.globals_features_key(version))) == snapshot_rows.globals_from_row(
         manifest["globals"]
     )
     users = read_part(settings, version, "users", columns=["userId"]).column("userId").to_pylist()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from streamml.features import _replay_kernel as kernel
-from streamml.features import packing, spec
+from streamml.features import snapshot_rows, spec
 
 KEY_COLUMNS: tuple[str, ...] = ("userId", "movieId", "rating", "timestamp")
 """Columns of a ratings frame, passed through to the features frame ahead of ``label`` and the features."""
@@ -52,7 +52,7 @@ INPUT_COLUMNS: tuple[str, ...] = tuple(
 FEATURE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, spec.LABEL, *spec.FEATURE_NAMES)
 """The columns of a replayed row that the history and stream parts keep."""
 STATE_COLUMNS: tuple[str, ...] = (
-    *KEY_COLUMNS, RESIDUAL_AFTER, *(SNAPSHOT_PREFIX + name for name in packing.USER_STATE_SCHEMA)
+    *KEY_COLUMNS, RESIDUAL_AFTER, *(SNAPSHOT_PREFIX + name for name in snapshot_rows.USER_STATE_SCHEMA)
 )  # fmt: skip
 """The columns of a replayed row that the user and movie snapshots read."""
 
@@ -62,7 +62,7 @@ def output_schema(columns: tuple[str, ...] | None = None) -> str:
     kinds = {
         "userId": "long", "movieId": "long", "rating": "double", "timestamp": "long", spec.LABEL: "int",
         **dict.fromkeys(spec.FEATURE_NAMES, "double"), RESIDUAL_AFTER: "double",
-        **{SNAPSHOT_PREFIX + name: kind for name, kind in packing.USER_STATE_SCHEMA.items()},
+        **{SNAPSHOT_PREFIX + name: kind for name, kind in snapshot_rows.USER_STATE_SCHEMA.items()},
     }  # fmt: skip
     return ", ".join(f"{name} {kind}" for name, kind in kinds.items() if columns is None or name in columns)
 
@@ -198,7 +198,7 @@ class _UserReplay:
         frame[RESIDUAL_AFTER] = chunk[RESIDUAL_AFTER].to_numpy()
         rows = rows[:snapshots]
         arrays = {"int": ints[:snapshots], "float": floats[:snapshots]}
-        for name in packing.USER_STATE_SCHEMA:
+        for name in snapshot_rows.USER_STATE_SCHEMA:
             kind, at = kernel.USER_FIELDS[name]
             column = np.full(size, None, dtype=object)
             for row, value in zip(rows.tolist(), arrays[kind][:, at].tolist(), strict=True):

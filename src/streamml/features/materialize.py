@@ -11,7 +11,7 @@ import numpy as np
 from streamml import names
 from streamml.config import Settings
 from streamml.errors import DataValidationError
-from streamml.features import packing
+from streamml.features import packing, snapshot_rows
 from streamml.features.batch import read_manifest, read_part
 from streamml.stores.features import RedisFeatureStore
 from streamml.stores.redis_client import redis_client
@@ -87,7 +87,7 @@ def materialize(settings: Settings, version: int, on_progress: Callable[[int], N
                         on_progress(n)
             except DataValidationError as exc:
                 raise DataValidationError(f"feature version {version}: {exc}") from None
-        globals_state = packing.globals_from_row(manifest["globals"])
+        globals_state = snapshot_rows.globals_from_row(manifest["globals"])
         yield names.globals_features_key(version), packing.pack_globals(globals_state)
 
     written = store.load(version, blobs())

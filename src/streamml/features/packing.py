@@ -1,6 +1,6 @@
 """The online state's storage formats: the fixed binary layouts of the user, movie and global states in Redis
-(checked against :mod:`streamml.bounds` when read, since Redis is an input like any other) and the snapshot rows the
-Spark job writes. The states themselves and the features computed from them are :mod:`.spec`.
+(checked against :mod:`streamml.bounds` when read, since Redis is an input like any other). The snapshot rows the
+Spark job writes are :mod:`.snapshot_rows`; the states themselves and the features computed from them :mod:`.spec`.
 
 Layout (:data:`STATE_FORMAT` 3). Each state is one fixed-width little-endian record of a numpy structured dtype
 (:data:`USER_LAYOUT`, :data:`MOVIE_LAYOUT`, :data:`GLOBALS_LAYOUT`): the format number (``uint16``), then the
@@ -28,7 +28,7 @@ import numpy as np
 
 from streamml.bounds import MAX_COUNT, MAX_FEATURE_MAGNITUDE, MAX_TIMESTAMP
 from streamml.errors import DataValidationError
-from streamml.features.spec import N_GENRES, N_RECENT, FeatureState, GlobalState, MovieState, UserState
+from streamml.features.spec import N_GENRES, N_RECENT, FeatureState, GlobalState, MovieState, UserState, genre_mask
 
 STATE_FORMAT = 3
 """Version of the user/movie/global layouts; bump it when a layout changes (format 2 was msgpack)."""
@@ -135,14 +135,6 @@ def pack_user(s: UserState) -> bytes:
         s.low_ratings, s.residual_sq_total, s.residual_sq_recent, _time_or_absent(s.first_ts), s.line_x, s.line_xx,
         s.line_xy, s.line_y,
     )  # fmt: skip
-
-
-def genre_mask(genres: Iterable[int]) -> int:
-    """The bit mask of a movie's genre indices (bit ``g`` set for genre ``g``)."""
-    mask = 0
-    for genre in genres:
-        mask |= 1 << genre
-    return mask
 
 
 def pack_movie(s: MovieState) -> bytes:
@@ -376,99 +368,6 @@ def unpack_globals(blob: bytes) -> GlobalState:
         raise DataValidationError(decoded.errors[0])
     _, count, total, likes = decoded.records.tolist()[0]
     return GlobalState(count, total, likes)
-
-
-# Snapshot rows (as produced by the Spark snapshot transforms) -> states.
-
-USER_STATE_SCHEMA: dict[str, str] = {
-    "count": "long",
-    "total": "double",
-    "total_sq": "double",
-    "likes": "long",
-    "last_ts": "long",
-    "genre_count": "array<long>",
-    "genre_total": "array<double>",
-    "residual_total": "double",
-    "last_rating": "double",
-    "recent": "array<double>",
-    "genre_residual_recent": "array<double>",
-    "genre_residual_total": "array<double>",
-    "genre_like_recent": "array<double>",
-    "half_stars": "long",
-    "five_stars": "long",
-    "low_ratings": "long",
-    "residual_sq_total": "double",
-    "residual_sq_recent": "double",
-    "first_ts": "long",
-    "line_x": "double",
-    "line_xx": "double",
-    "line_xy": "double",
-    "line_y": "double",
-}
-"""A user's state as snapshot columns and their Spark types (the feature job's replay writes them); each is the
-:class:`~streamml.features.spec.UserState` field of that name."""
-SEQUENTIAL_MOVIE_COLUMNS: tuple[str, ...] = ("residual_total", "first_ts")
-"""The movie state the replay adds to Spark's sums."""
-USER_SNAPSHOT_COLUMNS: tuple[str, ...] = ("userId", *USER_STATE_SCHEMA)
-MOVIE_SNAPSHOT_COLUMNS: tuple[str, ...] = (
-    "movieId",
-    "genres",
-    "year",
-    "count",
-    "total",
-    "total_sq",
-    "likes",
-    *SEQUENTIAL_MOVIE_COLUMNS,
-)
-GLOBAL_SNAPSHOT_COLUMNS: tuple[str, ...] = ("count", "total", "likes")
-
-
-def user_state_from_row(row: Mapping[str, Any]) -> UserState:
-    """A :class:`UserState` from a mapping with :data:`USER_SNAPSHOT_COLUMNS` (e.g. ``Row.asDict()``)."""
-    return UserState(
-        count=int(row["count"]),
-        total=float(row["total"]),
-        total_sq=float(row["total_sq"]),
-        likes=int(row["likes"]),
-        last_ts=None if row["last_ts"] is None else int(row["last_ts"]),
-        genre_count=[int(value) for value in row["genre_count"]],
-        genre_total=[float(value) for value in row["genre_total"]],
-        residual_total=float(row["residual_total"]),
-        last_rating=None if row["last_rating"] is None else float(row["last_rating"]),
-        recent=[float(value) for value in row["recent"]],
-        genre_residual_recent=[float(value) for value in row["genre_residual_recent"]],
-        genre_residual_total=[float(value) for value in row["genre_residual_total"]],
-        genre_like_recent=[float(value) for value in row["genre_like_recent"]],
-        half_stars=int(row["half_stars"]),
-        five_stars=int(row["five_stars"]),
-        low_ratings=int(row["low_ratings"]),
-        residual_sq_total=float(row["residual_sq_total"]),
-        residual_sq_recent=float(row["residual_sq_recent"]),
-        first_ts=None if row["first_ts"] is None else int(row["first_ts"]),
-        line_x=float(row["line_x"]),
-        line_xx=float(row["line_xx"]),
-        line_xy=float(row["line_xy"]),
-        line_y=float(row["line_y"]),
-    )
-
-
-def movie_state_from_row(row: Mapping[str, Any]) -> MovieState:
-    """A :class:`MovieState` from a mapping with :data:`MOVIE_SNAPSHOT_COLUMNS`."""
-    return MovieState(
-        genres=tuple(int(value) for value in (row["genres"] or ())),
-        year=None if row["year"] is None else int(row["year"]),
-        count=int(row["count"] or 0),
-        total=float(row["total"] or 0.0),
-        total_sq=float(row["total_sq"] or 0.0),
-        likes=int(row["likes"] or 0),
-        residual_total=float(row["residual_total"] or 0.0),
-        first_ts=None if row["first_ts"] is None else int(row["first_ts"]),
-    )
-
-
-def globals_from_row(row: Mapping[str, Any]) -> GlobalState:
-    """A :class:`GlobalState` from a mapping with :data:`GLOBAL_SNAPSHOT_COLUMNS`."""
-    return GlobalState(count=int(row["count"] or 0), total=float(row["total"] or 0.0), likes=int(row["likes"] or 0))
 
 
 def snapshot(state: FeatureState) -> tuple[dict[int, bytes], dict[int, bytes], GlobalState]:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from streamml import names
 from streamml.data.movielens import cutoff_index
 from streamml.features import backfill
-from streamml.features.packing import USER_STATE_SCHEMA
+from streamml.features.snapshot_rows import USER_STATE_SCHEMA
 from streamml.features.spec import GENRES, LIKE_THRESHOLD, PRIOR_MEAN, PRIOR_STRENGTH, YEAR_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _with_global_sums(rows: DataFrame, prefix: str, within_day: WindowSpec) -> D
 
 def user_snapshot(rows: DataFrame) -> DataFrame:
     """Each user's state after every rating before the cutoff, from :func:`features`' rows: the columns of
-    :data:`~streamml.features.packing.USER_SNAPSHOT_COLUMNS`."""
+    :data:`~streamml.features.snapshot_rows.USER_SNAPSHOT_COLUMNS`."""
     first = backfill.SNAPSHOT_PREFIX + next(iter(USER_STATE_SCHEMA))
     return rows.where(F.col(first).isNotNull()).select(
         "userId", *[F.col(backfill.SNAPSHOT_PREFIX + name).alias(name) for name in USER_STATE_SCHEMA]
@@ -182,7 +182,7 @@ def user_snapshot(rows: DataFrame) -> DataFrame:
 
 def movie_snapshot(rows: DataFrame, movies: DataFrame, cutoff: int) -> DataFrame:
     """Every movie's state after the ratings before ``cutoff``, from :func:`features`' rows: the columns of
-    :data:`~streamml.features.packing.MOVIE_SNAPSHOT_COLUMNS`, one row per catalog movie (zero counts and no
+    :data:`~streamml.features.snapshot_rows.MOVIE_SNAPSHOT_COLUMNS`, one row per catalog movie (zero counts and no
     residuals when unrated) plus any rated movie missing from the catalog (no genres, no year)."""
     rating = F.col("rating")
     stats = (
@@ -220,7 +220,7 @@ def _or_zero(column: Column, zero: float | int) -> Column:
 
 
 def globals_snapshot(history: DataFrame) -> DataFrame:
-    """One row with :data:`~streamml.features.packing.GLOBAL_SNAPSHOT_COLUMNS` over all of ``history``."""
+    """One row with :data:`~streamml.features.snapshot_rows.GLOBAL_SNAPSHOT_COLUMNS` over all of ``history``."""
     rating = F.col("rating").cast("double")
     return history.agg(
         F.count(F.lit(1)).alias("count"),

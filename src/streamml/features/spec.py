@@ -115,6 +115,7 @@ from streamml.features.state import (
     MovieState,
     UserState,
     apply_rating,
+    genre_mask,
     label,
     parse_genres,
     parse_year,
@@ -177,6 +178,7 @@ __all__ = [
     "parse_year",
     "point_in_time_features",
     "shrunk_mean",
+    "genre_mask",
 ]
 
 
@@ -409,7 +411,7 @@ def feature_matrix(
             values = [np.nan if v is None else v for v in values]
         user_columns[name] = np.array(values, dtype=np.int64 if name in _USER_INTS else np.float64)
     movie_columns = {
-        "genres": np.fromiter((sum(1 << g for g in m.genres) for m in ms), np.uint32, size),
+        "genres": np.fromiter((genre_mask(m.genres) for m in ms), np.uint32, size),
         "year": np.fromiter((-1 if m.year is None else m.year for m in ms), np.int64, size),
         "count": np.fromiter((m.count for m in ms), np.int64, size),
         "total": np.fromiter((m.total for m in ms), np.float64, size),

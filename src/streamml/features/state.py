@@ -5,7 +5,7 @@ runs online and the backfill replays offline. What the states mean is in :mod:`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 LIKE_THRESHOLD = 4.0
@@ -94,6 +94,14 @@ def parse_genres(genres: str | None) -> tuple[int, ...]:
     if not genres:
         return ()
     return tuple(sorted({GENRE_INDEX[name] for name in genres.split(GENRE_SEPARATOR) if name in GENRE_INDEX}))
+
+
+def genre_mask(genres: Iterable[int]) -> int:
+    """The bit mask of a movie's genre indices (bit ``g`` set for genre ``g``): the online layout's genres."""
+    mask = 0
+    for genre in genres:
+        mask |= 1 << genre
+    return mask
 
 
 def _zeros_int() -> list[int]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from streamml import names
-from streamml.features import packing, spec
+from streamml.features import snapshot_rows, spec
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ def snapshot_states(
     user_rows: Iterable[Mapping[str, Any]], movie_rows: Iterable[Mapping[str, Any]], globals_row: Mapping[str, Any]
 ) -> tuple[dict[int, spec.UserState], dict[int, spec.MovieState], spec.GlobalState]:
     """States from snapshot rows (the ``users``/``movies`` parts and the manifest's ``globals``)."""
-    users = {int(row["userId"]): packing.user_state_from_row(row) for row in user_rows}
-    movies = {int(row["movieId"]): packing.movie_state_from_row(row) for row in movie_rows}
-    return users, movies, packing.globals_from_row(globals_row)
+    users = {int(row["userId"]): snapshot_rows.user_state_from_row(row) for row in user_rows}
+    movies = {int(row["movieId"]): snapshot_rows.movie_state_from_row(row) for row in movie_rows}
+    return users, movies, snapshot_rows.globals_from_row(globals_row)
 
 
 def frozen_features(

@@ -19,7 +19,7 @@ from pyarrow.fs import LocalFileSystem
 from pyspark.sql import DataFrame, SparkSession
 
 from streamml.data.movielens import sort_ratings, synthesize, time_split
-from streamml.features import backfill, packing, spec
+from streamml.features import backfill, packing, snapshot_rows, spec
 from streamml.features.materialize import snapshot_blobs
 from streamml.features.spark import replayed
 from streamml.features.spec import FEATURE_NAMES, FeatureState
@@ -173,11 +173,13 @@ def test_spark_snapshot_equals_incremental_snapshot(
     rows, _, job_cutoff = job
     assert job_cutoff == cutoff
     user_rows = user_snapshot(rows).collect()
-    spark_users = {r["userId"]: packing.pack_user(packing.user_state_from_row(r.asDict())) for r in user_rows}
+    spark_users = {r["userId"]: packing.pack_user(snapshot_rows.user_state_from_row(r.asDict())) for r in user_rows}
     assert spark_users == users
 
     movie_rows = movie_snapshot(rows, spark_movies, cutoff).collect()
-    spark_movie_blobs = {r["movieId"]: packing.pack_movie(packing.movie_state_from_row(r.asDict())) for r in movie_rows}
+    spark_movie_blobs = {
+        r["movieId"]: packing.pack_movie(snapshot_rows.movie_state_from_row(r.asDict())) for r in movie_rows
+    }
     assert spark_movie_blobs == movie_blobs
     # materialize packs the same blobs column by column from the parts' Arrow tables (batches of 7: sliced lists)
     assert dict(snapshot_blobs(user_snapshot(rows).toArrow(), "users", batch_rows=7)) == users
@@ -187,7 +189,7 @@ def test_spark_snapshot_equals_incremental_snapshot(
     assert any(packing.unpack_movie(blob).count == 0 for blob in movie_blobs.values())  # unrated catalog movies
 
     (global_row,) = globals_snapshot(spark_history).collect()
-    assert packing.globals_from_row(global_row.asDict()) == globals_
+    assert snapshot_rows.globals_from_row(global_row.asDict()) == globals_
 
     # The first stream row, scored from the snapshot blobs, gets its point-in-time features.
     first = stream.iloc[0]

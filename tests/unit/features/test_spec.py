@@ -8,7 +8,7 @@ import pytest
 
 from streamml.data.movielens import sort_ratings, synthesize
 from streamml.errors import DataValidationError
-from streamml.features import packing, spec
+from streamml.features import packing, snapshot_rows, spec
 from streamml.features.spec import (
     FEATURE_NAMES,
     FeatureState,
@@ -347,7 +347,7 @@ def test_snapshot_parts_are_packed_by_column_and_a_bad_row_is_refused_naming_par
     user = UserState(count=1, total=4.0, total_sq=16.0, likes=1, last_ts=5, first_ts=5, last_rating=4.0)
     user.genre_count[7], user.genre_total[7] = 1, 4.0
     columns = {"userId": pa.array(range(1, 11), pa.int64())}
-    for name in packing.USER_STATE_SCHEMA:
+    for name in snapshot_rows.USER_STATE_SCHEMA:
         columns[name] = pa.array([getattr(user, name)] * 10)
     columns["last_rating"] = pa.array([4.0] * 9 + [None])  # a null is the layout's absent value
     table = pa.table(columns)

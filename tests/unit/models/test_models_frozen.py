@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from streamml.data.movielens import synthesize, time_split
-from streamml.features import packing, spec
+from streamml.features import snapshot_rows, spec
 from streamml.features.spec import FEATURE_NAMES, FeatureState, GlobalState, MovieState, UserState
 from streamml.models import evaluate as ev
 from streamml.models.dataset import dataset_from_ratings
@@ -19,7 +19,7 @@ GENRE_DRAMA = spec.GENRE_INDEX["Drama"]
 def _user_row(user_id: int, state: UserState) -> dict[str, object]:
     return {
         "userId": user_id,
-        **{name: _copy(getattr(state, name)) for name in packing.USER_STATE_SCHEMA},
+        **{name: _copy(getattr(state, name)) for name in snapshot_rows.USER_STATE_SCHEMA},
     }
 
 
@@ -36,7 +36,7 @@ def _movie_row(movie_id: int, state: MovieState) -> dict[str, object]:
         "total": state.total,
         "total_sq": state.total_sq,
         "likes": state.likes,
-        **{name: getattr(state, name) for name in packing.SEQUENTIAL_MOVIE_COLUMNS},
+        **{name: getattr(state, name) for name in snapshot_rows.SEQUENTIAL_MOVIE_COLUMNS},
     }
 
 
